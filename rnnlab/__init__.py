@@ -1,0 +1,59 @@
+"""rnnlab: a functional JAX toolkit for recurrent networks and their gradients.
+
+Where things live: the cell updates in :mod:`rnnlab.cells`, the unroll in
+:mod:`rnnlab.scan`, sequence layers in :mod:`rnnlab.layers`, the four RNN types
+in :mod:`rnnlab.models`, weight schemes in :mod:`rnnlab.initializers`.
+"""
+
+from rnnlab import cells, initializers, layers, models, scan
+from rnnlab.cells import (
+  Cell,
+  ElmanParams,
+  GRUParams,
+  LSTMCarry,
+  LSTMParams,
+  elman,
+  gru,
+  lstm,
+)
+from rnnlab.cells import stack as stack_cells
+from rnnlab.layers import Layer, bidirectional, dense, embedding, rnn, stacked
+from rnnlab.models import (
+  encoder_decoder,
+  many_to_many,
+  many_to_one,
+  one_to_many,
+  shift_right,
+)
+from rnnlab.scan import unroll
+
+__version__ = "0.1.0"
+
+__all__ = [
+  "Cell",
+  "ElmanParams",
+  "GRUParams",
+  "LSTMCarry",
+  "LSTMParams",
+  "Layer",
+  "bidirectional",
+  "cells",
+  "dense",
+  "elman",
+  "embedding",
+  "encoder_decoder",
+  "gru",
+  "initializers",
+  "layers",
+  "lstm",
+  "many_to_many",
+  "many_to_one",
+  "models",
+  "one_to_many",
+  "rnn",
+  "scan",
+  "shift_right",
+  "stack_cells",
+  "stacked",
+  "unroll",
+]

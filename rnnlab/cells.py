@@ -1,0 +1,442 @@
+"""Recurrent cells: the vanilla (Elman) RNN, the LSTM and the GRU, as pure functions.
+
+A cell is a :class:`Cell`, a NamedTuple of three pure functions that its factory
+closes over the cell's hyper-parameters (the optax ``GradientTransformation``
+pattern)::
+
+    cell = rnnlab.lstm(hidden_size=64)
+    params = cell.init(key, input_size)              # a NamedTuple of arrays
+    carry = cell.initial_carry(params, batch_shape=(32,))
+    carry, y = cell.step(params, carry, x)           # x: (*batch, input_size)
+
+``step`` has the ``lax.scan`` signature, so ``lax.scan(partial(cell.step, params),
+carry, xs)`` unrolls it with no glue (:func:`rnnlab.unroll` does this, plus
+lengths, reversal and batch-major layouts).
+
+Conventions, shared by every cell here:
+
+* weights are stored ``(in, out)`` and applied as ``x @ w``; gates are fused
+  along the output axis in a fixed, documented order;
+* sizes are read from the arrays' shapes, never stored;
+* any number of leading batch dimensions, including none;
+* all arithmetic runs in the parameters' dtype (float32, bfloat16 or float64):
+  inputs are cast to it and the carry keeps it;
+* initialisation is explicit: each weight's scheme is an argument with a stated
+  default (see :mod:`rnnlab.initializers`), and gains are never implicit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnnlab import initializers as inits
+
+Array = jax.Array
+PyTree = Any
+
+
+class Cell(NamedTuple):
+  """A recurrent cell: three pure functions closed over its hyper-parameters.
+
+  Attributes:
+    init: ``init(key, input_size, dtype=jnp.float32) -> params``.
+    initial_carry: ``initial_carry(params, batch_shape=()) -> carry`` (zeros).
+    step: ``step(params, carry, x) -> (carry, y)``, the ``lax.scan`` signature.
+    name: a short label used in error messages and reports.
+  """
+
+  init: Callable[..., PyTree]
+  initial_carry: Callable[..., PyTree]
+  step: Callable[..., tuple[PyTree, Array]]
+  name: str = "cell"
+
+
+class ElmanParams(NamedTuple):
+  """Vanilla RNN parameters: ``w_ih (I, H)``, ``w_hh (H, H)``, ``b (H,)``."""
+
+  w_ih: Array
+  w_hh: Array
+  b: Array
+
+
+class LSTMParams(NamedTuple):
+  """LSTM parameters, gates fused in the order i, f, g, o.
+
+  ``w_ih (I, 4H)``, ``w_hh (H, 4H)``, ``b (4H,)``. PyTorch's two biases map to
+  ``b = b_ih + b_hh`` (only their sum matters).
+  """
+
+  w_ih: Array
+  w_hh: Array
+  b: Array
+
+
+class LSTMCarry(NamedTuple):
+  """LSTM state: hidden ``h (*batch, H)`` and cell ``c (*batch, H)``."""
+
+  h: Array
+  c: Array
+
+
+class GRUParams(NamedTuple):
+  """GRU parameters, gates fused in the order r, z, n (PyTorch / cuDNN).
+
+  ``w_ih (I, 3H)``, ``w_hh (H, 3H)``, ``b_ih (3H,)``, ``b_hh (3H,)``. The two
+  biases are not redundant for the n gate, where ``b_hn`` sits inside the reset.
+  """
+
+  w_ih: Array
+  w_hh: Array
+  b_ih: Array
+  b_hh: Array
+
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+  "tanh": jnp.tanh,
+  "relu": jax.nn.relu,
+  "linear": lambda a: a,
+}
+
+
+def _check_hidden_size(name: str, hidden_size: Any) -> int:
+  if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
+    raise ValueError(f"{name}: hidden_size must be a positive int; got {hidden_size!r}")
+  return hidden_size
+
+
+def _check_input_size(name: str, input_size: Any) -> int:
+  if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
+    raise ValueError(f"{name}.init: input_size must be a positive int; got {input_size!r}")
+  return input_size
+
+
+def check_dtype(name: str, dtype: Any) -> Any:
+  """A floating parameter dtype that JAX can hold as asked (float64 needs x64 mode)."""
+  try:
+    dtype = jnp.dtype(dtype)
+  except TypeError:
+    raise ValueError(f"{name}.init: dtype={dtype!r} is not a dtype") from None
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(
+      f"{name}.init: dtype must be floating (float32, bfloat16, float64); got {dtype}"
+    )
+  if dtype.itemsize == 8 and not jax.config.read("jax_enable_x64"):
+    raise ValueError(
+      f"{name}.init: dtype={dtype} needs 64-bit JAX; enable it with "
+      "jax.config.update('jax_enable_x64', True) or `with jax.enable_x64(True):`"
+    )
+  return dtype
+
+
+def _cast_input(name: str, w_ih: Array, x: Array) -> Array:
+  x = jnp.asarray(x)
+  if x.ndim < 1 or x.shape[-1] != w_ih.shape[0]:
+    raise ValueError(
+      f"{name}.step: x has shape {tuple(x.shape)}, expected (*batch, {w_ih.shape[0]}) "
+      f"to match params.w_ih of shape {tuple(w_ih.shape)}"
+    )
+  return x.astype(w_ih.dtype)
+
+
+def _batch_shape(batch_shape: int | Sequence[int]) -> tuple[int, ...]:
+  if isinstance(batch_shape, int):
+    return (batch_shape,)
+  return tuple(batch_shape)
+
+
+def elman(
+  hidden_size: int,
+  activation: str | Callable[[Array], Array] = "tanh",
+  *,
+  recurrent_init: inits.InitSpec = "orthogonal",
+  gain: float = 1.0,
+  input_init: inits.InitSpec = "lecun_normal",
+  bias_init: inits.InitSpec = "zeros",
+) -> Cell:
+  r"""The vanilla (Elman) RNN cell.
+
+  .. math::  h' = \mathrm{act}(x W_{ih} + h W_{hh} + b), \qquad y = h'
+
+  Shapes: ``x (*batch, I)``, ``h (*batch, H)``, ``w_ih (I, H)``, ``w_hh (H, H)``,
+  ``b (H,)``. The carry is the array ``h``.
+
+  Args:
+    hidden_size: H.
+    activation: ``"tanh"`` (default), ``"relu"`` (with ``recurrent_init="identity"``
+      this is the IRNN of Le et al. 2015), ``"linear"``, or any elementwise callable.
+    recurrent_init: scheme for ``w_hh``: ``"orthogonal"`` (default), ``"gaussian"``,
+      ``"identity"``, ``"uniform"`` (PyTorch), or a callable ``init(key, shape, dtype)``.
+    gain: g, the scale of the recurrent scheme (default 1.0: orthogonal singular
+      values, Gaussian spectral radius, identity diagonal all equal 1).
+    input_init: scheme for ``w_ih`` (default ``"lecun_normal"``, as flax).
+    bias_init: scheme for ``b`` (default ``"zeros"``).
+
+  Returns:
+    A :class:`Cell` with params :class:`ElmanParams` and carry ``h``.
+  """
+  name = "elman"
+  hidden_size = _check_hidden_size(name, hidden_size)
+  if callable(activation):
+    act = activation
+  elif activation in ACTIVATIONS:
+    act = ACTIVATIONS[activation]
+  else:
+    raise ValueError(
+      f"elman: activation={activation!r} is not supported; expected one of "
+      f"{tuple(ACTIVATIONS)} or an elementwise callable"
+    )
+  rec = inits.recurrent(recurrent_init, hidden_size, gain)
+  inp = inits.input_weights(input_init, hidden_size)
+  bias = inits.bias(bias_init, hidden_size)
+
+  def init(key: Array, input_size: int, dtype: Any = jnp.float32) -> ElmanParams:
+    input_size = _check_input_size(name, input_size)
+    dtype = check_dtype(name, dtype)
+    k_ih, k_hh, k_b = jax.random.split(key, 3)
+    return ElmanParams(
+      w_ih=inp(k_ih, (input_size, hidden_size), dtype),
+      w_hh=rec(k_hh, (hidden_size, hidden_size), dtype),
+      b=bias(k_b, (hidden_size,), dtype),
+    )
+
+  def initial_carry(params: ElmanParams, batch_shape: int | Sequence[int] = ()) -> Array:
+    return jnp.zeros((*_batch_shape(batch_shape), params.w_hh.shape[0]), params.w_hh.dtype)
+
+  def step(params: ElmanParams, h: Array, x: Array) -> tuple[Array, Array]:
+    x = _cast_input(name, params.w_ih, x)
+    h = act(x @ params.w_ih + h @ params.w_hh + params.b)
+    return h, h
+
+  return Cell(init, initial_carry, step, name)
+
+
+def lstm(
+  hidden_size: int,
+  forget_bias: float = 1.0,
+  *,
+  recurrent_init: inits.InitSpec = "orthogonal",
+  gain: float = 1.0,
+  input_init: inits.InitSpec = "lecun_normal",
+  bias_init: inits.InitSpec = "zeros",
+  chrono_t_max: float | None = None,
+) -> Cell:
+  r"""The LSTM cell with a forget gate (Hochreiter & Schmidhuber 1997; Gers 2000).
+
+  .. math::
+     [a_i, a_f, a_g, a_o] &= x W_{ih} + h W_{hh} + b \\
+     i = \sigma(a_i),\ f &= \sigma(a_f),\ g = \tanh(a_g),\ o = \sigma(a_o) \\
+     c' = f \odot c + i \odot g, &\qquad h' = o \odot \tanh(c'), \qquad y = h'
+
+  Shapes: ``w_ih (I, 4H)``, ``w_hh (H, 4H)``, ``b (4H,)``, gate order i, f, g, o
+  (PyTorch, cuDNN, Keras). The carry is :class:`LSTMCarry` ``(h, c)``.
+
+  Args:
+    hidden_size: H.
+    forget_bias: initial value of the forget slice of ``b`` (default 1.0,
+      Jozefowicz et al. 2015: ``sigmoid(1) = 0.73``, a memory of about 3.7
+      steps). It is written into ``b`` at init, never added at call time, so
+      imported weights run unchanged.
+    recurrent_init: scheme for each gate's ``(H, H)`` block of ``w_hh``
+      (default ``"orthogonal"``; see :func:`elman`).
+    gain: g, the scale of the recurrent scheme (default 1.0).
+    input_init: scheme for each gate's block of ``w_ih`` (default ``"lecun_normal"``).
+    bias_init: scheme for ``b`` before the forget bias is written (default ``"zeros"``).
+    chrono_t_max: if given, chrono initialisation (Tallec & Ollivier 2018):
+      forget bias ``b_f ~ log U[1, t_max - 1]`` and input bias ``b_i = -b_f``,
+      replacing ``forget_bias``.
+
+  Returns:
+    A :class:`Cell` with params :class:`LSTMParams` and carry :class:`LSTMCarry`.
+  """
+  name = "lstm"
+  hidden_size = _check_hidden_size(name, hidden_size)
+  rec = inits.recurrent(recurrent_init, hidden_size, gain)
+  inp = inits.input_weights(input_init, hidden_size)
+  bias = inits.bias(bias_init, hidden_size)
+  chrono = None if chrono_t_max is None else inits.chrono(chrono_t_max)
+  H = hidden_size
+
+  def init(key: Array, input_size: int, dtype: Any = jnp.float32) -> LSTMParams:
+    input_size = _check_input_size(name, input_size)
+    dtype = check_dtype(name, dtype)
+    k_ih, k_hh, k_b, k_chrono = jax.random.split(key, 4)
+    b = bias(k_b, (4 * H,), dtype)
+    if chrono is None:
+      b = b.at[H : 2 * H].set(forget_bias)
+    else:
+      b_f = chrono(k_chrono, (H,), dtype)
+      b = b.at[0:H].set(-b_f).at[H : 2 * H].set(b_f)
+    return LSTMParams(
+      w_ih=inits.per_gate(inp, k_ih, input_size, H, 4, dtype),
+      w_hh=inits.per_gate(rec, k_hh, H, H, 4, dtype),
+      b=b,
+    )
+
+  def initial_carry(params: LSTMParams, batch_shape: int | Sequence[int] = ()) -> LSTMCarry:
+    zeros = jnp.zeros((*_batch_shape(batch_shape), params.w_hh.shape[0]), params.w_hh.dtype)
+    return LSTMCarry(h=zeros, c=zeros)
+
+  def step(params: LSTMParams, carry: LSTMCarry, x: Array) -> tuple[LSTMCarry, Array]:
+    x = _cast_input(name, params.w_ih, x)
+    gates = x @ params.w_ih + carry.h @ params.w_hh + params.b
+    a_i, a_f, a_g, a_o = jnp.split(gates, 4, axis=-1)
+    c = jax.nn.sigmoid(a_f) * carry.c + jax.nn.sigmoid(a_i) * jnp.tanh(a_g)
+    h = jax.nn.sigmoid(a_o) * jnp.tanh(c)
+    return LSTMCarry(h=h, c=c), h
+
+  return Cell(init, initial_carry, step, name)
+
+
+def gru(
+  hidden_size: int,
+  reset_after: bool = True,
+  *,
+  recurrent_init: inits.InitSpec = "orthogonal",
+  gain: float = 1.0,
+  input_init: inits.InitSpec = "lecun_normal",
+  bias_init: inits.InitSpec = "zeros",
+  chrono_t_max: float | None = None,
+) -> Cell:
+  r"""The GRU cell (Cho et al. 2014) with PyTorch / cuDNN equations.
+
+  .. math::
+     r &= \sigma(x W_{ir} + b_{ir} + h W_{hr} + b_{hr}) \\
+     z &= \sigma(x W_{iz} + b_{iz} + h W_{hz} + b_{hz}) \\
+     n &= \tanh(x W_{in} + b_{in} + r \odot (h W_{hn} + b_{hn}))
+        \quad\text{(reset after, default)} \\
+     n &= \tanh(x W_{in} + b_{in} + (r \odot h) W_{hn} + b_{hn})
+        \quad\text{(reset before: haiku, Keras reset_after=False)} \\
+     h' &= (1 - z) \odot n + z \odot h, \qquad y = h'
+
+  Shapes: ``w_ih (I, 3H)``, ``w_hh (H, 3H)``, ``b_ih (3H,)``, ``b_hh (3H,)``, gate
+  order r, z, n. The carry is the array ``h``. Note that z *keeps* the old
+  state: ``z -> 1`` is the GRU's long-memory regime.
+
+  Args:
+    hidden_size: H.
+    reset_after: True (default) applies the reset to the recurrent product, as
+      PyTorch, cuDNN and flax.linen; False applies it to ``h`` before the matmul.
+      The two are different functions of the same parameters.
+    recurrent_init: scheme for each gate's ``(H, H)`` block of ``w_hh``
+      (default ``"orthogonal"``; see :func:`elman`).
+    gain: g, the scale of the recurrent scheme (default 1.0).
+    input_init: scheme for each gate's block of ``w_ih`` (default ``"lecun_normal"``).
+    bias_init: scheme for ``b_ih`` and ``b_hh`` (default ``"zeros"``).
+    chrono_t_max: if given, chrono initialisation of the update gate: ``b_iz ~
+      log U[1, t_max - 1]`` (positive, since z keeps the state here) and
+      ``b_hz = 0``.
+
+  Returns:
+    A :class:`Cell` with params :class:`GRUParams` and carry ``h``.
+  """
+  name = "gru"
+  hidden_size = _check_hidden_size(name, hidden_size)
+  rec = inits.recurrent(recurrent_init, hidden_size, gain)
+  inp = inits.input_weights(input_init, hidden_size)
+  bias = inits.bias(bias_init, hidden_size)
+  chrono = None if chrono_t_max is None else inits.chrono(chrono_t_max)
+  H = hidden_size
+
+  def init(key: Array, input_size: int, dtype: Any = jnp.float32) -> GRUParams:
+    input_size = _check_input_size(name, input_size)
+    dtype = check_dtype(name, dtype)
+    k_ih, k_hh, k_bi, k_bh, k_chrono = jax.random.split(key, 5)
+    b_ih = bias(k_bi, (3 * H,), dtype)
+    b_hh = bias(k_bh, (3 * H,), dtype)
+    if chrono is not None:
+      b_ih = b_ih.at[H : 2 * H].set(chrono(k_chrono, (H,), dtype))
+      b_hh = b_hh.at[H : 2 * H].set(0)
+    return GRUParams(
+      w_ih=inits.per_gate(inp, k_ih, input_size, H, 3, dtype),
+      w_hh=inits.per_gate(rec, k_hh, H, H, 3, dtype),
+      b_ih=b_ih,
+      b_hh=b_hh,
+    )
+
+  def initial_carry(params: GRUParams, batch_shape: int | Sequence[int] = ()) -> Array:
+    return jnp.zeros((*_batch_shape(batch_shape), params.w_hh.shape[0]), params.w_hh.dtype)
+
+  def step(params: GRUParams, h: Array, x: Array) -> tuple[Array, Array]:
+    x = _cast_input(name, params.w_ih, x)
+    gi_r, gi_z, gi_n = jnp.split(x @ params.w_ih + params.b_ih, 3, axis=-1)
+    b_hr, b_hz, b_hn = jnp.split(params.b_hh, 3)
+    if reset_after:
+      gh_r, gh_z, gh_n = jnp.split(h @ params.w_hh + params.b_hh, 3, axis=-1)
+      r = jax.nn.sigmoid(gi_r + gh_r)
+      z = jax.nn.sigmoid(gi_z + gh_z)
+      n = jnp.tanh(gi_n + r * gh_n)
+    else:
+      w_hrz, w_hn = params.w_hh[:, : 2 * H], params.w_hh[:, 2 * H :]
+      gh_r, gh_z = jnp.split(h @ w_hrz, 2, axis=-1)
+      r = jax.nn.sigmoid(gi_r + gh_r + b_hr)
+      z = jax.nn.sigmoid(gi_z + gh_z + b_hz)
+      n = jnp.tanh(gi_n + (r * h) @ w_hn + b_hn)
+    h = (1 - z) * n + z * h
+    return h, h
+
+  return Cell(init, initial_carry, step, name)
+
+
+class StackedCarry(NamedTuple):
+  """Carries of a :func:`stack` of cells, one per layer, bottom first."""
+
+  layers: tuple
+
+
+def stack(cells: Sequence[Cell], *, residual: bool = False) -> Cell:
+  r"""Several cells applied in sequence at each time step, as one :class:`Cell`.
+
+  ``y^0 = x``, ``(c^l, y^l) = step_l(c^l, y^{l-1})``; with ``residual`` every
+  layer after the first adds its input: ``y^l = step_l(...) + y^{l-1}``. The
+  output is the top layer's. Use it where a multi-layer cell must advance one
+  step at a time (generation, decoders); :func:`rnnlab.layers.stacked` runs whole
+  sequences layer by layer and admits bidirectional layers.
+
+  Params and carry are tuples with one entry per layer (a :class:`StackedCarry`).
+  """
+  cells = tuple(cells)
+  if not cells or not all(isinstance(c, Cell) for c in cells):
+    raise ValueError(f"stack: expected a non-empty sequence of Cells; got {cells!r}")
+  name = "stack(" + ",".join(c.name for c in cells) + ")"
+
+  def init(key: Array, input_size: int, dtype: Any = jnp.float32) -> tuple:
+    params = []
+    size = input_size
+    for l, (cell, k) in enumerate(zip(cells, jax.random.split(key, len(cells)), strict=True)):
+      p = cell.init(k, size, dtype)
+      out = output_size(cell, p, size, dtype)
+      if residual and l > 0 and out != size:
+        raise ValueError(
+          f"stack: residual=True needs layer {l} ({cell.name}) to keep the width; "
+          f"its input has {size} features and its output {out}"
+        )
+      params.append(p)
+      size = out
+    return tuple(params)
+
+  def initial_carry(params: tuple, batch_shape: int | Sequence[int] = ()) -> StackedCarry:
+    return StackedCarry(
+      tuple(c.initial_carry(p, batch_shape) for c, p in zip(cells, params, strict=True))
+    )
+
+  def step(params: tuple, carry: StackedCarry, x: Array) -> tuple[StackedCarry, Array]:
+    new = []
+    for l, (cell, p, c) in enumerate(zip(cells, params, carry.layers, strict=True)):
+      c, y = cell.step(p, c, x)
+      x = y + x if residual and l > 0 else y
+      new.append(c)
+    return StackedCarry(tuple(new)), x
+
+  return Cell(init, initial_carry, step, name)
+
+
+def output_size(cell: Cell, params: PyTree, input_size: int, dtype: Any = jnp.float32) -> int:
+  """The last dimension of ``cell``'s output, found by tracing one step (no compute)."""
+  carry = cell.initial_carry(params, ())
+  x = jax.ShapeDtypeStruct((input_size,), dtype)
+  _, y = jax.eval_shape(cell.step, params, carry, x)
+  return int(y.shape[-1])

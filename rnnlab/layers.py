@@ -1,0 +1,312 @@
+"""Sequence layers built from cells: one direction, bidirectional, stacked; plus
+the two feed-forward pieces every sequence model needs (embedding, dense readout).
+
+A :class:`Layer` maps whole sequences to sequences::
+
+    layer = rnnlab.stacked([rnnlab.bidirectional(rnnlab.gru(64)), rnnlab.lstm(64)])
+    params = layer.init(key, input_size)
+    ys, carry = layer.apply(params, xs, lengths=lengths)     # xs (*batch, T, I)
+    last = layer.last(ys, lengths)                            # (*batch, F)
+
+``last`` reads each sequence's final state out of ``ys``: position
+``lengths - 1`` for a forward direction, position 0 for a backward one. Layers
+are batch-major (``(*batch, T, F)``); use :func:`rnnlab.unroll` directly for a
+time-major layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnlab import initializers as inits
+from rnnlab.cells import Cell
+from rnnlab.scan import check_lengths, unroll
+
+Array = jax.Array
+PyTree = Any
+
+
+class Layer(NamedTuple):
+  """A sequence-to-sequence layer: pure functions closed over its structure.
+
+  Attributes:
+    init: ``init(key, input_size, dtype=jnp.float32) -> params``.
+    initial_carry: ``initial_carry(params, batch_shape=()) -> carry``.
+    apply: ``apply(params, xs, carry=None, *, lengths=None) -> (ys, carry)`` with
+      ``xs (*batch, T, I)`` and ``ys (*batch, T, F)``, zero past ``lengths``.
+    last: ``last(ys, lengths=None) -> (*batch, F)``, each sequence's final state.
+    name: a short label for errors and reports.
+  """
+
+  init: Callable[..., PyTree]
+  initial_carry: Callable[..., PyTree]
+  apply: Callable[..., tuple[Array, PyTree]]
+  last: Callable[..., Array]
+  name: str = "layer"
+
+
+def gather_last(ys: Array, lengths: Array | None = None) -> Array:
+  """``ys[..., lengths - 1, :]``: each sequence's output at its last valid step.
+
+  A sequence of length 0 gives zeros.
+  """
+  if lengths is None:
+    return ys[..., -1, :]
+  lengths = check_lengths(lengths, tuple(ys.shape[:-2]), ys.shape[-2])
+  index = jnp.maximum(lengths - 1, 0)[..., None, None]
+  last = jnp.take_along_axis(ys, index, axis=-2)[..., 0, :]
+  return jnp.where((lengths > 0)[..., None], last, jnp.zeros_like(last))
+
+
+def _first(ys: Array, lengths: Array | None = None) -> Array:
+  # A backward pass ends at position 0; past-length zeros need no special case.
+  return ys[..., 0, :]
+
+
+def _check_xs(name: str, xs: Array) -> Array:
+  xs = jnp.asarray(xs)
+  if xs.ndim < 2:
+    raise ValueError(f"{name}.apply: xs must have shape (*batch, T, I); got {tuple(xs.shape)}")
+  return xs
+
+
+def as_layer(cell_or_layer: Cell | Layer) -> Layer:
+  """A :class:`Layer` as is, or a :class:`Cell` wrapped by :func:`rnn`."""
+  if isinstance(cell_or_layer, Layer):
+    return cell_or_layer
+  if isinstance(cell_or_layer, Cell):
+    return rnn(cell_or_layer)
+  raise TypeError(f"expected an rnnlab Cell or Layer; got {type(cell_or_layer).__name__}")
+
+
+def rnn(cell: Cell, *, reverse: bool = False, unroll_steps: int | bool = 1) -> Layer:
+  """One direction of ``cell`` over whole sequences (:func:`rnnlab.unroll`)."""
+  if not isinstance(cell, Cell):
+    raise TypeError(f"rnn: expected an rnnlab Cell; got {type(cell).__name__}")
+  name = ("reverse_" if reverse else "") + cell.name
+
+  def apply(params, xs, carry=None, *, lengths=None):
+    xs = _check_xs(name, xs)
+    return unroll(cell, params, xs, carry, lengths=lengths, reverse=reverse, unroll=unroll_steps)
+
+  last = _first if reverse else gather_last
+  return Layer(cell.init, cell.initial_carry, apply, last, name)
+
+
+class BidirectionalParams(NamedTuple):
+  """Parameters of a :func:`bidirectional` layer."""
+
+  forward: PyTree
+  backward: PyTree
+
+
+class BidirectionalCarry(NamedTuple):
+  """Carries of a :func:`bidirectional` layer."""
+
+  forward: PyTree
+  backward: PyTree
+
+
+MERGES = ("concat", "sum")
+
+
+def bidirectional(forward: Cell, backward: Cell | None = None, *, merge: str = "concat") -> Layer:
+  """A forward and a backward pass over each sequence, merged per step.
+
+  ``y_t = [y^f_t, y^b_t]`` (``merge="concat"``, as PyTorch) or ``y^f_t + y^b_t``
+  (``"sum"``), where the backward pass reads each sequence from its own last
+  valid step back to its first (:func:`rnnlab.unroll` with ``reverse=True``).
+
+  Args:
+    forward: the forward cell.
+    backward: the backward cell; default a second cell like ``forward`` (own params).
+    merge: ``"concat"`` or ``"sum"``; both need the two outputs of equal size.
+  """
+  backward = forward if backward is None else backward
+  if merge not in MERGES:
+    raise ValueError(f"bidirectional: merge={merge!r}; expected one of {MERGES}")
+  fw, bw = rnn(forward), rnn(backward, reverse=True)
+  name = f"bidirectional({forward.name},{backward.name})"
+
+  def init(key, input_size, dtype=jnp.float32):
+    k_f, k_b = jax.random.split(key)
+    params = BidirectionalParams(fw.init(k_f, input_size, dtype), bw.init(k_b, input_size, dtype))
+    f_size = output_size(fw, params.forward, input_size, dtype)
+    b_size = output_size(bw, params.backward, input_size, dtype)
+    if f_size != b_size:
+      raise ValueError(
+        f"{name}: the two directions must give outputs of equal size; got {f_size} and {b_size}"
+      )
+    return params
+
+  def initial_carry(params, batch_shape=()):
+    return BidirectionalCarry(
+      fw.initial_carry(params.forward, batch_shape), bw.initial_carry(params.backward, batch_shape)
+    )
+
+  def apply(params, xs, carry=None, *, lengths=None):
+    carry = BidirectionalCarry(None, None) if carry is None else carry
+    ys_f, c_f = fw.apply(params.forward, xs, carry.forward, lengths=lengths)
+    ys_b, c_b = bw.apply(params.backward, xs, carry.backward, lengths=lengths)
+    ys = jnp.concatenate([ys_f, ys_b], axis=-1) if merge == "concat" else ys_f + ys_b
+    return ys, BidirectionalCarry(c_f, c_b)
+
+  def last(ys, lengths=None):
+    if merge != "concat":
+      raise ValueError(
+        f"{name}: the final state of each direction cannot be read from summed outputs; "
+        "use merge='concat' for a many-to-one readout"
+      )
+    ys_f, ys_b = jnp.split(ys, 2, axis=-1)
+    return jnp.concatenate([gather_last(ys_f, lengths), _first(ys_b, lengths)], axis=-1)
+
+  return Layer(init, initial_carry, apply, last, name)
+
+
+def stacked(layers: Sequence[Cell | Layer], *, residual: bool = False) -> Layer:
+  r"""Layers applied one after another over whole sequences.
+
+  ``ys^0 = xs``, ``ys^l = layer_l(ys^{l-1})``; with ``residual`` every layer
+  after the first adds its input, ``ys^l = layer_l(ys^{l-1}) + ys^{l-1}``, and
+  must keep the width. Cells are wrapped by :func:`rnn`. Params and carry are
+  tuples with one entry per layer, bottom first.
+  """
+  layers = tuple(as_layer(l) for l in layers)
+  if not layers:
+    raise ValueError("stacked: expected at least one layer")
+  name = "stacked(" + ",".join(l.name for l in layers) + ")"
+
+  def init(key, input_size, dtype=jnp.float32):
+    params, size = [], input_size
+    for index, (layer, k) in enumerate(
+      zip(layers, jax.random.split(key, len(layers)), strict=True)
+    ):
+      p = layer.init(k, size, dtype)
+      out = output_size(layer, p, size, dtype)
+      if residual and index > 0 and out != size:
+        raise ValueError(
+          f"{name}: residual=True needs layer {index} ({layer.name}) to keep the width; "
+          f"its input has {size} features and its output {out}"
+        )
+      params.append(p)
+      size = out
+    return tuple(params)
+
+  def initial_carry(params, batch_shape=()):
+    return tuple(l.initial_carry(p, batch_shape) for l, p in zip(layers, params, strict=True))
+
+  def apply(params, xs, carry=None, *, lengths=None):
+    carry = (None,) * len(layers) if carry is None else carry
+    new_carry = []
+    for index, (layer, p, c) in enumerate(zip(layers, params, carry, strict=True)):
+      ys, c = layer.apply(p, xs, c, lengths=lengths)
+      xs = ys + xs if residual and index > 0 else ys
+      new_carry.append(c)
+    return xs, tuple(new_carry)
+
+  return Layer(init, initial_carry, apply, layers[-1].last, name)
+
+
+def output_size(layer: Layer, params: PyTree, input_size: int, dtype: Any = jnp.float32) -> int:
+  """The feature size of ``layer``'s outputs, found by tracing (no compute)."""
+  xs = jax.ShapeDtypeStruct((1, input_size), dtype)
+  ys, _ = jax.eval_shape(lambda p, x: layer.apply(p, x), params, xs)
+  return int(ys.shape[-1])
+
+
+class DenseParams(NamedTuple):
+  """``w (I, O)``, ``b (O,)``."""
+
+  w: Array
+  b: Array
+
+
+class Dense(NamedTuple):
+  """An affine map ``y = x @ w + b`` (readouts, bridges)."""
+
+  init: Callable[..., DenseParams]
+  apply: Callable[[DenseParams, Array], Array]
+
+
+def dense(
+  features: int,
+  *,
+  kernel_init: inits.InitSpec = "lecun_normal",
+  bias_init: inits.InitSpec = "zeros",
+) -> Dense:
+  """An affine readout ``y = x @ w + b`` with ``w (I, features)``.
+
+  Args:
+    features: O, the output size.
+    kernel_init: ``"lecun_normal"`` (default, flax), ``"glorot_uniform"``,
+      ``"uniform"`` (PyTorch's ``nn.Linear``: bound ``1/sqrt(I)``), ``"zeros"``, or a callable.
+    bias_init: ``"zeros"`` (default), ``"uniform"`` (bound ``1/sqrt(I)``) or a callable.
+  """
+  if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+    raise ValueError(f"dense: features must be a positive int; got {features!r}")
+
+  def init(key, input_size, dtype=jnp.float32):
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
+      raise ValueError(f"dense.init: input_size must be a positive int; got {input_size!r}")
+    k_w, k_b = jax.random.split(key)
+    # The PyTorch-style bounds of a linear layer use its fan-in.
+    w = inits.input_weights(kernel_init, input_size)(k_w, (input_size, features), dtype)
+    b = inits.bias(bias_init, input_size)(k_b, (features,), dtype)
+    return DenseParams(w, b)
+
+  def apply(params, x):
+    x = jnp.asarray(x)
+    if x.ndim < 1 or x.shape[-1] != params.w.shape[0]:
+      raise ValueError(
+        f"dense.apply: x has shape {tuple(x.shape)}; expected (..., {params.w.shape[0]})"
+      )
+    return x.astype(params.w.dtype) @ params.w + params.b
+
+  return Dense(init, apply)
+
+
+class EmbeddingParams(NamedTuple):
+  """``table (V, E)``."""
+
+  table: Array
+
+
+class Embedding(NamedTuple):
+  """A lookup table for integer tokens: ``apply(params, tokens) = table[tokens]``."""
+
+  init: Callable[..., EmbeddingParams]
+  apply: Callable[[EmbeddingParams, Array], Array]
+
+
+def embedding(vocab_size: int, features: int) -> Embedding:
+  """Integer tokens in ``[0, vocab_size)`` to vectors of size ``features``.
+
+  The table is initialised ``N(0, 1 / features)`` (flax's ``nn.Embed``). Tokens
+  are range-checked whenever they are concrete (outside ``jit``).
+  """
+  for label, value in (("vocab_size", vocab_size), ("features", features)):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f"embedding: {label} must be a positive int; got {value!r}")
+
+  def init(key, dtype=jnp.float32):
+    table = jax.random.normal(key, (vocab_size, features), jnp.promote_types(dtype, jnp.float32))
+    return EmbeddingParams((table / features**0.5).astype(dtype))
+
+  def apply(params, tokens):
+    tokens = jnp.asarray(tokens)
+    if not jnp.issubdtype(tokens.dtype, jnp.integer):
+      raise ValueError(f"embedding: tokens must be integers; got dtype {tokens.dtype}")
+    if not isinstance(tokens, jax.core.Tracer) and tokens.size:
+      values = np.asarray(tokens)
+      low, high = int(values.min()), int(values.max())
+      if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(f"embedding: token {bad} is outside the vocabulary [0, {vocab_size})")
+    return jnp.take(params.table, tokens, axis=0)
+
+  return Embedding(init, apply)

@@ -1,0 +1,322 @@
+"""The four RNN types as pure functions over pytree params.
+
+=================  ============================================  =========================
+type               what it maps                                  here
+=================  ============================================  =========================
+many-to-one        a sequence to one output (classification)     :func:`many_to_one`
+many-to-many       a sequence to one output per step (tagging)   :func:`many_to_many`
+one-to-many        a start (token, carry) to a sequence          :func:`one_to_many`
+encoder-decoder    a sequence to a sequence of another length    :func:`encoder_decoder`
+=================  ============================================  =========================
+
+Inputs are float features ``(*batch, T, I)``, or integer tokens ``(*batch, T)``
+when an ``embed_size`` is given; in both cases ``init(key, input_size)`` takes
+the input size, which for tokens is the vocabulary size (one-hot and embedded
+inputs then share a signature).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnnlab.cells import Cell
+from rnnlab.cells import output_size as cell_output_size
+from rnnlab.layers import (
+  DenseParams,
+  EmbeddingParams,
+  Layer,
+  as_layer,
+  dense,
+  embedding,
+  output_size,
+)
+from rnnlab.scan import check_lengths, unroll
+
+Array = jax.Array
+PyTree = Any
+
+
+class ModelParams(NamedTuple):
+  """Params of a many-to-one or many-to-many model."""
+
+  embed: EmbeddingParams | None
+  encoder: PyTree
+  readout: DenseParams
+
+
+class SequenceModel(NamedTuple):
+  """``init(key, input_size, dtype=float32) -> params``; ``apply(params, inputs, *, lengths=None)``."""
+
+  init: Callable[..., ModelParams]
+  apply: Callable[..., Array]
+
+
+def _input_encoder(encoder: Cell | Layer, output_features: int, embed_size: int | None):
+  layer = as_layer(encoder)
+  readout = dense(output_features)
+
+  def init(key, input_size, dtype=jnp.float32):
+    k_e, k_l, k_r = jax.random.split(key, 3)
+    embed = None
+    if embed_size is not None:
+      embed = embedding(input_size, embed_size).init(k_e, dtype)
+      input_size = embed_size
+    layer_params = layer.init(k_l, input_size, dtype)
+    features = output_size(layer, layer_params, input_size, dtype)
+    return ModelParams(embed, layer_params, readout.init(k_r, features, dtype))
+
+  def encode(params, inputs, lengths):
+    if embed_size is not None:
+      vocab_size = params.embed.table.shape[0]
+      inputs = embedding(vocab_size, embed_size).apply(params.embed, inputs)
+    ys, _ = layer.apply(params.encoder, inputs, lengths=lengths)
+    return ys
+
+  return layer, readout, init, encode
+
+
+def many_to_one(
+  encoder: Cell | Layer, output_features: int, *, embed_size: int | None = None
+) -> SequenceModel:
+  """Sequence classification/regression: a readout of each sequence's last valid state.
+
+  ``out = readout(encoder.last(ys, lengths))``, shape ``(*batch, output_features)``.
+  For a bidirectional encoder the last state is the forward pass at
+  ``lengths - 1`` and the backward pass at 0.
+  """
+  layer, readout, init, encode = _input_encoder(encoder, output_features, embed_size)
+
+  def apply(params, inputs, *, lengths=None):
+    ys = encode(params, inputs, lengths)
+    return readout.apply(params.readout, layer.last(ys, lengths))
+
+  return SequenceModel(init, apply)
+
+
+def many_to_many(
+  encoder: Cell | Layer, output_features: int, *, embed_size: int | None = None
+) -> SequenceModel:
+  """Per-step readout (tagging, per-step regression), zero past ``lengths``.
+
+  ``out[..., t, :] = readout(ys[..., t, :])``, shape ``(*batch, T, output_features)``.
+  """
+  _, readout, init, encode = _input_encoder(encoder, output_features, embed_size)
+
+  def apply(params, inputs, *, lengths=None):
+    ys = encode(params, inputs, lengths)
+    out = readout.apply(params.readout, ys)
+    if lengths is None:
+      return out
+    valid = jnp.arange(out.shape[-2]) < jnp.asarray(lengths)[..., None]
+    return jnp.where(valid[..., None], out, jnp.zeros_like(out))
+
+  return SequenceModel(init, apply)
+
+
+def sample(key: Array, logits: Array, temperature: float = 1.0) -> Array:
+  """A token from ``softmax(logits / temperature)``; ``temperature=0`` is greedy (argmax)."""
+  if temperature < 0:
+    raise ValueError(f"temperature must be >= 0 (0 is greedy); got {temperature}")
+  if temperature == 0:
+    return jnp.argmax(logits, axis=-1)
+  return jax.random.categorical(key, logits.astype(jnp.float32) / temperature, axis=-1)
+
+
+class GeneratorParams(NamedTuple):
+  """Params of a :func:`one_to_many` model."""
+
+  embed: EmbeddingParams
+  cell: PyTree
+  readout: DenseParams
+
+
+class Generator(NamedTuple):
+  """Autoregressive token model: teacher-forced ``apply`` and sampled ``generate``.
+
+  Attributes:
+    init: ``init(key, dtype=float32) -> GeneratorParams``.
+    apply: ``apply(params, tokens, carry=None, *, lengths=None) -> (logits, carry)``,
+      ``logits[..., t, :]`` scoring token ``t + 1``.
+    generate: ``generate(params, key, prompt, num_steps, *, temperature=1.0,
+      carry=None) -> tokens (*batch, num_steps)``, one ``lax.scan``.
+  """
+
+  init: Callable[..., GeneratorParams]
+  apply: Callable[..., tuple[Array, PyTree]]
+  generate: Callable[..., Array]
+
+
+def one_to_many(cell: Cell, vocab_size: int, embed_size: int) -> Generator:
+  """One-to-many: from a start (a prompt, and optionally a conditioning carry) to a sequence.
+
+  ``x_t = embed(token_t)``, ``(c_t, y_t) = step(c_{t-1}, x_t)``,
+  ``token_{t+1} ~ softmax(readout(y_t) / temperature)``. Use
+  :func:`rnnlab.cells.stack` for a multi-layer generator; pass ``carry`` to
+  condition the sequence on anything mapped into the cell's state (a
+  one-to-many model in the strict sense: one vector in, a sequence out).
+  """
+  embed = embedding(vocab_size, embed_size)
+  readout = dense(vocab_size)
+
+  def init(key, dtype=jnp.float32):
+    k_e, k_c, k_r = jax.random.split(key, 3)
+    cell_params = cell.init(k_c, embed_size, dtype)
+    features = cell_output_size(cell, cell_params, embed_size, dtype)
+    return GeneratorParams(embed.init(k_e, dtype), cell_params, readout.init(k_r, features, dtype))
+
+  def apply(params, tokens, carry=None, *, lengths=None):
+    xs = embed.apply(params.embed, tokens)
+    ys, carry = unroll(cell, params.cell, xs, carry, lengths=lengths)
+    return readout.apply(params.readout, ys), carry
+
+  def generate(params, key, prompt, num_steps, *, temperature=1.0, carry=None):
+    prompt = jnp.asarray(prompt)
+    if prompt.ndim < 1 or prompt.shape[-1] < 1:
+      raise ValueError(
+        f"generate: prompt must be tokens (*batch, P) with P >= 1; got {prompt.shape}"
+      )
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+      raise ValueError(f"generate: num_steps must be a positive int; got {num_steps!r}")
+    logits, carry = apply(params, prompt, carry)
+
+    def next_token(state, step_key):
+      carry, logits = state
+      token = sample(step_key, logits, temperature)
+      carry, y = cell.step(params.cell, carry, embed.apply(params.embed, token))
+      return (carry, readout.apply(params.readout, y)), token
+
+    keys = jax.random.split(key, num_steps)
+    _, tokens = jax.lax.scan(next_token, (carry, logits[..., -1, :]), keys)
+    return jnp.moveaxis(tokens, 0, -1)
+
+  return Generator(init, apply, generate)
+
+
+class Seq2SeqParams(NamedTuple):
+  """Params of an :func:`encoder_decoder` model."""
+
+  source_embed: EmbeddingParams | None
+  encoder: PyTree
+  bridge: tuple
+  target_embed: EmbeddingParams
+  decoder: PyTree
+  readout: DenseParams
+
+
+class EncoderDecoder(NamedTuple):
+  """Sequence to sequence.
+
+  Attributes:
+    init: ``init(key, source_size, dtype=float32)`` (source_size: features, or
+      the source vocabulary when ``source_embed_size`` is set).
+    encode: ``encode(params, source, *, source_lengths=None) -> decoder carry``.
+    apply: ``apply(params, source, target_in, *, source_lengths=None,
+      target_lengths=None) -> logits (*batch, T_target, V)``, teacher forcing:
+      ``target_in = shift_right(targets, start_token)``.
+    greedy_decode: ``greedy_decode(params, source, num_steps, *, start_token,
+      source_lengths=None) -> tokens (*batch, num_steps)``.
+  """
+
+  init: Callable[..., Seq2SeqParams]
+  encode: Callable[..., PyTree]
+  apply: Callable[..., Array]
+  greedy_decode: Callable[..., Array]
+
+
+def shift_right(targets: Array, start_token: int) -> Array:
+  """Decoder inputs for teacher forcing: ``[start, y_0, ..., y_{T-2}]``."""
+  targets = jnp.asarray(targets)
+  start = jnp.full((*targets.shape[:-1], 1), start_token, targets.dtype)
+  return jnp.concatenate([start, targets[..., :-1]], axis=-1)
+
+
+def encoder_decoder(
+  encoder: Cell | Layer,
+  decoder: Cell,
+  target_vocab_size: int,
+  *,
+  target_embed_size: int,
+  source_embed_size: int | None = None,
+) -> EncoderDecoder:
+  r"""An RNN encoder-decoder (Cho et al. 2014; Sutskever et al. 2014).
+
+  The encoder reads the source; its last valid state ``s`` (both directions for
+  a bidirectional encoder) sets every leaf of the decoder's initial carry
+  through a learned bridge, ``c_0 = tanh(s W + b)`` (one affine map per leaf, so
+  any encoder fits any decoder). The decoder is trained with teacher forcing and
+  decoded greedily, each step inside one ``lax.scan``.
+  """
+  layer = as_layer(encoder)
+  target_embed = embedding(target_vocab_size, target_embed_size)
+  readout = dense(target_vocab_size)
+
+  def init(key, source_size, dtype=jnp.float32):
+    k_se, k_enc, k_bridge, k_te, k_dec, k_r = jax.random.split(key, 6)
+    source_embed = None
+    if source_embed_size is not None:
+      source_embed = embedding(source_size, source_embed_size).init(k_se, dtype)
+      source_size = source_embed_size
+    enc_params = layer.init(k_enc, source_size, dtype)
+    context = output_size(layer, enc_params, source_size, dtype)
+    dec_params = decoder.init(k_dec, target_embed_size, dtype)
+    leaves = jax.tree.leaves(jax.eval_shape(decoder.initial_carry, dec_params, ()))
+    if any(leaf.ndim != 1 for leaf in leaves):
+      raise ValueError(
+        f"encoder_decoder: the bridge needs decoder carry leaves of shape (H,) per example; "
+        f"{decoder.name} has {[tuple(leaf.shape) for leaf in leaves]}"
+      )
+    bridge = tuple(
+      dense(leaf.shape[0]).init(k, context, dtype)
+      for leaf, k in zip(leaves, jax.random.split(k_bridge, len(leaves)), strict=True)
+    )
+    features = cell_output_size(decoder, dec_params, target_embed_size, dtype)
+    return Seq2SeqParams(
+      source_embed,
+      enc_params,
+      bridge,
+      target_embed.init(k_te, dtype),
+      dec_params,
+      readout.init(k_r, features, dtype),
+    )
+
+  def encode(params, source, *, source_lengths=None):
+    if params.source_embed is not None:
+      vocab_size, features = params.source_embed.table.shape
+      source = embedding(vocab_size, features).apply(params.source_embed, source)
+    ys, _ = layer.apply(params.encoder, source, lengths=source_lengths)
+    summary = layer.last(ys, source_lengths)
+    template = decoder.initial_carry(params.decoder, summary.shape[:-1])
+    treedef = jax.tree.structure(template)
+    states = [jnp.tanh(summary @ p.w + p.b) for p in params.bridge]
+    return jax.tree.unflatten(treedef, states)
+
+  def apply(params, source, target_in, *, source_lengths=None, target_lengths=None):
+    carry = encode(params, source, source_lengths=source_lengths)
+    xs = target_embed.apply(params.target_embed, target_in)
+    if target_lengths is not None:
+      target_lengths = check_lengths(target_lengths, tuple(xs.shape[:-2]), xs.shape[-2])
+    ys, _ = unroll(decoder, params.decoder, xs, carry, lengths=target_lengths)
+    return readout.apply(params.readout, ys)
+
+  def greedy_decode(params, source, num_steps, *, start_token, source_lengths=None):
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+      raise ValueError(f"greedy_decode: num_steps must be a positive int; got {num_steps!r}")
+    carry = encode(params, source, source_lengths=source_lengths)
+    batch_shape = jax.tree.leaves(carry)[0].shape[:-1]
+    start = jnp.full(batch_shape, start_token, jnp.int32)
+
+    def next_token(state, _):
+      carry, token = state
+      x = target_embed.apply(params.target_embed, token)
+      carry, y = decoder.step(params.decoder, carry, x)
+      token = jnp.argmax(readout.apply(params.readout, y), axis=-1).astype(jnp.int32)
+      return (carry, token), token
+
+    _, tokens = jax.lax.scan(next_token, (carry, start), None, length=num_steps)
+    return jnp.moveaxis(tokens, 0, -1)
+
+  return EncoderDecoder(init, encode, apply, greedy_decode)

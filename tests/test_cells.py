@@ -1,0 +1,555 @@
+"""Tests for rnnlab.cells: elman, lstm, gru and stack_cells.
+
+The NumPy references below are written from the equations in the cells' docstrings
+(float64), not from the implementation.
+"""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import rnnlab
+
+I, H = 3, 5  # input and hidden sizes used throughout
+
+# (id, kind, factory(hidden_size, **kwargs) -> Cell)
+CELL_SPECS = [
+  ("elman_tanh", "elman_tanh", lambda h, **kw: rnnlab.elman(h, "tanh", **kw)),
+  ("elman_relu", "elman_relu", lambda h, **kw: rnnlab.elman(h, "relu", **kw)),
+  ("elman_linear", "elman_linear", lambda h, **kw: rnnlab.elman(h, "linear", **kw)),
+  ("lstm", "lstm", lambda h, **kw: rnnlab.lstm(h, **kw)),
+  ("gru_reset_after", "gru_after", lambda h, **kw: rnnlab.gru(h, reset_after=True, **kw)),
+  ("gru_reset_before", "gru_before", lambda h, **kw: rnnlab.gru(h, reset_after=False, **kw)),
+]
+IDS = [s[0] for s in CELL_SPECS]
+KIND = {s[0]: s[1] for s in CELL_SPECS}
+FACTORY = {s[0]: s[2] for s in CELL_SPECS}
+# One cell object per spec, so jitted steps are compiled once per module.
+CELLS = {name: FACTORY[name](H) for name in IDS}
+STEPS = {name: jax.jit(cell.step) for name, cell in CELLS.items()}
+GATES = {"elman": 1, "lstm": 4, "gru": 3}
+
+
+def family(name):
+  return name.split("_")[0]
+
+
+def randomize(tree, seed, scale=0.5):
+  """Every leaf replaced by scale * N(0, 1) of the same shape and dtype (NumPy RNG: no compiles)."""
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda l: jnp.asarray(scale * rng.standard_normal(l.shape), l.dtype), tree)
+
+
+def normal(seed, shape, dtype=np.float32):
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), dtype)
+
+
+# ----------------------------------------------------------------------------- NumPy reference
+
+
+def sigmoid(a):
+  return 1.0 / (1.0 + np.exp(-a))
+
+
+def np_step(kind, params, carry, x):
+  """One step from the documented equations, float64 NumPy; returns (carry, y)."""
+  p = {k: np.asarray(v, np.float64) for k, v in params._asdict().items()}
+  x = np.asarray(x, np.float64)
+  if kind.startswith("elman"):
+    h = np.asarray(carry, np.float64)
+    a = x @ p["w_ih"] + h @ p["w_hh"] + p["b"]
+    act = {"elman_tanh": np.tanh, "elman_relu": lambda v: np.maximum(v, 0.0)}.get(kind, lambda v: v)
+    h = act(a)
+    return h, h
+  if kind == "lstm":
+    h, c = (np.asarray(v, np.float64) for v in carry)
+    hs = p["w_hh"].shape[0]
+
+    def pre(g):  # gate g's pre-activation, gates i, f, g, o
+      sl = slice(g * hs, (g + 1) * hs)
+      return x @ p["w_ih"][:, sl] + h @ p["w_hh"][:, sl] + p["b"][sl]
+
+    i, f, g, o = sigmoid(pre(0)), sigmoid(pre(1)), np.tanh(pre(2)), sigmoid(pre(3))
+    c = f * c + i * g
+    h = o * np.tanh(c)
+    return (h, c), h
+  # GRU, gates r, z, n
+  h = np.asarray(carry, np.float64)
+  hs = p["w_hh"].shape[0]
+  W_ir, W_iz, W_in = (p["w_ih"][:, k * hs : (k + 1) * hs] for k in range(3))
+  W_hr, W_hz, W_hn = (p["w_hh"][:, k * hs : (k + 1) * hs] for k in range(3))
+  b_ir, b_iz, b_in = (p["b_ih"][k * hs : (k + 1) * hs] for k in range(3))
+  b_hr, b_hz, b_hn = (p["b_hh"][k * hs : (k + 1) * hs] for k in range(3))
+  r = sigmoid(x @ W_ir + b_ir + h @ W_hr + b_hr)
+  z = sigmoid(x @ W_iz + b_iz + h @ W_hz + b_hz)
+  if kind == "gru_after":
+    n = np.tanh(x @ W_in + b_in + r * (h @ W_hn + b_hn))
+  else:
+    n = np.tanh(x @ W_in + b_in + (r * h) @ W_hn + b_hn)
+  h = (1.0 - z) * n + z * h
+  return h, h
+
+
+def random_state(name, params, batch_shape, seed):
+  cell = CELLS[name]
+  carry = randomize(cell.initial_carry(params, batch_shape), seed, scale=0.8)
+  x = normal(seed + 1, (*batch_shape, I))
+  return carry, x
+
+
+# ----------------------------------------------------------------------------- shapes, dtypes
+
+
+def expected_param_shapes(name):
+  g = GATES[family(name)]
+  shapes = {"w_ih": (I, g * H), "w_hh": (H, g * H)}
+  if family(name) == "gru":
+    shapes.update(b_ih=(g * H,), b_hh=(g * H,))
+  else:
+    shapes.update(b=(g * H,))
+  return shapes
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64"])
+@pytest.mark.parametrize("name", IDS)
+def test_shapes_and_dtypes(name, dtype):
+  cell = CELLS[name]
+  with jax.enable_x64(dtype == "float64"):
+    dt = jnp.dtype(dtype)
+    params = cell.init(jax.random.key(0), I, dt)
+    shapes = {k: tuple(v.shape) for k, v in params._asdict().items()}
+    assert shapes == expected_param_shapes(name)
+    assert all(leaf.dtype == dt for leaf in jax.tree.leaves(params))
+    for batch_shape in [(), (3,), (2, 3)]:
+      carry = cell.initial_carry(params, batch_shape)
+      leaves = jax.tree.leaves(carry)
+      assert len(leaves) == (2 if name == "lstm" else 1)
+      for leaf in leaves:
+        assert leaf.shape == (*batch_shape, H)
+        assert leaf.dtype == dt
+        np.testing.assert_array_equal(np.asarray(leaf, np.float32), 0.0)
+      # A float32 input is cast to the params dtype; carry and output keep it.
+      x = normal(1, (*batch_shape, I), jnp.float32)
+      new_carry, y = STEPS[name](params, carry, x)
+      assert jax.tree.structure(new_carry) == jax.tree.structure(carry)
+      for leaf in jax.tree.leaves(new_carry):
+        assert leaf.shape == (*batch_shape, H)
+        assert leaf.dtype == dt
+      assert y.shape == (*batch_shape, H)
+      assert y.dtype == dt
+      assert np.all(np.isfinite(np.asarray(y, np.float32)))
+
+
+def test_initial_carry_int_batch_shape():
+  cell = CELLS["lstm"]
+  params = cell.init(jax.random.key(0), I)
+  carry = cell.initial_carry(params, 4)
+  assert carry.h.shape == (4, H) and carry.c.shape == (4, H)
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_batched_step_equals_per_example_step(name):
+  params = randomize(CELLS[name].init(jax.random.key(0), I), 1)
+  carry, x = random_state(name, params, (2, 3), 2)
+  new_carry, y = STEPS[name](params, carry, x)
+  for a in range(2):
+    for b in range(3):
+      one = jax.tree.map(lambda leaf, a=a, b=b: leaf[a, b], carry)
+      c1, y1 = STEPS[name](params, one, x[a, b])
+      np.testing.assert_allclose(y[a, b], y1, rtol=1e-6, atol=1e-6)
+      for l_all, l_one in zip(jax.tree.leaves(new_carry), jax.tree.leaves(c1), strict=True):
+        np.testing.assert_allclose(l_all[a, b], l_one, rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- NumPy parity
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_step_matches_numpy_reference(name):
+  # Fully random parameters (not the init scheme's), non-zero carry.
+  params = randomize(CELLS[name].init(jax.random.key(3), I), 4, scale=0.7)
+  carry, x = random_state(name, params, (3,), 5)
+  new_carry, y = STEPS[name](params, carry, x)
+  ref_carry, ref_y = np_step(KIND[name], params, carry, x)
+  np.testing.assert_allclose(np.asarray(y), ref_y, rtol=1e-5, atol=1e-5)
+  for got, want in zip(jax.tree.leaves(new_carry), jax.tree.leaves(ref_carry), strict=True):
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+  # The step must actually depend on the carry (a zero carry gives another answer).
+  zero = CELLS[name].initial_carry(params, (3,))
+  _, y0 = STEPS[name](params, zero, x)
+  assert not np.allclose(np.asarray(y0), np.asarray(y), atol=1e-3)
+
+
+def test_gru_variants_differ():
+  """reset_after True/False are different functions of the same parameters."""
+  params = randomize(CELLS["gru_reset_after"].init(jax.random.key(0), I), 1)
+  carry, x = random_state("gru_reset_after", params, (3,), 2)
+  _, y_after = STEPS["gru_reset_after"](params, carry, x)
+  _, y_before = STEPS["gru_reset_before"](params, carry, x)
+  assert np.max(np.abs(np.asarray(y_after) - np.asarray(y_before))) > 1e-3
+
+
+def test_lstm_carry_is_named():
+  params = CELLS["lstm"].init(jax.random.key(0), I)
+  carry = CELLS["lstm"].initial_carry(params, (2,))
+  assert isinstance(carry, rnnlab.LSTMCarry)
+  new_carry, y = STEPS["lstm"](params, carry, jnp.ones((2, I)))
+  assert isinstance(new_carry, rnnlab.LSTMCarry)
+  np.testing.assert_array_equal(np.asarray(new_carry.h), np.asarray(y))
+
+
+# ----------------------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_step_check_grads_float64(name):
+  with jax.enable_x64(True):
+    cell = CELLS[name]
+    params = randomize(cell.init(jax.random.key(0), I, jnp.float64), 1)
+    carry = randomize(cell.initial_carry(params, (2,)), 2, scale=0.8)
+    x = normal(3, (2, I), jnp.float64)
+    assert all(leaf.dtype == jnp.float64 for leaf in jax.tree.leaves((params, carry)))
+    # relu has a kink: first order only there; second order for the smooth cells.
+    order = 1 if name == "elman_relu" else 2
+    check_grads(cell.step, (params, carry, x), order=order, modes=["rev"])
+
+
+# ----------------------------------------------------------------------------- init schemes
+
+
+def blocks(w, gates):
+  """The (rows, H) per-gate blocks of a fused (rows, gates * H) weight."""
+  return [np.asarray(w, np.float64)[:, k * H : (k + 1) * H] for k in range(gates)]
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_orthogonal_recurrent_blocks(name):
+  gain = 1.7
+  cell = FACTORY[name](H, recurrent_init="orthogonal", gain=gain)
+  params = cell.init(jax.random.key(0), I)
+  bs = blocks(params.w_hh, GATES[family(name)])
+  for blk in bs:
+    np.testing.assert_allclose(np.linalg.svd(blk, compute_uv=False), gain, rtol=1e-5)
+  # Each gate's block is drawn separately.
+  for a in range(len(bs)):
+    for b in range(a + 1, len(bs)):
+      assert not np.allclose(bs[a], bs[b])
+
+
+def test_default_recurrent_init_is_orthogonal_gain_one():
+  for name in IDS:
+    params = CELLS[name].init(jax.random.key(7), I)
+    for blk in blocks(params.w_hh, GATES[family(name)]):
+      np.testing.assert_allclose(np.linalg.svd(blk, compute_uv=False), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_identity_recurrent(name):
+  gain = 0.6
+  params = FACTORY[name](H, recurrent_init="identity", gain=gain).init(jax.random.key(0), I)
+  for blk in blocks(params.w_hh, GATES[family(name)]):
+    np.testing.assert_array_equal(blk, np.float32(gain) * np.eye(H, dtype=np.float32))
+
+
+@pytest.mark.parametrize("name", ["elman_tanh", "lstm", "gru_reset_after"])
+def test_gaussian_recurrent_std(name):
+  # Entries N(0, gain^2 / H). Over K keys we pool n = K * H * H * gates >= 1000 samples;
+  # the sample std has relative standard error ~1/sqrt(2n) <= 2.3%, so the 15% tolerance
+  # is > 6 standard errors; the mean is checked to 5 standard errors.
+  gain, K = 2.0, 40
+  cell = FACTORY[name](H, recurrent_init="gaussian", gain=gain)
+  w = np.concatenate([np.asarray(cell.init(jax.random.key(k), I).w_hh).ravel() for k in range(K)])
+  w = w.astype(np.float64)
+  target = gain / np.sqrt(H)
+  assert abs(w.std() / target - 1.0) < 0.15, (w.std(), target)
+  assert abs(w.mean()) < 5 * target / np.sqrt(w.size)
+
+
+def pooled(cell, field, K=4, input_size=I):
+  return np.concatenate(
+    [np.asarray(getattr(cell.init(jax.random.key(k), input_size), field)).ravel() for k in range(K)]
+  )
+
+
+@pytest.mark.parametrize("name", ["elman_tanh", "lstm", "gru_reset_before"])
+def test_uniform_recurrent_bound(name):
+  gain = 1.5
+  bound = gain / np.sqrt(H)
+  w = np.abs(pooled(FACTORY[name](H, recurrent_init="uniform", gain=gain), "w_hh"))
+  assert w.max() <= bound * (1 + 1e-6)
+  # >= 100 samples: the max falls below 0.8 * bound with probability < 0.8**100.
+  assert w.max() > 0.8 * bound
+  assert abs(w.mean() / bound - 0.5) < 0.15  # |U(-b, b)| has mean b / 2
+
+
+@pytest.mark.parametrize("name", ["elman_tanh", "lstm", "gru_reset_after"])
+def test_uniform_input_init_bound_uses_hidden_size(name):
+  # 1/sqrt(H) = 0.447 < 1/sqrt(fan_in) = 0.577: the bound is the hidden size's.
+  bound = 1.0 / np.sqrt(H)
+  w = np.abs(pooled(FACTORY[name](H, input_init="uniform"), "w_ih"))
+  assert w.max() <= bound * (1 + 1e-6)
+  assert w.max() > 0.8 * bound
+
+
+@pytest.mark.parametrize("forget_bias", [1.0, 2.5, 0.0])
+def test_lstm_forget_bias_written_to_forget_slice_only(forget_bias):
+  params = rnnlab.lstm(H, forget_bias).init(jax.random.key(0), I)
+  b = np.asarray(params.b)
+  np.testing.assert_array_equal(b[H : 2 * H], np.float32(forget_bias))
+  np.testing.assert_array_equal(np.delete(b, np.s_[H : 2 * H]), 0.0)
+  # With a random bias scheme, everything but the forget slice is the scheme's draw.
+  key = jax.random.key(1)
+  a = np.asarray(rnnlab.lstm(H, forget_bias, bias_init="uniform").init(key, I).b)
+  c = np.asarray(rnnlab.lstm(H, -3.0, bias_init="uniform").init(key, I).b)
+  np.testing.assert_array_equal(a[H : 2 * H], np.float32(forget_bias))
+  np.testing.assert_array_equal(np.delete(a, np.s_[H : 2 * H]), np.delete(c, np.s_[H : 2 * H]))
+  assert np.all(np.delete(a, np.s_[H : 2 * H]) != 0.0)
+
+
+def test_lstm_default_forget_bias_is_one():
+  b = np.asarray(CELLS["lstm"].init(jax.random.key(0), I).b)
+  np.testing.assert_array_equal(b[H : 2 * H], 1.0)
+
+
+@pytest.mark.parametrize("t_max", [3.0, 50.0])
+def test_lstm_chrono(t_max):
+  hs = H
+  params = rnnlab.lstm(hs, chrono_t_max=t_max).init(jax.random.key(0), I)
+  b = np.asarray(params.b, np.float64)
+  b_i, b_f, b_g, b_o = (b[k * hs : (k + 1) * hs] for k in range(4))
+  assert np.all(b_f >= 0.0) and np.all(b_f <= np.log(t_max - 1) + 1e-6)
+  assert np.unique(b_f).size > 1  # drawn, not constant
+  np.testing.assert_array_equal(b_i, -b_f)
+  np.testing.assert_array_equal(b_g, 0.0)
+  np.testing.assert_array_equal(b_o, 0.0)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_gru_chrono(reset_after):
+  hs, t_max = H, 20.0
+  key = jax.random.key(0)
+  plain = rnnlab.gru(hs, reset_after, bias_init="uniform").init(key, I)
+  params = rnnlab.gru(hs, reset_after, bias_init="uniform", chrono_t_max=t_max).init(key, I)
+  z = slice(hs, 2 * hs)
+  b_iz = np.asarray(params.b_ih, np.float64)[z]
+  assert np.all(b_iz >= 0.0) and np.all(b_iz <= np.log(t_max - 1) + 1e-6)
+  assert np.unique(b_iz).size > 1
+  np.testing.assert_array_equal(np.asarray(params.b_hh)[z], 0.0)
+  # The r and n slices are untouched.
+  for name in ("b_ih", "b_hh"):
+    got, want = np.asarray(getattr(params, name)), np.asarray(getattr(plain, name))
+    np.testing.assert_array_equal(
+      np.delete(got, np.s_[hs : 2 * hs]), np.delete(want, np.s_[hs : 2 * hs])
+    )
+
+
+def test_callable_initializers_are_used():
+  cell = rnnlab.gru(
+    H,
+    recurrent_init=jax.nn.initializers.constant(0.25),
+    input_init=jax.nn.initializers.constant(-0.5),
+    bias_init=jax.nn.initializers.constant(0.125),
+  )
+  p = cell.init(jax.random.key(0), I)
+  np.testing.assert_array_equal(p.w_hh, 0.25)
+  np.testing.assert_array_equal(p.w_ih, -0.5)
+  np.testing.assert_array_equal(p.b_ih, 0.125)
+  np.testing.assert_array_equal(p.b_hh, 0.125)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_unknown_activation():
+  with pytest.raises(ValueError, match=r"activation='softsign' is not supported.*tanh.*relu"):
+    rnnlab.elman(H, "softsign")
+
+
+def test_callable_activation():
+  params = randomize(CELLS["elman_tanh"].init(jax.random.key(0), I), 1)
+  x = normal(2, (2, I))
+  h0 = jnp.zeros((2, H))
+  _, y = rnnlab.elman(H, jnp.sin).step(params, h0, x)
+  np.testing.assert_allclose(
+    y, np.sin(np.asarray(x @ params.w_ih + params.b)), rtol=1e-5, atol=1e-6
+  )
+
+
+@pytest.mark.parametrize("family_name", ["elman", "lstm", "gru"])
+def test_unknown_recurrent_init(family_name):
+  factory = getattr(rnnlab, family_name)
+  with pytest.raises(
+    ValueError, match=r"recurrent_init='xavier' is not a known scheme.*orthogonal"
+  ):
+    factory(H, recurrent_init="xavier")
+
+
+@pytest.mark.parametrize("family_name", ["elman", "lstm", "gru"])
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "4"])
+def test_bad_hidden_size(family_name, bad):
+  with pytest.raises(
+    ValueError,
+    match=rf"{family_name}: hidden_size must be a positive int; got {re.escape(repr(bad))}",
+  ):
+    getattr(rnnlab, family_name)(bad)
+
+
+@pytest.mark.parametrize("name", ["elman_tanh", "lstm", "gru_reset_after"])
+@pytest.mark.parametrize("bad", [0, -2, 1.5])
+def test_bad_input_size(name, bad):
+  with pytest.raises(
+    ValueError, match=rf"input_size must be a positive int; got {re.escape(repr(bad))}"
+  ):
+    CELLS[name].init(jax.random.key(0), bad)
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_step_wrong_feature_size_names_shapes(name):
+  cell = CELLS[name]
+  params = cell.init(jax.random.key(0), I)
+  carry = cell.initial_carry(params, (2,))
+  msg = (
+    re.escape(f"x has shape (2, {I + 2}), expected (*batch, {I})")
+    + r".*"
+    + re.escape(f"{tuple(params.w_ih.shape)}")
+  )
+  with pytest.raises(ValueError, match=msg):
+    cell.step(params, carry, jnp.ones((2, I + 2)))
+
+
+def test_step_scalar_x_raises():
+  cell = CELLS["elman_tanh"]
+  params = cell.init(jax.random.key(0), I)
+  with pytest.raises(ValueError, match=r"x has shape \(\)"):
+    cell.step(params, cell.initial_carry(params), jnp.float32(1.0))
+
+
+@pytest.mark.parametrize("family_name", ["lstm", "gru"])
+@pytest.mark.parametrize("t_max", [2, 1.5, 0, -4.0])
+def test_chrono_t_max_too_small(family_name, t_max):
+  with pytest.raises(ValueError, match=rf"t_max > 2.*got {re.escape(str(t_max))}"):
+    getattr(rnnlab, family_name)(H, chrono_t_max=t_max)
+
+
+def test_float64_without_x64_is_an_error_not_a_silent_float32():
+  with jax.enable_x64(False), pytest.raises(ValueError, match="64-bit"):
+    CELLS["elman_tanh"].init(jax.random.key(0), I, jnp.float64)
+
+
+@pytest.mark.parametrize("dtype", [jnp.int32, "not-a-dtype"])
+def test_non_float_dtype_rejected(dtype):
+  with pytest.raises(ValueError, match="dtype"):
+    CELLS["lstm"].init(jax.random.key(0), I, dtype)
+
+
+# ----------------------------------------------------------------------------- determinism
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_init_determinism(name):
+  cell = CELLS[name]
+  a = cell.init(jax.random.key(11), I)
+  b = cell.init(jax.random.key(11), I)
+  c = cell.init(jax.random.key(12), I)
+  for la, lb in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(la, lb)
+  # Biases default to zeros (and forget_bias is constant), so only weights differ.
+  assert not np.array_equal(a.w_ih, c.w_ih)
+  assert not np.array_equal(a.w_hh, c.w_hh)
+
+
+# ----------------------------------------------------------------------------- stack_cells
+
+
+def stack_by_hand(cells, params, carry, x, residual):
+  new = []
+  for l, (cell, p, c) in enumerate(zip(cells, params, carry.layers, strict=True)):
+    c, y = cell.step(p, c, x)
+    x = y + x if (residual and l > 0) else y
+    new.append(c)
+  return new, x
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_stack_cells_equals_cells_in_sequence(residual):
+  sizes = [H, H, H] if residual else [H, 4, H]
+  cells = [rnnlab.elman(sizes[0]), rnnlab.lstm(sizes[1]), rnnlab.gru(sizes[2])]
+  stacked = rnnlab.stack_cells(cells, residual=residual)
+  params = stacked.init(jax.random.key(0), I)
+  assert isinstance(params, tuple) and len(params) == 3
+  # Layer l reads layer l-1's width.
+  assert [p.w_ih.shape for p in params] == [
+    (I, sizes[0]),
+    (sizes[0], 4 * sizes[1]),
+    (sizes[1], 3 * sizes[2]),
+  ]
+  params = randomize(params, 1)
+  carry = randomize(stacked.initial_carry(params, (2,)), 2)
+  x = normal(3, (2, I))
+  new_carry, y = jax.jit(stacked.step)(params, carry, x)
+
+  # By hand, with the NumPy references: no use of the library's step at all.
+  xs, want_carries = np.asarray(x, np.float64), []
+  kinds = ["elman_tanh", "lstm", "gru_after"]
+  for l, (kind, p, c) in enumerate(zip(kinds, params, carry.layers, strict=True)):
+    c_new, out = np_step(kind, p, c, xs)
+    xs = out + xs if (residual and l > 0) else out
+    want_carries.append(c_new)
+  np.testing.assert_allclose(np.asarray(y), xs, rtol=1e-5, atol=1e-5)
+  assert y.shape == (2, sizes[-1])
+  for got, want in zip(jax.tree.leaves(new_carry), jax.tree.leaves(want_carries), strict=True):
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+  # And with the cells' own steps.
+  hand_carries, hand_y = stack_by_hand(cells, params, carry, x, residual)
+  np.testing.assert_allclose(y, hand_y, rtol=1e-6, atol=1e-6)
+  for got, want in zip(jax.tree.leaves(new_carry), jax.tree.leaves(hand_carries), strict=True):
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_stack_residual_adds_the_input():
+  # Zero the second layer's weights: it outputs tanh(0) = 0, so the residual output is its input.
+  cells = [rnnlab.elman(4), rnnlab.elman(4)]
+  params = rnnlab.stack_cells(cells, residual=True).init(jax.random.key(0), I)
+  zero = jax.tree.map(jnp.zeros_like, params[1])
+  params = (params[0], zero)
+  stacked_res = rnnlab.stack_cells(cells, residual=True)
+  stacked_plain = rnnlab.stack_cells(cells, residual=False)
+  carry = stacked_res.initial_carry(params, (3,))
+  x = normal(1, (3, I))
+  _, y_res = stacked_res.step(params, carry, x)
+  _, y_plain = stacked_plain.step(params, carry, x)
+  _, y0 = cells[0].step(params[0], carry.layers[0], x)
+  np.testing.assert_array_equal(y_plain, 0.0)
+  np.testing.assert_allclose(y_res, y0, rtol=1e-6)
+  assert np.any(np.asarray(y0) != 0.0)
+
+
+def test_stack_residual_width_mismatch():
+  stacked = rnnlab.stack_cells([rnnlab.elman(6), rnnlab.lstm(5)], residual=True)
+  with pytest.raises(
+    ValueError, match=r"residual=True needs layer 1 \(lstm\).*6 features.*output 5"
+  ):
+    stacked.init(jax.random.key(0), I)
+  # The same widths are fine without the residual, and layer 0 may change width with it.
+  rnnlab.stack_cells([rnnlab.elman(6), rnnlab.lstm(5)]).init(jax.random.key(0), I)
+  rnnlab.stack_cells([rnnlab.elman(6), rnnlab.lstm(6)], residual=True).init(jax.random.key(0), I)
+
+
+@pytest.mark.parametrize("bad", [[], [rnnlab.elman(4), "lstm"], [lambda x: x]])
+def test_stack_rejects_non_cells(bad):
+  with pytest.raises(ValueError, match="non-empty sequence of Cells"):
+    rnnlab.stack_cells(bad)
+
+
+def test_stack_cells_is_a_cell_with_stacked_carry():
+  stacked = rnnlab.stack_cells([rnnlab.gru(4), rnnlab.lstm(4)])
+  assert isinstance(stacked, rnnlab.Cell)
+  params = stacked.init(jax.random.key(0), I)
+  carry = stacked.initial_carry(params, (2, 3))
+  assert isinstance(carry.layers[1], rnnlab.LSTMCarry)
+  assert [leaf.shape for leaf in jax.tree.leaves(carry)] == [(2, 3, 4)] * 3
