@@ -1,8 +1,12 @@
 """Parity with flax.linen's cells (an independent implementation) under converted weights.
 
-flax stores each gate as its own Dense (``{'ii': {'kernel'}, 'hi': {'kernel', 'bias'}, ...}``);
-rnnlab fuses them along the output axis in the gate order i, f, g, o (LSTM) or r, z, n (GRU).
+flax keeps each gate as its own Dense (``{'ii': {'kernel'}, 'hi': {'kernel', 'bias'}, ...}``);
+rnnlab fuses the gates along the output axis in the order i, f, g, o (LSTM) or r, z, n (GRU).
+Both sides run whole sequences (``flax.linen.RNN`` against ``rnnlab.unroll``) at T=50 in
+float32, so a wrong gate order, bias placement or carry layout shows up as a mismatch.
 """
+
+import functools
 
 import flax.linen as nn
 import jax
@@ -14,22 +18,22 @@ import rnnlab
 
 B, T, I, H = 3, 50, 4, 6
 TOL = dict(rtol=1e-5, atol=1e-5)
+XS = jnp.asarray(np.random.default_rng(1).standard_normal((B, T, I)), jnp.float32)
+# flax picks the final carry at lengths - 1, which is undefined for a length 0: keep all >= 1.
+LENGTHS = jnp.array([T, 17, 1])
+VALID = (jnp.arange(T) < LENGTHS[:, None])[..., None]  # (B, T, 1)
 
 
-def _random_flax_params(module, xs, seed):
-  # flax's default biases are zero: randomise every leaf so each bias is exercised.
-  params = module.init(jax.random.key(seed), xs)
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda l: jnp.asarray(0.5 * rng.standard_normal(l.shape), l.dtype), params)
+# ---- weight conversion: flax.linen params -> rnnlab params --------------------------------
 
 
-def from_flax_simple(p):
-  p = p["params"]["cell"]
+def elman_from_flax(p):
+  """SimpleCell: ``h' = tanh(x @ i.kernel + i.bias + h @ h.kernel)``."""
   return rnnlab.ElmanParams(w_ih=p["i"]["kernel"], w_hh=p["h"]["kernel"], b=p["i"]["bias"])
 
 
-def from_flax_lstm(p):
-  p = p["params"]["cell"]
+def lstm_from_flax(p):
+  """LSTMCell / OptimizedLSTMCell: input kernels ii..io (no bias), hidden hi..ho (with bias)."""
   return rnnlab.LSTMParams(
     w_ih=jnp.concatenate([p[f"i{g}"]["kernel"] for g in "ifgo"], axis=1),
     w_hh=jnp.concatenate([p[f"h{g}"]["kernel"] for g in "ifgo"], axis=1),
@@ -37,81 +41,131 @@ def from_flax_lstm(p):
   )
 
 
-def from_flax_gru(p):
-  p = p["params"]["cell"]
-  zeros = jnp.zeros((H,), p["hn"]["bias"].dtype)
+def gru_from_flax(p):
+  """GRUCell: ir, iz, in with bias; hr, hz without; hn with bias (inside the reset)."""
+  hidden = p["hn"]["bias"].shape[0]
+  zeros = jnp.zeros((hidden,), p["hn"]["bias"].dtype)
   return rnnlab.GRUParams(
     w_ih=jnp.concatenate([p[f"i{g}"]["kernel"] for g in "rzn"], axis=1),
     w_hh=jnp.concatenate([p[f"h{g}"]["kernel"] for g in "rzn"], axis=1),
     b_ih=jnp.concatenate([p[f"i{g}"]["bias"] for g in "rzn"]),
-    # flax folds b_hr and b_hz into the input biases and keeps b_hn.
     b_hh=jnp.concatenate([zeros, zeros, p["hn"]["bias"]]),
   )
 
 
 def carry_from_flax(carry):
-  # flax's LSTM carry is (c, h); rnnlab's is LSTMCarry(h, c).
-  return rnnlab.LSTMCarry(h=carry[1], c=carry[0]) if isinstance(carry, tuple) else carry
+  """flax's LSTM carry is ``(c, h)``; rnnlab's is ``LSTMCarry(h, c)``. Others are ``h``."""
+  if isinstance(carry, tuple):
+    c, h = carry
+    return rnnlab.LSTMCarry(h=h, c=c)
+  return carry
 
+
+# ---- the pairs under test --------------------------------------------------------------------
 
 CASES = {
-  "simple": (nn.SimpleCell, rnnlab.elman(H), from_flax_simple),
-  "lstm": (nn.LSTMCell, rnnlab.lstm(H), from_flax_lstm),
-  "optimized_lstm": (nn.OptimizedLSTMCell, rnnlab.lstm(H), from_flax_lstm),
-  "gru": (nn.GRUCell, rnnlab.gru(H), from_flax_gru),
+  "simple": (nn.SimpleCell, rnnlab.elman, elman_from_flax),
+  "lstm": (nn.LSTMCell, rnnlab.lstm, lstm_from_flax),
+  "optimized_lstm": (nn.OptimizedLSTMCell, rnnlab.lstm, lstm_from_flax),
+  "gru": (nn.GRUCell, lambda h: rnnlab.gru(h, reset_after=True), gru_from_flax),
 }
-XS = jnp.asarray(np.random.default_rng(1).standard_normal((B, T, I)), jnp.float32)
-LENGTHS = jnp.array([T, 17, 1])
+# (reverse, lengths): flax runs RNN(reverse=True, keep_order=True) for the reversed modes.
+MODES = {
+  "forward": (False, None),
+  "reverse": (True, None),
+  "lengths": (False, LENGTHS),
+  "reverse_lengths": (True, LENGTHS),
+}
 
 
-def assert_close(a, b):
-  for la, lb in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-    np.testing.assert_allclose(np.asarray(la), np.asarray(lb), **TOL)
+@functools.cache
+def setup(name):
+  """The flax RNN and its params (every leaf random), and the rnnlab cell and converted params."""
+  flax_cls, make_cell, convert = CASES[name]
+  module = nn.RNN(flax_cls(features=H), return_carry=True)
+  seed = list(CASES).index(name)
+  # Only the structure of flax's params is needed (tracing, no compute): flax's default biases
+  # are zero, so every leaf is drawn afresh to exercise each bias.
+  flax_params = jax.eval_shape(module.init, jax.random.key(seed), XS)
+  rng = np.random.default_rng(seed)
+  flax_params = jax.tree.map(
+    lambda l: jnp.asarray(0.5 * rng.standard_normal(l.shape), l.dtype), flax_params
+  )
+  params = convert(flax_params["params"]["cell"])
+  return module, flax_params, make_cell(H), params
 
 
-def run_both(name, *, reverse=False, lengths=None):
-  flax_cell, cell, convert = CASES[name]
-  module = nn.RNN(flax_cell(H), return_carry=True, reverse=reverse, keep_order=True)
-  flax_params = _random_flax_params(module, XS, seed=len(name))
-  params = convert(flax_params)
+def runners(name):
+  """Both sides as functions ``(params, xs, mode) -> (ys, carry)``."""
+  module, flax_params, cell, params = setup(name)
 
-  def flax_run(p, xs):
-    return module.apply(p, xs, seq_lengths=lengths)
+  def run_flax(p, xs, mode):
+    reverse, lengths = MODES[mode]
+    carry, ys = module.apply(p, xs, seq_lengths=lengths, reverse=reverse, keep_order=True)
+    return ys, carry_from_flax(carry)
 
-  def ours_run(p, xs):
-    ys, carry = rnnlab.unroll(cell, p, xs, lengths=lengths, reverse=reverse)
-    return carry, ys
+  def run_ours(p, xs, mode):
+    reverse, lengths = MODES[mode]
+    return rnnlab.unroll(cell, p, xs, lengths=lengths, reverse=reverse)
 
-  return flax_run, flax_params, ours_run, params
+  return run_flax, flax_params, run_ours, params
+
+
+def mask_padding(mode, ys):
+  # Past the lengths flax keeps whatever its cell computed on the padding; rnnlab gives zeros.
+  return jnp.where(VALID, ys, 0.0) if MODES[mode][1] is not None else ys
+
+
+def assert_close(actual, expected, what):
+  leaves_a, leaves_e = jax.tree.leaves(actual), jax.tree.leaves(expected)
+  assert len(leaves_a) == len(leaves_e), what
+  for a, e in zip(leaves_a, leaves_e, strict=True):
+    assert a.shape == e.shape, (what, a.shape, e.shape)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(e), **TOL, err_msg=what)
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_outputs_and_final_carry_match_flax(name):
-  flax_run, flax_params, ours_run, params = run_both(name)
-  flax_carry, flax_ys = jax.jit(flax_run)(flax_params, XS)
-  carry, ys = jax.jit(ours_run)(params, XS)
-  assert ys.shape == (B, T, H)
-  assert_close(ys, flax_ys)
-  assert_close(carry, carry_from_flax(flax_carry))
+  run_flax, flax_params, run_ours, params = runners(name)
+  # The converted params have the type, shapes and dtypes of the cell's own (traced init).
+  _, _, cell, _ = setup(name)
+  own = jax.eval_shape(lambda key: cell.init(key, I), jax.random.key(0))
+  assert type(params) is type(own)
+  assert [(l.shape, l.dtype) for l in params] == [(l.shape, l.dtype) for l in own]
+  expected = jax.jit(lambda p, x: {m: run_flax(p, x, m) for m in MODES})(flax_params, XS)
+  got = jax.jit(lambda p, x: {m: run_ours(p, x, m) for m in MODES})(params, XS)
+  for mode in MODES:
+    ys, carry = got[mode]
+    flax_ys, flax_carry = expected[mode]
+    assert ys.shape == (B, T, H) and ys.dtype == jnp.float32
+    assert_close(mask_padding(mode, ys), mask_padding(mode, flax_ys), f"{name} {mode}: outputs")
+    assert_close(carry, flax_carry, f"{name} {mode}: final carry")
+  # The modes must really differ, or the reverse and lengths comparisons would prove nothing.
+  fwd, rev = got["forward"][0], got["reverse"][0]
+  assert float(jnp.abs(fwd - rev).max()) > 1e-2
+  assert float(jnp.abs(got["lengths"][0] - got["reverse_lengths"][0]).max()) > 1e-2
+  # rnnlab zeroes the outputs past each sequence's length, in both directions.
+  for mode in ("lengths", "reverse_lengths"):
+    assert float(jnp.abs(jnp.where(VALID, 0.0, got[mode][0])).max()) == 0.0
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_input_gradients_match_flax(name):
-  flax_run, flax_params, ours_run, params = run_both(name)
-  flax_grad = jax.jit(jax.grad(lambda x: jnp.sum(flax_run(flax_params, x)[1] ** 2)))(XS)
-  grad = jax.jit(jax.grad(lambda x: jnp.sum(ours_run(params, x)[1] ** 2)))(XS)
-  assert float(jnp.abs(grad).max()) > 0
-  assert_close(grad, flax_grad)
+  run_flax, flax_params, run_ours, params = runners(name)
 
+  def grads(run, p):
+    # Gradients of sum(outputs ** 2) over the valid steps, one per mode.
+    def loss(xs, mode):
+      ys, _ = run(p, xs, mode)
+      return jnp.sum(mask_padding(mode, ys) ** 2)
 
-@pytest.mark.parametrize("name", ["lstm", "gru"])
-@pytest.mark.parametrize("reverse", [False, True])
-def test_lengths_and_reverse_match_flax(name, reverse):
-  flax_run, flax_params, ours_run, params = run_both(name, reverse=reverse, lengths=LENGTHS)
-  flax_carry, flax_ys = jax.jit(flax_run)(flax_params, XS)
-  carry, ys = jax.jit(ours_run)(params, XS)
-  valid = (jnp.arange(T) < LENGTHS[:, None])[..., None]
-  # flax leaves its own values past the lengths; rnnlab zeroes them.
-  assert_close(jnp.where(valid, ys, 0), jnp.where(valid, flax_ys, 0))
-  assert float(jnp.abs(jnp.where(valid, 0, ys)).max()) == 0.0
-  assert_close(carry, carry_from_flax(flax_carry))
+    modes = ("forward", "reverse_lengths")
+    return {mode: jax.grad(functools.partial(loss, mode=mode))(XS) for mode in modes}
+
+  expected = jax.jit(lambda p: grads(run_flax, p))(flax_params)
+  got = jax.jit(lambda p: grads(run_ours, p))(params)
+  for mode, grad in got.items():
+    assert float(jnp.abs(grad).max()) > 1e-3, mode
+    assert_close(grad, expected[mode], f"{name} {mode}: d loss / d xs")
+  # Inputs past a sequence's length cannot reach a valid output.
+  assert float(jnp.abs(jnp.where(VALID, 0.0, got["reverse_lengths"])).max()) == 0.0

@@ -1,5 +1,7 @@
-"""Tests for rnnlab.layers: one direction, bidirectional, stacked, last-state readout,
-dense and embedding, each against a composition written by hand from rnnlab.unroll."""
+"""Tests for rnnlab.layers: one direction, bidirectional, stacked, the last-state readout,
+dense and embedding, each against a composition written by hand from rnnlab.unroll and NumPy."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -12,68 +14,153 @@ from rnnlab.layers import gather_last
 B, T, I, H = 3, 7, 4, 5
 XS = jnp.asarray(np.random.default_rng(0).standard_normal((B, T, I)), jnp.float32)
 LENGTHS = jnp.array([7, 3, 0])
+PAD = (jnp.arange(T) >= LENGTHS[:, None])[..., None]  # (B, T, 1): True past the lengths
 KEY = jax.random.key(0)
 
 
 def close(a, b, tol=1e-5):
-  for la, lb in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(leaves_a) == len(leaves_b)
+  for la, lb in zip(leaves_a, leaves_b, strict=True):
+    assert la.shape == lb.shape, (la.shape, lb.shape)
     np.testing.assert_allclose(
       np.asarray(la, np.float32), np.asarray(lb, np.float32), rtol=tol, atol=tol
     )
 
 
+def init_shapes(layer, dtype=jnp.float32):
+  """The params ``layer.init`` would give, traced, not run (errors at init raise here too)."""
+  return jax.eval_shape(lambda key: layer.init(key, I, dtype), KEY)
+
+
+def random_params(layer, seed=0, scale=0.5, dtype=jnp.float32):
+  """Params with the structure of ``layer.init``'s, every leaf (biases too) drawn at random.
+
+  Eager initialisation compiles a kernel per weight shape; drawing with NumPy compiles none.
+  """
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(
+    lambda l: jnp.asarray(scale * rng.standard_normal(l.shape), dtype), init_shapes(layer)
+  )
+
+
+def last_by_hand(ys, lengths):
+  """``ys[b, lengths[b] - 1]``, zeros for a length 0 (NumPy, one batch axis)."""
+  ys, lengths = np.asarray(ys), np.asarray(lengths)
+  out = np.zeros((ys.shape[0], ys.shape[-1]), ys.dtype)
+  for b, n in enumerate(lengths):
+    if n > 0:
+      out[b] = ys[b, n - 1]
+  return out
+
+
 def flip_valid(xs, lengths):
-  """Reverses each sequence's valid part, keeping the padding at the end (numpy)."""
+  """Reverses each sequence's valid part in time, leaving the padding where it is (NumPy)."""
   xs = np.asarray(xs).copy()
   for b, n in enumerate(np.asarray(lengths)):
     xs[b, :n] = xs[b, :n][::-1]
   return jnp.asarray(xs)
 
 
+# ---- bidirectional ---------------------------------------------------------------------------
+
+BI_FW, BI_BW = rnnlab.lstm(H), rnnlab.gru(H)
+
+
 @pytest.mark.parametrize("merge", ["concat", "sum"])
-def test_bidirectional_is_forward_and_reverse_unroll(merge):
-  fw, bw = rnnlab.lstm(H), rnnlab.gru(H)
-  layer = rnnlab.bidirectional(fw, bw, merge=merge)
-  params = layer.init(KEY, I)
-  ys, carry = jax.jit(lambda p, x: layer.apply(p, x, lengths=LENGTHS))(params, XS)
-  ys_f, c_f = rnnlab.unroll(fw, params.forward, XS, lengths=LENGTHS)
-  ys_b, c_b = rnnlab.unroll(bw, params.backward, XS, lengths=LENGTHS, reverse=True)
+def test_bidirectional_is_a_forward_and_a_reverse_unroll(merge):
+  layer = rnnlab.bidirectional(BI_FW, BI_BW, merge=merge)
+  params = random_params(layer, seed=1)
+  assert isinstance(params, rnnlab.layers.BidirectionalParams)
+
+  @jax.jit
+  def both(params, xs):
+    got = layer.apply(params, xs, lengths=LENGTHS)
+    fw = rnnlab.unroll(BI_FW, params.forward, xs, lengths=LENGTHS)
+    bw = rnnlab.unroll(BI_BW, params.backward, xs, lengths=LENGTHS, reverse=True)
+    return got, fw, bw
+
+  (ys, carry), (ys_f, c_f), (ys_b, c_b) = both(params, XS)
   expected = jnp.concatenate([ys_f, ys_b], -1) if merge == "concat" else ys_f + ys_b
-  close(ys, expected)
-  close(carry, (c_f, c_b))
   assert ys.shape == (B, T, 2 * H if merge == "concat" else H)
+  close(ys, expected)
+  close(carry, rnnlab.layers.BidirectionalCarry(c_f, c_b))
+  # The two directions really differ (the reverse is no forward in disguise).
+  assert float(jnp.abs(ys_f - ys_b).max()) > 1e-2
 
 
 def test_backward_half_reads_each_sequence_from_its_own_end():
-  layer = rnnlab.bidirectional(rnnlab.gru(H))
-  params = layer.init(KEY, I)
-  ys, _ = layer.apply(params, XS, lengths=LENGTHS)
-  # Reference: a forward unroll over the flipped valid part, flipped back.
-  ys_ref, _ = rnnlab.unroll(
-    rnnlab.gru(H), params.backward, flip_valid(XS, LENGTHS), lengths=LENGTHS
+  cell = rnnlab.gru(H)
+  layer = rnnlab.bidirectional(cell)
+  params = random_params(layer, seed=2)
+  ys, (_, c_b) = layer.apply(params, XS, lengths=LENGTHS)
+  # Reference: a forward unroll over the flipped valid part of each sequence, flipped back.
+  ref, ref_carry = rnnlab.unroll(cell, params.backward, flip_valid(XS, LENGTHS), lengths=LENGTHS)
+  close(ys[..., H:], flip_valid(ref, LENGTHS))
+  close(c_b, ref_carry)
+  # Without lengths the backward half is a plain flip in time.
+  ys, _ = layer.apply(params, XS)
+  ref, _ = rnnlab.unroll(cell, params.backward, XS[:, ::-1])
+  close(ys[..., H:], ref[:, ::-1])
+
+
+def test_bidirectional_rejects_unknown_merge_and_unequal_sizes():
+  with pytest.raises(ValueError, match=r"merge='mean'; expected one of \('concat', 'sum'\)"):
+    rnnlab.bidirectional(rnnlab.gru(H), merge="mean")
+  with pytest.raises(ValueError, match="outputs of equal size; got 5 and 6"):
+    init_shapes(rnnlab.bidirectional(rnnlab.gru(H), rnnlab.gru(H + 1)))
+  # The backward cell defaults to one like the forward cell, with params of its own.
+  params = rnnlab.bidirectional(rnnlab.elman(H)).init(KEY, I)
+  assert jax.tree.structure(params.forward) == jax.tree.structure(params.backward)
+  assert float(jnp.abs(params.forward.w_ih - params.backward.w_ih).max()) > 0
+
+
+# ---- stacked ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_stacked_equals_its_layers_applied_by_hand(residual):
+  # Cells and Layers mixed: a bidirectional layer, a bare cell, a reverse layer.
+  gru, lstm, elman = rnnlab.gru(H), rnnlab.lstm(2 * H), rnnlab.elman(2 * H)
+  layer = rnnlab.stacked(
+    [rnnlab.bidirectional(gru), lstm, rnnlab.rnn(elman, reverse=True)], residual=residual
   )
-  close(ys[..., H:], flip_valid(ys_ref, LENGTHS))
+  params = random_params(layer, seed=3)
+  assert len(params) == 3
+
+  @jax.jit
+  def both(p, xs):
+    got = layer.apply(p, xs, lengths=LENGTHS)
+    f1, cf = rnnlab.unroll(gru, p[0].forward, xs, lengths=LENGTHS)
+    b1, cb = rnnlab.unroll(gru, p[0].backward, xs, lengths=LENGTHS, reverse=True)
+    h1 = jnp.concatenate([f1, b1], -1)
+    h2, c2 = rnnlab.unroll(lstm, p[1], h1, lengths=LENGTHS)
+    h2 = h2 + h1 if residual else h2  # the first layer never adds (its width changes)
+    h3, c3 = rnnlab.unroll(elman, p[2], h2, lengths=LENGTHS, reverse=True)
+    h3 = h3 + h2 if residual else h3
+    return got, (h3, ((cf, cb), c2, c3))
+
+  (ys, carry), (ref, ref_carry) = both(params, XS)
+  assert ys.shape == (B, T, 2 * H)
+  close(ys, ref)
+  close(carry, ref_carry)
+  assert float(jnp.abs(jnp.where(PAD, ys, 0.0)).max()) == 0.0  # zero past lengths
+  # The stack reads its final state like its top layer (a reverse one: position 0).
+  close(layer.last(ys, LENGTHS), ys[:, 0])
 
 
-def test_stacked_equals_layers_by_hand_and_residual_adds_inputs():
-  bi = rnnlab.bidirectional(rnnlab.gru(H))
-  top = rnnlab.lstm(2 * H)
-  for residual in (False, True):
-    layer = rnnlab.stacked([bi, top], residual=residual)
-    params = layer.init(KEY, I)
-    ys, carry = layer.apply(params, XS, lengths=LENGTHS)
-    h1, c1 = bi.apply(params[0], XS, lengths=LENGTHS)
-    h2, c2 = rnnlab.unroll(top, params[1], h1, lengths=LENGTHS)
-    close(ys, h2 + h1 if residual else h2)
-    close(carry, (c1, c2))
-
-
-def test_stacked_residual_width_mismatch_raises():
+def test_stacked_residual_width_mismatch_raises_at_init():
   layer = rnnlab.stacked([rnnlab.elman(H), rnnlab.elman(H + 1)], residual=True)
   with pytest.raises(
     ValueError, match=r"layer 1 \(elman\) to keep the width; its input has 5 .* output 6"
   ):
-    layer.init(KEY, I)
+    init_shapes(layer)
+  # A bidirectional concat doubles the width.
+  layer = rnnlab.stacked([rnnlab.elman(H), rnnlab.bidirectional(rnnlab.elman(H))], residual=True)
+  with pytest.raises(ValueError, match=r"layer 1 \(bidirectional\(elman,elman\)\) to keep"):
+    init_shapes(layer)
+  # Without residual the same stack is fine.
+  init_shapes(rnnlab.stacked([rnnlab.elman(H), rnnlab.elman(H + 1)]))
 
 
 def test_stacked_rejects_empty_and_non_layers():
@@ -83,84 +170,158 @@ def test_stacked_rejects_empty_and_non_layers():
     rnnlab.stacked(["lstm"])
 
 
-def test_last_state_readout():
-  fwd = rnnlab.rnn(rnnlab.elman(H))
-  params = fwd.init(KEY, I)
-  ys, carry = fwd.apply(params, XS, lengths=LENGTHS)
-  last = fwd.last(ys, LENGTHS)
-  close(last[:2], carry[:2])  # the final carry of an Elman cell is its last valid output
-  close(last[1], ys[1, 2])
-  assert float(jnp.abs(last[2]).max()) == 0.0  # length 0: zeros
-  close(fwd.last(ys), ys[:, -1])
+# ---- last-state readout ----------------------------------------------------------------------
 
-  bi = rnnlab.bidirectional(rnnlab.elman(H))
-  bp = bi.init(KEY, I)
-  ys, (c_f, c_b) = bi.apply(bp, XS, lengths=LENGTHS)
-  last = bi.last(ys, LENGTHS)
-  close(last, jnp.concatenate([gather_last(ys[..., :H], LENGTHS), ys[:, 0, H:]], -1))
-  # Each direction's final state is its final carry (a zero-length sequence keeps zeros).
-  close(last[:2], jnp.concatenate([c_f, c_b], -1)[:2])
+
+def test_forward_last_is_the_output_at_lengths_minus_one():
+  cell = rnnlab.elman(H)
+  layer = rnnlab.rnn(cell)
+  params = random_params(layer, seed=4)
+  ys, carry = layer.apply(params, XS, lengths=LENGTHS)
+  last = layer.last(ys, LENGTHS)
+  close(last, last_by_hand(ys, LENGTHS))
+  assert float(jnp.abs(last[2]).max()) == 0.0  # length 0: zeros
+  close(last[:2], carry[:2])  # an Elman cell's final carry is its last valid output
+  close(layer.last(ys), ys[:, -1])
+
+
+def test_bidirectional_last_is_forward_at_lengths_minus_one_and_backward_at_zero():
+  layer = rnnlab.bidirectional(rnnlab.gru(H))
+  params = random_params(layer, seed=5)
+  ys, (c_f, c_b) = layer.apply(params, XS, lengths=LENGTHS)
+  last = layer.last(ys, LENGTHS)
+  ys_np = np.asarray(ys)
+  close(last, np.concatenate([last_by_hand(ys_np[..., :H], LENGTHS), ys_np[:, 0, H:]], -1))
+  # Each direction's final state is its final carry (a GRU outputs its carry).
+  close(last, jnp.concatenate([c_f, c_b], -1))
+  ys, _ = layer.apply(params, XS)
+  close(layer.last(ys), jnp.concatenate([ys[:, -1, :H], ys[:, 0, H:]], -1))
 
 
 def test_last_of_summed_bidirectional_raises():
   layer = rnnlab.bidirectional(rnnlab.gru(H), merge="sum")
-  ys, _ = layer.apply(layer.init(KEY, I), XS)
+  ys, _ = layer.apply(random_params(layer), XS)
+  with pytest.raises(ValueError, match="cannot be read from summed outputs; use merge='concat'"):
+    layer.last(ys, LENGTHS)
+  stack = rnnlab.stacked([rnnlab.gru(H), layer])
   with pytest.raises(ValueError, match="use merge='concat'"):
-    layer.last(ys)
+    stack.last(ys)
 
 
-def test_bidirectional_rejects_unknown_merge_and_unequal_sizes():
-  with pytest.raises(ValueError, match=r"merge='mean'; expected one of \('concat', 'sum'\)"):
-    rnnlab.bidirectional(rnnlab.gru(H), merge="mean")
-  with pytest.raises(ValueError, match="outputs of equal size; got 5 and 6"):
-    rnnlab.bidirectional(rnnlab.gru(H), rnnlab.gru(H + 1)).init(KEY, I)
+def test_gather_last():
+  ys = jnp.asarray(np.random.default_rng(2).standard_normal((2, 3, T, 2)), jnp.float32)
+  lengths = jnp.array([[1, 7, 0], [4, 2, 7]])
+  got = gather_last(ys, lengths)
+  assert got.shape == (2, 3, 2)
+  ys_np = np.asarray(ys)
+  for i in range(2):
+    close(got[i], last_by_hand(ys_np[i], lengths[i]))
+  close(gather_last(ys), ys[..., -1, :])
+  close(jax.jit(gather_last)(ys, lengths), got)  # traced lengths
+  with pytest.raises(ValueError, match=r"lengths must lie in \[0, T=7\]; got 8"):
+    gather_last(ys, lengths.at[1, 1].set(8))
+  with pytest.raises(ValueError, match=r"lengths has shape \(3,\); expected the batch shape"):
+    gather_last(ys, jnp.array([1, 2, 3]))
+
+
+# ---- padding, dtypes, shapes -----------------------------------------------------------------
 
 
 def test_padding_changes_neither_outputs_nor_gradients_of_a_stacked_bidirectional_model():
-  layer = rnnlab.stacked([rnnlab.bidirectional(rnnlab.lstm(H)), rnnlab.gru(H)])
-  params = layer.init(KEY, I)
-  pad = (jnp.arange(T) >= LENGTHS[:, None])[..., None]
-  noisy = jnp.where(pad, 1e3 * jnp.ones_like(XS), XS)
+  layer = rnnlab.stacked(
+    [rnnlab.bidirectional(rnnlab.lstm(H)), rnnlab.bidirectional(rnnlab.gru(H))], residual=True
+  )
+  params = random_params(layer, seed=6)
 
-  def loss(p, x):
-    ys, _ = layer.apply(p, x, lengths=LENGTHS)
-    return jnp.sum(jnp.sin(ys)), ys
+  @jax.jit
+  def loss_and_grad(p, x):
+    def loss(p):
+      ys, _ = layer.apply(p, x, lengths=LENGTHS)
+      return jnp.sum(jnp.sin(3.0 * ys) + ys**2), ys
 
-  (l0, ys0), g0 = jax.jit(jax.value_and_grad(loss, has_aux=True))(params, XS)
-  (l1, ys1), g1 = jax.jit(jax.value_and_grad(loss, has_aux=True))(params, noisy)
+    return jax.value_and_grad(loss, has_aux=True)(p)
+
+  noisy = jnp.where(PAD, 1e3 * jnp.cos(jnp.arange(I, dtype=jnp.float32) + 1.0), XS)
+  assert float(jnp.abs(noisy - XS).max()) > 100  # the padding really changed
+  (l0, ys0), g0 = loss_and_grad(params, XS)
+  (l1, ys1), g1 = loss_and_grad(params, noisy)
   close(ys0, ys1)
+  close(l0, l1)
   close(g0, g1)
-  assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(g0))
+  # Not even NaN or inf in the padding reaches the outputs or the gradients.
+  bad = jnp.where(PAD, jnp.array([jnp.nan, jnp.inf, -jnp.inf, jnp.nan]), XS)
+  (l2, ys2), g2 = loss_and_grad(params, bad)
+  close(ys0, ys2)
+  close(l0, l2)
+  close(g0, g2)
+  assert float(jnp.abs(jnp.where(PAD, ys0, 0.0)).max()) == 0.0
+  assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(g0))
 
 
-def test_bfloat16_layers_keep_their_dtype():
+def test_shapes_and_dtypes_of_layer_outputs():
+  layers = {
+    "rnn": (rnnlab.rnn(rnnlab.lstm(H)), H),
+    "concat": (rnnlab.bidirectional(rnnlab.gru(H)), 2 * H),
+    "sum": (rnnlab.bidirectional(rnnlab.elman(H), merge="sum"), H),
+    "stacked": (rnnlab.stacked([rnnlab.bidirectional(rnnlab.lstm(H)), rnnlab.gru(H)]), H),
+  }
+  xs = XS.reshape(1, B, T, I)  # two batch dimensions
+  lengths = LENGTHS.reshape(1, B)
+  for name, (layer, features) in layers.items():
+    for dtype in (jnp.float32, jnp.bfloat16):
+      params = init_shapes(layer, dtype)
+      assert {l.dtype for l in jax.tree.leaves(params)} == {jnp.dtype(dtype)}, name
+      # Shapes and dtypes by tracing, no compute.
+      ys, carry = jax.eval_shape(functools.partial(layer.apply, lengths=lengths), params, xs)
+      assert ys.shape == (1, B, T, features) and ys.dtype == dtype, (name, dtype)
+      expected_carry = jax.eval_shape(
+        functools.partial(layer.initial_carry, batch_shape=(1, B)), params
+      )
+      assert jax.tree.structure(carry) == jax.tree.structure(expected_carry), name
+      for leaf, want in zip(jax.tree.leaves(carry), jax.tree.leaves(expected_carry), strict=True):
+        assert leaf.shape == want.shape and leaf.shape[:2] == (1, B), name
+        assert leaf.dtype == want.dtype == dtype, name
+
+
+def test_bfloat16_params_compute_nearly_what_float32_params_do():
   layer = rnnlab.stacked([rnnlab.bidirectional(rnnlab.lstm(H)), rnnlab.gru(H)])
-  params = layer.init(KEY, I, jnp.bfloat16)
+  params = random_params(layer, dtype=jnp.bfloat16)
   assert {l.dtype for l in jax.tree.leaves(params)} == {jnp.dtype(jnp.bfloat16)}
-  ys, carry = layer.apply(params, XS, lengths=LENGTHS)
-  assert ys.shape == (B, T, H) and ys.dtype == jnp.bfloat16
-  assert all(l.dtype == jnp.bfloat16 for l in jax.tree.leaves(carry))
+  params32 = jax.tree.map(lambda l: l.astype(jnp.float32), params)
+  apply = jax.jit(lambda p, x: layer.apply(p, x, lengths=LENGTHS))
+  ys, carry = apply(params, XS)
+  ys32, _ = apply(params32, XS)
+  assert ys.dtype == jnp.bfloat16 and all(l.dtype == jnp.bfloat16 for l in jax.tree.leaves(carry))
+  assert float(jnp.abs(ys32).max()) > 0.05
+  np.testing.assert_allclose(np.asarray(ys, np.float32), np.asarray(ys32), atol=0.05)
 
 
-def test_rnn_layer_reverse_and_apply_errors():
-  layer = rnnlab.rnn(rnnlab.elman(H), reverse=True)
-  params = layer.init(KEY, I)
+def test_rnn_layer_reverse_and_errors():
+  cell = rnnlab.elman(H)
+  layer = rnnlab.rnn(cell, reverse=True)
+  params = random_params(layer, seed=7)
   ys, _ = layer.apply(params, XS)
-  ref, _ = rnnlab.unroll(rnnlab.elman(H), params, XS[:, ::-1])
+  ref, _ = rnnlab.unroll(cell, params, XS[:, ::-1])
   close(ys, ref[:, ::-1])
-  close(layer.last(ys), ys[:, 0])
+  close(layer.last(ys, LENGTHS), ys[:, 0])
   with pytest.raises(ValueError, match=r"xs must have shape \(\*batch, T, I\); got \(4,\)"):
     layer.apply(params, jnp.ones((4,)))
   with pytest.raises(TypeError, match="expected an rnnlab Cell; got function"):
-    rnnlab.rnn(rnnlab.elman(H).step)
+    rnnlab.rnn(cell.step)
+
+
+# ---- dense and embedding ---------------------------------------------------------------------
 
 
 def test_dense():
   layer = rnnlab.dense(3)
   params = layer.init(KEY, I)
   assert params.w.shape == (I, 3) and params.b.shape == (3,)
-  params = params._replace(b=jnp.arange(3.0))
-  close(layer.apply(params, XS), np.asarray(XS) @ np.asarray(params.w) + np.arange(3.0))
+  params = params._replace(b=jnp.array([0.5, -1.0, 2.0]))
+  expected = np.asarray(XS) @ np.asarray(params.w) + np.array([0.5, -1.0, 2.0])
+  close(layer.apply(params, XS), expected)
+  p16 = jax.tree.map(lambda l: l.astype(jnp.bfloat16), params)
+  assert layer.apply(p16, XS).dtype == jnp.bfloat16
   with pytest.raises(ValueError, match=r"x has shape \(2, 7\); expected \(\.\.\., 4\)"):
     layer.apply(params, jnp.ones((2, 7)))
   with pytest.raises(ValueError, match="features must be a positive int; got 0"):
@@ -170,14 +331,20 @@ def test_dense():
 def test_embedding():
   table = rnnlab.embedding(10, 4)
   params = table.init(KEY)
+  assert params.table.shape == (10, 4)
   tokens = jnp.array([[0, 9, 3], [2, 2, 1]])
   out = table.apply(params, tokens)
-  close(out, np.asarray(params.table)[np.asarray(tokens)])
   assert out.shape == (2, 3, 4)
-  np.testing.assert_allclose(float(jnp.std(table.init(jax.random.key(1)).table)), 0.5, rtol=0.3)
+  close(out, np.asarray(params.table)[np.asarray(tokens)])
+  close(jax.jit(table.apply)(params, tokens), out)
+  big = rnnlab.embedding(1000, 16).init(jax.random.key(1)).table
+  np.testing.assert_allclose(float(jnp.std(big)), 0.25, rtol=0.05)  # N(0, 1 / features)
+  assert table.init(KEY, jnp.bfloat16).table.dtype == jnp.bfloat16
   with pytest.raises(ValueError, match=r"token 10 is outside the vocabulary \[0, 10\)"):
     table.apply(params, jnp.array([1, 10]))
-  with pytest.raises(ValueError, match=r"token -1 is outside the vocabulary"):
-    table.apply(params, jnp.array([-1, 2]))
+  with pytest.raises(ValueError, match=r"token -1 is outside the vocabulary \[0, 10\)"):
+    table.apply(params, jnp.array([[-1, 2]]))
   with pytest.raises(ValueError, match="tokens must be integers; got dtype float32"):
     table.apply(params, jnp.array([1.0]))
+  with pytest.raises(ValueError, match="vocab_size must be a positive int; got 0"):
+    rnnlab.embedding(0, 4)
