@@ -39,6 +39,38 @@ Array = jax.Array
 PyTree = Any
 
 
+class CellParts(NamedTuple):
+  r"""A cell's step split at its two matmuls, so an unroll can hoist and fuse them.
+
+  With ``w, b = recurrent(params)`` and ``h = hidden(carry)``::
+
+      carry' = update(carry, project(params, x), h @ w + b)     # b may be None
+      y      = hidden(carry')
+
+  ``project`` is the input half of every pre-activation (``x W_ih + b_ih``); it
+  does not depend on the carry, so :func:`rnnlab.unroll` applies it to all
+  steps at once (one large matmul). ``update`` is the cell's nonlinearity and
+  holds no parameters, so the reverse pass of the fused unroll
+  (:mod:`rnnlab.fused`) carries only the state gradient and forms the
+  recurrent weight gradient afterwards, as one matmul over all steps.
+
+  Attributes:
+    project: ``project(params, x (*batch, I)) -> xp (*batch, G)``.
+    recurrent: ``recurrent(params) -> (w (H, G), b (G,) or None)``.
+    update: ``update(carry, xp, hp) -> carry``, with ``hp = h @ w + b``.
+    hidden: ``hidden(carry) -> h (*batch, H)``: what feeds ``w`` and is the output.
+    additive: ``update`` reads ``xp`` and ``hp`` only through ``xp + hp`` (Elman,
+      LSTM; not the reset-after GRU), so the fused unroll keeps one pre-activation
+      per step for its reverse pass instead of two.
+  """
+
+  project: Callable[[PyTree, Array], Array]
+  recurrent: Callable[[PyTree], tuple[Array, Array | None]]
+  update: Callable[[PyTree, Array, Array], PyTree]
+  hidden: Callable[[PyTree], Array]
+  additive: bool = False
+
+
 class Cell(NamedTuple):
   """A recurrent cell: three pure functions closed over its hyper-parameters.
 
@@ -47,12 +79,29 @@ class Cell(NamedTuple):
     initial_carry: ``initial_carry(params, batch_shape=()) -> carry`` (zeros).
     step: ``step(params, carry, x) -> (carry, y)``, the ``lax.scan`` signature.
     name: a short label used in error messages and reports.
+    parts: optional :class:`CellParts`, the same step split at its matmuls. The
+      built-in cells have them (except the reset-before GRU) and
+      :func:`rnnlab.unroll` uses them for its fused path; a user's own cell
+      needs only ``step``.
   """
 
   init: Callable[..., PyTree]
   initial_carry: Callable[..., PyTree]
   step: Callable[..., tuple[PyTree, Array]]
   name: str = "cell"
+  parts: CellParts | None = None
+
+
+def step_from_parts(parts: CellParts) -> Callable[..., tuple[PyTree, Array]]:
+  """The ``step`` that ``parts`` describe (so the two can never disagree)."""
+
+  def step(params: PyTree, carry: PyTree, x: Array) -> tuple[PyTree, Array]:
+    w, b = parts.recurrent(params)
+    hp = parts.hidden(carry) @ w
+    carry = parts.update(carry, parts.project(params, x), hp if b is None else hp + b)
+    return carry, parts.hidden(carry)
+
+  return step
 
 
 class ElmanParams(NamedTuple):
@@ -148,6 +197,18 @@ def _batch_shape(batch_shape: int | Sequence[int]) -> tuple[int, ...]:
   return tuple(batch_shape)
 
 
+def _identity(h: Array) -> Array:
+  return h
+
+
+def _lstm_hidden(carry: LSTMCarry) -> Array:
+  return carry.h
+
+
+def _recurrent_no_bias(params: ElmanParams | LSTMParams) -> tuple[Array, None]:
+  return params.w_hh, None
+
+
 def elman(
   hidden_size: int,
   activation: str | Callable[[Array], Array] = "tanh",
@@ -206,12 +267,14 @@ def elman(
   def initial_carry(params: ElmanParams, batch_shape: int | Sequence[int] = ()) -> Array:
     return jnp.zeros((*_batch_shape(batch_shape), params.w_hh.shape[0]), params.w_hh.dtype)
 
-  def step(params: ElmanParams, h: Array, x: Array) -> tuple[Array, Array]:
-    x = _cast_input(name, params.w_ih, x)
-    h = act(x @ params.w_ih + h @ params.w_hh + params.b)
-    return h, h
+  def project(params: ElmanParams, x: Array) -> Array:
+    return _cast_input(name, params.w_ih, x) @ params.w_ih + params.b
 
-  return Cell(init, initial_carry, step, name)
+  def update(h: Array, xp: Array, hp: Array) -> Array:
+    return act(xp + hp)
+
+  parts = CellParts(project, _recurrent_no_bias, update, _identity, additive=True)
+  return Cell(init, initial_carry, step_from_parts(parts), name, parts)
 
 
 def lstm(
@@ -280,15 +343,17 @@ def lstm(
     zeros = jnp.zeros((*_batch_shape(batch_shape), params.w_hh.shape[0]), params.w_hh.dtype)
     return LSTMCarry(h=zeros, c=zeros)
 
-  def step(params: LSTMParams, carry: LSTMCarry, x: Array) -> tuple[LSTMCarry, Array]:
-    x = _cast_input(name, params.w_ih, x)
-    gates = x @ params.w_ih + carry.h @ params.w_hh + params.b
-    a_i, a_f, a_g, a_o = jnp.split(gates, 4, axis=-1)
+  def project(params: LSTMParams, x: Array) -> Array:
+    return _cast_input(name, params.w_ih, x) @ params.w_ih + params.b
+
+  def update(carry: LSTMCarry, xp: Array, hp: Array) -> LSTMCarry:
+    a_i, a_f, a_g, a_o = jnp.split(xp + hp, 4, axis=-1)
     c = jax.nn.sigmoid(a_f) * carry.c + jax.nn.sigmoid(a_i) * jnp.tanh(a_g)
     h = jax.nn.sigmoid(a_o) * jnp.tanh(c)
-    return LSTMCarry(h=h, c=c), h
+    return LSTMCarry(h=h, c=c)
 
-  return Cell(init, initial_carry, step, name)
+  parts = CellParts(project, _recurrent_no_bias, update, _lstm_hidden, additive=True)
+  return Cell(init, initial_carry, step_from_parts(parts), name, parts)
 
 
 def gru(
@@ -360,25 +425,37 @@ def gru(
   def initial_carry(params: GRUParams, batch_shape: int | Sequence[int] = ()) -> Array:
     return jnp.zeros((*_batch_shape(batch_shape), params.w_hh.shape[0]), params.w_hh.dtype)
 
-  def step(params: GRUParams, h: Array, x: Array) -> tuple[Array, Array]:
-    x = _cast_input(name, params.w_ih, x)
-    gi_r, gi_z, gi_n = jnp.split(x @ params.w_ih + params.b_ih, 3, axis=-1)
+  def project(params: GRUParams, x: Array) -> Array:
+    return _cast_input(name, params.w_ih, x) @ params.w_ih + params.b_ih
+
+  def recurrent(params: GRUParams) -> tuple[Array, Array]:
+    return params.w_hh, params.b_hh
+
+  def update(h: Array, xp: Array, hp: Array) -> Array:
+    # Reset after: the reset gate scales the recurrent product h W_hn + b_hn.
+    gi_r, gi_z, gi_n = jnp.split(xp, 3, axis=-1)
+    gh_r, gh_z, gh_n = jnp.split(hp, 3, axis=-1)
+    r = jax.nn.sigmoid(gi_r + gh_r)
+    z = jax.nn.sigmoid(gi_z + gh_z)
+    n = jnp.tanh(gi_n + r * gh_n)
+    return (1 - z) * n + z * h
+
+  def step_reset_before(params: GRUParams, h: Array, x: Array) -> tuple[Array, Array]:
+    # The reset gate scales h before the n-gate matmul: no single recurrent product to split.
+    gi_r, gi_z, gi_n = jnp.split(project(params, x), 3, axis=-1)
     b_hr, b_hz, b_hn = jnp.split(params.b_hh, 3)
-    if reset_after:
-      gh_r, gh_z, gh_n = jnp.split(h @ params.w_hh + params.b_hh, 3, axis=-1)
-      r = jax.nn.sigmoid(gi_r + gh_r)
-      z = jax.nn.sigmoid(gi_z + gh_z)
-      n = jnp.tanh(gi_n + r * gh_n)
-    else:
-      w_hrz, w_hn = params.w_hh[:, : 2 * H], params.w_hh[:, 2 * H :]
-      gh_r, gh_z = jnp.split(h @ w_hrz, 2, axis=-1)
-      r = jax.nn.sigmoid(gi_r + gh_r + b_hr)
-      z = jax.nn.sigmoid(gi_z + gh_z + b_hz)
-      n = jnp.tanh(gi_n + (r * h) @ w_hn + b_hn)
+    w_hrz, w_hn = params.w_hh[:, : 2 * H], params.w_hh[:, 2 * H :]
+    gh_r, gh_z = jnp.split(h @ w_hrz, 2, axis=-1)
+    r = jax.nn.sigmoid(gi_r + gh_r + b_hr)
+    z = jax.nn.sigmoid(gi_z + gh_z + b_hz)
+    n = jnp.tanh(gi_n + (r * h) @ w_hn + b_hn)
     h = (1 - z) * n + z * h
     return h, h
 
-  return Cell(init, initial_carry, step, name)
+  if not reset_after:
+    return Cell(init, initial_carry, step_reset_before, name)
+  parts = CellParts(project, recurrent, update, _identity)
+  return Cell(init, initial_carry, step_from_parts(parts), name, parts)
 
 
 class StackedCarry(NamedTuple):

@@ -84,15 +84,36 @@ def as_layer(cell_or_layer: Cell | Layer) -> Layer:
   raise TypeError(f"expected an rnnlab Cell or Layer; got {type(cell_or_layer).__name__}")
 
 
-def rnn(cell: Cell, *, reverse: bool = False, unroll_steps: int | bool = 1) -> Layer:
-  """One direction of ``cell`` over whole sequences (:func:`rnnlab.unroll`)."""
+def rnn(
+  cell: Cell,
+  *,
+  reverse: bool = False,
+  unroll_steps: int | bool = 1,
+  impl: str = "auto",
+  remat_chunk: int | None = None,
+) -> Layer:
+  """One direction of ``cell`` over whole sequences (:func:`rnnlab.unroll`).
+
+  ``impl`` and ``remat_chunk`` choose the unroll's path and gradient
+  checkpointing, as in :func:`rnnlab.unroll`; neither changes the numbers.
+  """
   if not isinstance(cell, Cell):
     raise TypeError(f"rnn: expected an rnnlab Cell; got {type(cell).__name__}")
   name = ("reverse_" if reverse else "") + cell.name
 
   def apply(params, xs, carry=None, *, lengths=None):
     xs = _check_xs(name, xs)
-    return unroll(cell, params, xs, carry, lengths=lengths, reverse=reverse, unroll=unroll_steps)
+    return unroll(
+      cell,
+      params,
+      xs,
+      carry,
+      lengths=lengths,
+      reverse=reverse,
+      unroll=unroll_steps,
+      impl=impl,
+      remat_chunk=remat_chunk,
+    )
 
   last = _first if reverse else gather_last
   return Layer(cell.init, cell.initial_carry, apply, last, name)
@@ -115,7 +136,14 @@ class BidirectionalCarry(NamedTuple):
 MERGES = ("concat", "sum")
 
 
-def bidirectional(forward: Cell, backward: Cell | None = None, *, merge: str = "concat") -> Layer:
+def bidirectional(
+  forward: Cell,
+  backward: Cell | None = None,
+  *,
+  merge: str = "concat",
+  impl: str = "auto",
+  remat_chunk: int | None = None,
+) -> Layer:
   """A forward and a backward pass over each sequence, merged per step.
 
   ``y_t = [y^f_t, y^b_t]`` (``merge="concat"``, as PyTorch) or ``y^f_t + y^b_t``
@@ -126,11 +154,13 @@ def bidirectional(forward: Cell, backward: Cell | None = None, *, merge: str = "
     forward: the forward cell.
     backward: the backward cell; default a second cell like ``forward`` (own params).
     merge: ``"concat"`` or ``"sum"``; both need the two outputs of equal size.
+    impl, remat_chunk: passed to :func:`rnn` for both directions.
   """
   backward = forward if backward is None else backward
   if merge not in MERGES:
     raise ValueError(f"bidirectional: merge={merge!r}; expected one of {MERGES}")
-  fw, bw = rnn(forward), rnn(backward, reverse=True)
+  fw = rnn(forward, impl=impl, remat_chunk=remat_chunk)
+  bw = rnn(backward, reverse=True, impl=impl, remat_chunk=remat_chunk)
   name = f"bidirectional({forward.name},{backward.name})"
 
   def init(key, input_size, dtype=jnp.float32):

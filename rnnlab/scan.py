@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnlab import fused
 from rnnlab.cells import Cell
 
 Array = jax.Array
@@ -85,6 +86,105 @@ def _valid_mask(valid: Array, leaf: Array) -> Array:
   return valid.reshape(valid.shape + (1,) * (leaf.ndim - valid.ndim))
 
 
+IMPLS = ("auto", "fused", "scan")
+
+
+# What impl="auto" runs. Chosen by `python -m experiments.benchmark` (BUILD.md quotes
+# the numbers): on the CPU (jax 0.10.2) the fused path measured within +-20 % of the
+# plain scan, ahead only for the LSTM at H >= 128, so the default is the plain scan;
+# impl="fused" selects the other, e.g. on a backend where it measures faster.
+AUTO_IMPL = "scan"
+
+
+def _time_major_probes(probes: PyTree, carry: PyTree, num_steps: int, batch_ndim: int, time_major):
+  """Checks that ``probes`` is the carry with a time axis and moves that axis to the front."""
+  if jax.tree.structure(probes) != jax.tree.structure(carry):
+    raise ValueError(
+      f"unroll: probes {_describe(probes)} must have the structure of the carry "
+      f"{_describe(carry)}, each leaf with a time axis of length {num_steps}"
+    )
+  axis = 0 if time_major else batch_ndim
+
+  def check(p, c):
+    p = jnp.asarray(p)
+    expected = c.shape[:axis] + (num_steps,) + c.shape[axis:]
+    if p.shape != expected:
+      raise ValueError(
+        f"unroll: a probe has shape {tuple(p.shape)}; expected {expected} "
+        f"(the carry leaf {tuple(c.shape)} with the time axis of xs)"
+      )
+    return jnp.moveaxis(p.astype(c.dtype), axis, 0)
+
+  return jax.tree.map(check, probes, carry)
+
+
+def _scan_segment(cell, params, carry, xs, probes, valid, *, reverse, unroll):
+  """The plain path: ``lax.scan`` of ``cell.step``, with the mask and probes if any."""
+  if probes is None and valid is None:
+    return jax.lax.scan(partial(cell.step, params), carry, xs, reverse=reverse, unroll=unroll)
+  parts = cell.parts
+
+  def body(carry, inputs):
+    x, probe, valid_t = inputs
+    if valid_t is not None:
+      # Zero the padding before the step: a NaN/inf there would give 0 * NaN gradients.
+      x = jnp.where(_valid_mask(valid_t, x), x, jnp.zeros_like(x))
+    new_carry, y = cell.step(params, carry, x)
+    if probe is not None:
+      new_carry = jax.tree.map(jnp.add, new_carry, probe)
+      # A cell whose output is its hidden state outputs the probed state.
+      y = parts.hidden(new_carry) if parts is not None else y
+    if valid_t is not None:
+      # A reverse scan meets the padding first: the frozen carry stays the initial one.
+      new_carry = jax.tree.map(
+        lambda n, o: jnp.where(_valid_mask(valid_t, n), n, o), new_carry, carry
+      )
+      y = jax.tree.map(lambda v: jnp.where(_valid_mask(valid_t, v), v, jnp.zeros_like(v)), y)
+    return new_carry, y
+
+  return jax.lax.scan(body, carry, (xs, probes, valid), reverse=reverse, unroll=unroll)
+
+
+def _fused_segment(cell, params, carry, xs, probes, valid, *, reverse, unroll):
+  """The fused path: :func:`rnnlab.fused.recurrence` (a custom VJP)."""
+  if valid is not None:
+    xs = jnp.where(_valid_mask(valid, xs), xs, jnp.zeros_like(xs))
+  ys, carry = fused.recurrence(
+    cell.parts, params, carry, xs, probes, valid, reverse=reverse, unroll=unroll
+  )
+  return carry, ys
+
+
+def _chunked(segment, carry, xs, probes, valid, chunk, *, reverse):
+  """Runs ``segment`` over chunks of ``chunk`` steps, each under ``jax.checkpoint``.
+
+  The reverse pass keeps the carries at chunk boundaries and recomputes one
+  chunk at a time: memory ``O(T / chunk + chunk)`` steps, ``O(sqrt T)`` for
+  ``chunk ~ sqrt(T)``, for one extra forward pass. ``T`` is padded up to a
+  multiple of ``chunk`` with masked steps, which change nothing.
+  """
+  num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
+  num_chunks = -(-num_steps // chunk)
+  pad = num_chunks * chunk - num_steps
+  if pad:
+    if valid is None:
+      valid = jnp.ones((num_steps, *batch_shape), bool)
+    pad_time = lambda a: jnp.concatenate([a, jnp.zeros((pad, *a.shape[1:]), a.dtype)])  # noqa: E731
+    xs, valid = pad_time(xs), pad_time(valid)
+    probes = None if probes is None else jax.tree.map(pad_time, probes)
+  split = lambda a: a.reshape(num_chunks, chunk, *a.shape[1:])  # noqa: E731
+  xs, valid = split(xs), None if valid is None else split(valid)
+  probes = None if probes is None else jax.tree.map(split, probes)
+
+  @jax.checkpoint
+  def body(carry, inputs):
+    return segment(carry, *inputs)
+
+  carry, ys = jax.lax.scan(body, carry, (xs, probes, valid), reverse=reverse)
+  ys = jax.tree.map(lambda y: y.reshape(num_chunks * chunk, *y.shape[2:])[:num_steps], ys)
+  return carry, ys
+
+
 def unroll(
   cell: Cell,
   params: PyTree,
@@ -95,10 +195,19 @@ def unroll(
   reverse: bool = False,
   time_major: bool = False,
   unroll: int | bool = 1,
+  probes: PyTree | None = None,
+  impl: str = "auto",
+  remat_chunk: int | None = None,
 ) -> tuple[PyTree, PyTree]:
   r"""Runs ``cell`` over the sequences ``xs`` with one ``jax.lax.scan``.
 
   .. math::  (c_t, y_t) = \mathrm{step}(c_{t-1}, x_t), \quad t = 0 .. T-1
+
+  Two paths compute the same function (equal to float rounding; a test checks
+  outputs and gradients): ``"scan"`` scans ``cell.step``; ``"fused"`` (cells
+  with :class:`~rnnlab.cells.CellParts`) projects all inputs in one matmul and
+  runs :func:`rnnlab.fused.recurrence`, whose reverse pass carries only the
+  state gradient and forms the weight gradients as one matmul after the loop.
 
   Args:
     cell: any :class:`Cell` (built-in or the user's own).
@@ -116,12 +225,33 @@ def unroll(
       the one after reading ``xs[0]``.
     time_major: whether the time axis of ``xs`` (and ``ys``) comes first.
     unroll: passed to ``lax.scan`` (steps per loop iteration).
+    probes: optional pytree like the carry, each leaf with a time axis placed as
+      in ``xs`` (e.g. ``(*batch, T, H)``), added to the new carry after each
+      valid step: ``c_t = step(c_{t-1}, x_t) + d_t``. Pass zeros and
+      differentiate with respect to them: ``dL/dd_t = dL/dc_t`` for every ``t``
+      from one backward pass. For a cell with ``parts`` the output is the probed
+      hidden state; a user's own cell outputs what its ``step`` returns.
+    impl: ``"auto"`` (default: ``AUTO_IMPL``, the path measured fastest),
+      ``"fused"`` or ``"scan"``.
+    remat_chunk: if given, gradient checkpointing: the scan runs in chunks of
+      this many steps under ``jax.checkpoint``, so the backward pass stores
+      ``T / remat_chunk`` carries plus one chunk (choose about ``sqrt(T)``).
 
   Returns:
     ``(ys, carry)``: outputs in the layout of ``xs``, and the final carry.
   """
   if not isinstance(cell, Cell):
     raise TypeError(f"unroll: cell must be an rnnlab Cell; got {type(cell).__name__}")
+  if impl not in IMPLS:
+    raise ValueError(f"unroll: impl={impl!r}; expected one of {IMPLS}")
+  if impl == "fused" and cell.parts is None:
+    raise ValueError(
+      f"unroll: impl='fused' needs a cell with CellParts; {cell.name} has none (use impl='scan')"
+    )
+  if remat_chunk is not None and (
+    isinstance(remat_chunk, bool) or not isinstance(remat_chunk, int) or remat_chunk < 1
+  ):
+    raise ValueError(f"unroll: remat_chunk must be a positive int or None; got {remat_chunk!r}")
   xs = jnp.asarray(xs)
   if xs.ndim < 2:
     layout = "(T, *batch, I)" if time_major else "(*batch, T, I)"
@@ -131,28 +261,29 @@ def unroll(
   if carry is None:
     carry = cell.initial_carry(params, batch_shape)
   _check_carry(cell, params, carry, jax.ShapeDtypeStruct(xs_TxBxI.shape[1:], xs_TxBxI.dtype))
-
-  if lengths is None:
-    carry, ys_TxBxF = jax.lax.scan(
-      partial(cell.step, params), carry, xs_TxBxI, reverse=reverse, unroll=unroll
-    )
-  else:
+  if probes is not None:
+    probes = _time_major_probes(probes, carry, num_steps, len(batch_shape), time_major)
+  valid_TxB = None
+  if lengths is not None:
     lengths = check_lengths(lengths, batch_shape, num_steps)
+    steps = jnp.arange(num_steps, dtype=lengths.dtype).reshape(
+      (num_steps,) + (1,) * len(batch_shape)
+    )
+    valid_TxB = steps < lengths
 
-    def masked_step(carry, t_and_x):
-      t, x = t_and_x
-      valid = t < lengths
-      # Zero the padding before the step: a NaN/inf there would give 0 * NaN gradients.
-      x = jnp.where(_valid_mask(valid, x), x, jnp.zeros_like(x))
-      new_carry, y = cell.step(params, carry, x)
-      # A reverse scan meets the padding first: the frozen carry stays the initial one.
-      carry = jax.tree.map(lambda n, o: jnp.where(_valid_mask(valid, n), n, o), new_carry, carry)
-      y = jax.tree.map(lambda v: jnp.where(_valid_mask(valid, v), v, jnp.zeros_like(v)), y)
-      return carry, y
-
-    steps = jnp.arange(num_steps, dtype=lengths.dtype)
-    carry, ys_TxBxF = jax.lax.scan(
-      masked_step, carry, (steps, xs_TxBxI), reverse=reverse, unroll=unroll
+  use_fused = (AUTO_IMPL if impl == "auto" else impl) == "fused"
+  segment = partial(
+    _fused_segment if use_fused else _scan_segment,
+    cell,
+    params,
+    reverse=reverse,
+    unroll=unroll,
+  )
+  if remat_chunk is None or remat_chunk >= num_steps:
+    carry, ys_TxBxF = segment(carry, xs_TxBxI, probes, valid_TxB)
+  else:
+    carry, ys_TxBxF = _chunked(
+      segment, carry, xs_TxBxI, probes, valid_TxB, remat_chunk, reverse=reverse
     )
 
   ys = ys_TxBxF if time_major else jax.tree.map(lambda y: jnp.moveaxis(y, 0, -2), ys_TxBxF)

@@ -1,0 +1,452 @@
+r"""Benchmark: rnnlab's unroll against flax.linen.RNN and PyTorch, forward and forward+backward.
+
+Suites (``--suites``, comma-separated):
+
+* ``speed``: for each cell and each (B, T, I, H) of the grid, the median time of
+  the forward pass and of forward+backward (``loss = mean(h**2)``) for rnnlab's
+  two paths (``scan``, ``fused``), ``flax.linen.RNN`` with the matching cell
+  (``SimpleCell`` / ``OptimizedLSTMCell`` / ``GRUCell``) and, when torch is
+  installed, ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` on the CPU. All contenders of
+  one shape run interleaved (A B C A B C ...) in this process, so their ratios
+  share the machine's state. Also: sequences/s, achieved GFLOP/s, the share of
+  the roofline (one large matmul of the same FLOPs timed in the same run),
+  compile time and XLA's peak memory estimate (``compiled.memory_analysis()``).
+* ``remat``: an LSTM trained on long sequences with and without gradient
+  checkpointing (``unroll(remat_chunk=~sqrt(T))``): memory and time against T.
+* ``compile``: compile time of forward+backward against T (one ``lax.scan``: flat).
+* ``sweep``: N seeds of a small model's gradient step as N sequential calls, as
+  one vmapped call, and as one vmapped call sharded over CPU devices
+  (``--xla_force_host_platform_device_count``; each device count runs in a
+  subprocess, since XLA fixes it at start-up).
+
+Results go to ``--out`` as JSON and as a markdown table (stdout and ``--markdown``).
+
+    python -m experiments.benchmark                     # the full grid (minutes)
+    python -m experiments.benchmark --quick             # a smoke run (seconds)
+    python -m experiments.benchmark --suites=speed --cells=lstm --reps=9
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+import rnnlab
+from rnnlab import scan as scan_lib
+
+SUITES = ("speed", "remat", "compile", "sweep")
+CELLS = {"elman": rnnlab.elman, "lstm": rnnlab.lstm, "gru": rnnlab.gru}
+GATES = {"elman": 1, "lstm": 4, "gru": 3}
+# (B, T, I, H): research sizes; the first two are the issue's targets.
+GRID = (
+  (32, 1000, 2, 64),
+  (64, 500, 8, 128),
+  (128, 100, 32, 32),
+  (32, 200, 16, 256),
+  (64, 100, 64, 512),
+)
+QUICK_GRID = ((4, 20, 3, 8),)
+
+_SUITES = flags.DEFINE_list("suites", list(SUITES), f"Which suites to run, from {SUITES}.")
+_CELLS = flags.DEFINE_list("cells", list(CELLS), f"Cells to time, from {tuple(CELLS)}.")
+_SHAPES = flags.DEFINE_list(
+  "shapes", [], "Override the grid: shapes as B:T:I:H, e.g. --shapes=32:1000:2:64,64:500:8:128."
+)
+_REPS = flags.DEFINE_integer("reps", 7, "Timed repetitions per contender (median).", lower_bound=1)
+_QUICK = flags.DEFINE_bool("quick", False, "Tiny shapes and 2 reps: a smoke run for CI.")
+_TORCH = flags.DEFINE_bool("torch", True, "Time PyTorch too when it is installed.")
+_OUT = flags.DEFINE_string("out", "benchmark.json", "Where to write the JSON results.")
+_MARKDOWN = flags.DEFINE_string("markdown", None, "Also write the markdown tables here.")
+_SEEDS = flags.DEFINE_integer("sweep_seeds", 8, "Seeds N in the sweep suite.", lower_bound=1)
+_DEVICES = flags.DEFINE_list(
+  "sweep_devices", ["1", "2"], "CPU device counts for the sweep suite (one subprocess each)."
+)
+_SWEEP_WORKER = flags.DEFINE_integer("sweep_worker", 0, "Internal: run one sweep measurement.")
+
+
+def timed(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, float]:
+  """Median seconds of each thunk, run interleaved after one warm-up call each."""
+  for fn in fns.values():
+    jax.block_until_ready(fn())
+  samples = {name: [] for name in fns}
+  for _ in range(reps):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn())
+      samples[name].append(time.perf_counter() - start)
+  return {name: float(np.median(s)) for name, s in samples.items()}
+
+
+def compiled(fn, *args) -> tuple[Any, float, int]:
+  """``(compiled fn, compile seconds, peak bytes)`` of ``jax.jit(fn)`` on ``args``."""
+  start = time.perf_counter()
+  lowered = jax.jit(fn).lower(*args)
+  executable = lowered.compile()
+  seconds = time.perf_counter() - start
+  memory = executable.memory_analysis()
+  peak = 0
+  if memory is not None:
+    peak = memory.temp_size_in_bytes + memory.output_size_in_bytes
+  return executable, seconds, int(peak)
+
+
+def flops(cell: str, B: int, T: int, I: int, H: int) -> float:
+  """Matmul FLOPs of one forward pass: ``2 B T (I + H) G H``, G gates."""
+  return 2.0 * B * T * (I + H) * GATES[cell] * H
+
+
+def loss_of(outputs: jax.Array) -> jax.Array:
+  return jnp.mean(outputs**2)
+
+
+def rnnlab_fns(cell_name, impl, xs, key, hidden):
+  cell = CELLS[cell_name](hidden)
+  params = cell.init(key, xs.shape[-1])
+
+  def forward(params, xs):
+    return rnnlab.unroll(cell, params, xs, impl=impl)[0]
+
+  return params, forward
+
+
+def flax_fns(cell_name, xs, key, hidden):
+  import flax.linen as nn
+
+  flax_cell = {"elman": nn.SimpleCell, "lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}[cell_name]
+  module = nn.RNN(flax_cell(hidden))
+  params = module.init(key, xs)
+  return params, module.apply
+
+
+def torch_step(cell_name, xs, hidden):
+  """Forward and forward+backward thunks for the matching torch module, or None."""
+  try:
+    import torch
+  except ImportError:
+    return None
+  torch.set_num_threads(os.cpu_count() or 1)
+  module = {"elman": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell_name](
+    xs.shape[-1], hidden, batch_first=True
+  )
+  inputs = torch.tensor(np.asarray(xs))
+
+  def forward():
+    with torch.no_grad():
+      return module(inputs)[0]
+
+  def forward_backward():
+    module.zero_grad()
+    outputs, _ = module(inputs)
+    (outputs**2).mean().backward()
+
+  return forward, forward_backward
+
+
+def speed_suite(shapes, cells, reps, use_torch) -> list[dict]:
+  return [
+    row for shape in shapes for cell in cells for row in time_shape(cell, shape, reps, use_torch)
+  ]
+
+
+def time_shape(cell_name, shape, reps, use_torch) -> list[dict]:
+  """All contenders on one cell and shape, interleaved; one row per contender and pass."""
+  B, T, I, H = shape
+  key = jax.random.key(0)
+  xs = jax.random.normal(key, (B, T, I), jnp.float32)
+  contenders = {}
+  for impl in ("scan", "fused"):
+    params, forward = rnnlab_fns(cell_name, impl, xs, key, H)
+    contenders[f"rnnlab-{impl}"] = (forward, params)
+  flax_params, flax_apply = flax_fns(cell_name, xs, key, H)
+  contenders["flax"] = (flax_apply, flax_params)
+  fns, info = {}, {}
+  for name, (forward, params) in contenders.items():
+    grad = jax.grad(lambda p, x, f=forward: loss_of(f(p, x)))
+    for pass_name, fn in (("fwd", forward), ("fwd+bwd", grad)):
+      executable, compile_s, peak = compiled(fn, params, xs)
+      fns[(name, pass_name)] = partial(executable, params, xs)
+      info[(name, pass_name)] = (compile_s, peak)
+  torch_fns = torch_step(cell_name, xs, H) if use_torch else None
+  if torch_fns is not None:
+    fns[("torch", "fwd")], fns[("torch", "fwd+bwd")] = torch_fns
+  # The roofline: one matmul with the same FLOPs, (k B T, I + H) @ (I + H, G H).
+  matmul = jax.jit(jnp.matmul)
+  a = jax.random.normal(key, (3 * B * T, I + H), jnp.float32)
+  w = jax.random.normal(key, (I + H, GATES[cell_name] * H), jnp.float32)
+  fns[("roofline", "fwd+bwd")] = partial(matmul, a, w)
+  fns[("roofline", "fwd")] = partial(matmul, a[: B * T], w)
+  times = timed(fns, reps)
+  rows = []
+  for (name, pass_name), seconds in times.items():
+    if name == "roofline":
+      continue
+    pass_flops = flops(cell_name, B, T, I, H) * (3 if pass_name == "fwd+bwd" else 1)
+    torch_time = times.get(("torch", pass_name))
+    compile_s, peak = info.get((name, pass_name), (None, None))
+    rows.append(
+      dict(
+        cell=cell_name,
+        B=B,
+        T=T,
+        I=I,
+        H=H,
+        impl=name,
+        pass_=pass_name,
+        ms=seconds * 1e3,
+        seq_per_s=B / seconds,
+        gflops=pass_flops / seconds / 1e9,
+        roofline_share=times[("roofline", pass_name)] / seconds,
+        vs_flax=times[("flax", pass_name)] / seconds,
+        vs_torch=None if torch_time is None else torch_time / seconds,
+        compile_s=compile_s,
+        peak_mib=None if peak is None else peak / 2**20,
+      )
+    )
+  return rows
+
+
+def remat_suite(lengths, hidden, batch, reps) -> list[dict]:
+  """LSTM forward+backward with and without checkpointing: memory and time vs T."""
+  rows = []
+  key = jax.random.key(1)
+  cell = rnnlab.lstm(hidden)
+  params = cell.init(key, 8)
+  for T in lengths:
+    xs = jax.random.normal(key, (batch, T, 8), jnp.float32)
+    fns, info = {}, {}
+    for chunk in (None, max(1, round(math.sqrt(T)))):
+
+      def loss(p, x, chunk=chunk):
+        return loss_of(rnnlab.unroll(cell, p, x, remat_chunk=chunk)[0])
+
+      executable, compile_s, peak = compiled(jax.grad(loss), params, xs)
+      fns[chunk] = partial(executable, params, xs)
+      info[chunk] = (compile_s, peak)
+    times = timed(fns, reps)
+    for chunk, seconds in times.items():
+      rows.append(
+        dict(
+          B=batch,
+          T=T,
+          H=hidden,
+          remat_chunk=chunk,
+          ms=seconds * 1e3,
+          peak_mib=info[chunk][1] / 2**20,
+          compile_s=info[chunk][0],
+        )
+      )
+  return rows
+
+
+def compile_suite(lengths, hidden) -> list[dict]:
+  """Compile seconds of an LSTM's forward+backward against T."""
+  rows = []
+  key = jax.random.key(2)
+  cell = rnnlab.lstm(hidden)
+  params = cell.init(key, 4)
+  for T in lengths:
+    xs = jnp.zeros((8, T, 4), jnp.float32)
+    grad = jax.grad(lambda p, x: loss_of(rnnlab.unroll(cell, p, x)[0]))
+    _, seconds, _ = compiled(grad, params, xs)
+    rows.append(dict(T=T, H=hidden, compile_s=seconds))
+  return rows
+
+
+def sweep_measure(num_seeds: int, reps: int, shape: tuple[int, int, int, int]) -> dict:
+  """One process's sweep timing: loop vs vmap vs vmap sharded over all its devices."""
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+  B, T, I, H = shape
+  cell = rnnlab.lstm(H)
+  keys = jax.random.split(jax.random.key(3), num_seeds)
+  xs = jax.random.normal(keys[0], (B, T, I), jnp.float32)
+  params = jax.vmap(lambda k: cell.init(k, I))(keys)
+  grad = jax.jit(jax.grad(lambda p, x: loss_of(rnnlab.unroll(cell, p, x)[0])))
+  one = [jax.tree.map(lambda a, i=i: a[i], params) for i in range(num_seeds)]
+  batched = jax.jit(jax.vmap(grad, in_axes=(0, None)))
+  fns = {
+    "loop": lambda: [grad(p, xs) for p in one],
+    "vmap": lambda: batched(params, xs),
+  }
+  devices = jax.devices()
+  if len(devices) > 1 and num_seeds % len(devices) == 0:
+    mesh = Mesh(np.array(devices), ("seeds",))
+    sharded = jax.device_put(params, NamedSharding(mesh, PartitionSpec("seeds")))
+    fns["vmap-sharded"] = lambda: batched(sharded, xs)
+  times = timed(fns, reps)
+  return dict(devices=len(devices), seeds=num_seeds, **{k: v * 1e3 for k, v in times.items()})
+
+
+def sweep_suite(num_seeds, reps, device_counts, shape) -> list[dict]:
+  rows = []
+  for count in device_counts:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (
+      env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={count}"
+    ).strip()
+    command = [
+      sys.executable,
+      "-m",
+      "experiments.benchmark",
+      f"--sweep_worker={count}",
+      f"--sweep_seeds={num_seeds}",
+      f"--reps={reps}",
+      "--shapes=" + ":".join(map(str, shape)),
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+      raise RuntimeError(f"sweep worker with {count} devices failed:\n{done.stderr[-2000:]}")
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    row.update(B=shape[0], T=shape[1], I=shape[2], H=shape[3])
+    rows.append(row)
+  return rows
+
+
+def environment() -> dict:
+  info = dict(
+    date=time.strftime("%Y-%m-%d"),
+    machine=f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or 'cpu'}",
+    backend=jax.default_backend(),
+    devices=[str(d) for d in jax.devices()],
+    python=platform.python_version(),
+    jax=jax.__version__,
+    auto_impl=scan_lib.AUTO_IMPL,
+  )
+  import flax
+
+  info["flax"] = flax.__version__
+  try:
+    import torch
+
+    info["torch"] = torch.__version__
+  except ImportError:
+    info["torch"] = None
+  return info
+
+
+def _fmt(value, spec=".2f") -> str:
+  return "-" if value is None else format(value, spec)
+
+
+def markdown(results: dict) -> str:
+  env = results["environment"]
+  lines = [
+    f"Measured {env['date']} on {env['machine']} ({env['backend']}); jax {env['jax']}, "
+    f"flax {env['flax']}, torch {env['torch']}. Medians of interleaved runs; ratios > 1 mean "
+    f"rnnlab is faster. `impl='auto'` runs `{env['auto_impl']}`.",
+    "",
+  ]
+  if results.get("speed"):
+    lines += [
+      "| cell | B, T, I, H | pass | contender | ms | seq/s | GFLOP/s | roofline | vs flax | vs torch | compile s | peak MiB |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["speed"]:
+      lines.append(
+        f"| {r['cell']} | {r['B']}, {r['T']}, {r['I']}, {r['H']} | {r['pass_']} | {r['impl']} "
+        f"| {r['ms']:.1f} | {r['seq_per_s']:.0f} | {r['gflops']:.1f} "
+        f"| {r['roofline_share']:.0%} | {_fmt(r['vs_flax'])} | {_fmt(r['vs_torch'])} "
+        f"| {_fmt(r['compile_s'])} | {_fmt(r['peak_mib'], '.1f')} |"
+      )
+    lines.append("")
+  if results.get("remat"):
+    lines += [
+      "| LSTM B, H | T | remat_chunk | fwd+bwd ms | peak MiB | compile s |",
+      "|---|---|---|---|---|---|",
+    ]
+    for r in results["remat"]:
+      lines.append(
+        f"| {r['B']}, {r['H']} | {r['T']} | {r['remat_chunk'] or 'none'} | {r['ms']:.0f} "
+        f"| {r['peak_mib']:.1f} | {r['compile_s']:.2f} |"
+      )
+    lines.append("")
+  if results.get("compile"):
+    lines += ["| LSTM H | T | compile s (fwd+bwd) |", "|---|---|---|"]
+    lines += [f"| {r['H']} | {r['T']} | {r['compile_s']:.2f} |" for r in results["compile"]]
+    lines.append("")
+  if results.get("sweep"):
+    lines += [
+      "| sweep (LSTM B, T, I, H) | seeds | CPU devices | loop ms | vmap ms | vmap sharded ms | loop / best |",
+      "|---|---|---|---|---|---|---|",
+    ]
+    for r in results["sweep"]:
+      best = min(r["vmap"], r.get("vmap-sharded", math.inf))
+      lines.append(
+        f"| {r['B']}, {r['T']}, {r['I']}, {r['H']} | {r['seeds']} | {r['devices']} "
+        f"| {r['loop']:.1f} | {r['vmap']:.1f} | {_fmt(r.get('vmap-sharded'), '.1f')} "
+        f"| {r['loop'] / best:.2f} |"
+      )
+    lines.append("")
+  return "\n".join(lines)
+
+
+def parse_shapes(texts: list[str]) -> tuple[tuple[int, int, int, int], ...]:
+  shapes = []
+  for text in texts:
+    parts = text.split(":")
+    if len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
+      raise app.UsageError(f"--shapes: {text!r} is not B:T:I:H with four positive integers")
+    shapes.append(tuple(int(p) for p in parts))
+  return tuple(shapes)
+
+
+def main(argv):
+  del argv
+  shapes = parse_shapes(_SHAPES.value)
+  if _SWEEP_WORKER.value:
+    shape = shapes[0] if shapes else (16, 100, 4, 32)
+    print(json.dumps(sweep_measure(_SEEDS.value, _REPS.value, shape)))
+    return
+  unknown = sorted(set(_SUITES.value) - set(SUITES))
+  if unknown:
+    raise app.UsageError(f"--suites: unknown {unknown}; expected a subset of {SUITES}")
+  bad_cells = sorted(set(_CELLS.value) - set(CELLS))
+  if bad_cells:
+    raise app.UsageError(f"--cells: unknown {bad_cells}; expected a subset of {tuple(CELLS)}")
+  quick = _QUICK.value
+  reps = 2 if quick else _REPS.value
+  shapes = shapes or (QUICK_GRID if quick else GRID)
+  results: dict[str, Any] = {"environment": environment()}
+  suites = _SUITES.value
+  if "speed" in suites:
+    results["speed"] = speed_suite(shapes, _CELLS.value, reps, _TORCH.value)
+  if "remat" in suites:
+    lengths = (64,) if quick else (1000, 3000, 10000)
+    results["remat"] = remat_suite(lengths, 8 if quick else 128, 4 if quick else 32, reps)
+  if "compile" in suites:
+    results["compile"] = compile_suite(
+      (10, 100) if quick else (100, 1000, 10000), 8 if quick else 64
+    )
+  if "sweep" in suites:
+    shape = (4, 10, 2, 8) if quick else (16, 100, 4, 32)
+    devices = _DEVICES.value
+    results["sweep"] = sweep_suite(
+      4 if quick else _SEEDS.value, reps, [int(d) for d in devices], shape
+    )
+  table = markdown(results)
+  print(table)
+  try:
+    with open(_OUT.value, "w") as f:
+      json.dump(results, f, indent=1)
+    if _MARKDOWN.value:
+      with open(_MARKDOWN.value, "w") as f:
+        f.write(table + "\n")
+  except OSError as e:
+    raise app.UsageError(f"cannot write results: {e}") from e
+
+
+if __name__ == "__main__":
+  app.run(main)

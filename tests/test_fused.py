@@ -1,0 +1,240 @@
+"""The fused path and gradient checkpointing compute exactly what the plain scan computes.
+
+``unroll(impl="fused")`` (rnnlab/fused.py, a custom VJP) and ``remat_chunk`` are
+schedules: outputs, final carries and gradients with respect to params, inputs,
+initial carry and probes must equal the plain ``lax.scan`` path, for every cell
+with ``CellParts``, with lengths, reverse, probes, stacked and bidirectional layers.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnnlab
+
+I, H, B, T = 3, 5, 3, 7
+CELLS = {
+  "elman_tanh": rnnlab.elman(H, "tanh"),
+  "lstm": rnnlab.lstm(H),
+  "gru": rnnlab.gru(H),
+}
+# (lengths, reverse, probes, remat_chunk): each field exercised with and without the others.
+OPTIONS = {
+  "plain": (False, False, False, None),
+  "lengths_reverse": (True, True, False, None),
+  "probes_lengths": (True, False, True, None),
+  "remat_reverse_probes": (True, True, True, 3),
+}
+LENGTHS = np.array([7, 4, 0], np.int32)
+
+
+def randomize(tree, seed, scale=0.6):
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda l: jnp.asarray(scale * rng.standard_normal(l.shape), l.dtype), tree)
+
+
+def setup(name, dtype=jnp.float32, seed=0):
+  cell = CELLS[name]
+  params = randomize(cell.init(jax.random.key(seed), I, dtype), seed + 1)
+  xs = randomize(jnp.zeros((B, T, I), dtype), seed + 2, scale=1.0)
+  carry = randomize(cell.initial_carry(params, (B,)), seed + 3)
+  probes = jax.tree.map(lambda c: jnp.zeros((B, T, *c.shape[1:]), c.dtype), carry)
+  return cell, params, xs, carry, probes
+
+
+def outputs_and_grads(cell, impl, options):
+  """One jitted function: outputs, final carry and all four gradients of a weighted loss."""
+  use_lengths, reverse, use_probes, remat_chunk = options
+
+  def run(params, xs, carry, probes):
+    return rnnlab.unroll(
+      cell,
+      params,
+      xs,
+      carry,
+      lengths=jnp.asarray(LENGTHS) if use_lengths else None,
+      reverse=reverse,
+      probes=probes if use_probes else None,
+      impl=impl,
+      remat_chunk=remat_chunk,
+    )
+
+  def loss(params, xs, carry, probes):
+    ys, final = run(params, xs, carry, probes)
+    # Distinct weights per element, so every output and carry leaf carries gradient.
+    weights = jnp.cos(jnp.arange(ys.size, dtype=jnp.float32).reshape(ys.shape))
+    carry_term = sum(jnp.sum(jnp.sin(leaf.astype(jnp.float32))) for leaf in jax.tree.leaves(final))
+    return jnp.sum(ys.astype(jnp.float32) * weights) + carry_term
+
+  @jax.jit
+  def both(params, xs, carry, probes):
+    return run(params, xs, carry, probes), jax.grad(loss, argnums=(0, 1, 2, 3))(
+      params, xs, carry, probes
+    )
+
+  return both
+
+
+def assert_trees_close(a, b, tol):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_allclose(
+      np.asarray(x, np.float32), np.asarray(y, np.float32), rtol=tol, atol=tol
+    )
+
+
+@pytest.mark.parametrize("option", list(OPTIONS))
+@pytest.mark.parametrize("name", list(CELLS))
+def test_fused_and_remat_equal_plain_scan(name, option):
+  cell, params, xs, carry, probes = setup(name)
+  options = OPTIONS[option]
+  plain = outputs_and_grads(cell, "scan", options[:3] + (None,))(params, xs, carry, probes)
+  fast = outputs_and_grads(cell, "fused", options)(params, xs, carry, probes)
+  assert_trees_close(fast, plain, tol=2e-5)
+  if options[2]:  # the probes' gradient is dL/dc_t: a real signal, not zeros
+    d_probes = plain[1][3]
+    assert max(float(jnp.abs(leaf).max()) for leaf in jax.tree.leaves(d_probes)) > 1e-2
+
+
+@pytest.mark.parametrize("remat_chunk", [1, 3, 7, 100])
+def test_remat_chunk_on_plain_scan_equals_no_remat(remat_chunk):
+  # remat_chunk that divides T, does not (padding), equals T, exceeds T.
+  cell, params, xs, carry, probes = setup("lstm")
+  options = (True, True, True, None)
+  plain = outputs_and_grads(cell, "scan", options)(params, xs, carry, probes)
+  chunked = outputs_and_grads(cell, "scan", options[:3] + (remat_chunk,))(params, xs, carry, probes)
+  assert_trees_close(chunked, plain, tol=2e-5)
+
+
+def test_bfloat16_fused_matches_scan_and_keeps_dtype():
+  cell, params, xs, carry, probes = setup("lstm", jnp.bfloat16)
+  options = OPTIONS["lengths_reverse"]
+  plain = outputs_and_grads(cell, "scan", options)(params, xs, carry, probes)
+  fast = outputs_and_grads(cell, "fused", options)(params, xs, carry, probes)
+  (ys, final), grads = fast
+  assert ys.dtype == jnp.bfloat16
+  assert all(l.dtype == jnp.bfloat16 for l in jax.tree.leaves((final, grads[0])))
+  # bfloat16 keeps 8 bits of mantissa: the two paths round differently.
+  assert_trees_close(fast, plain, tol=6e-2)
+
+
+@pytest.mark.parametrize("cell_name", ["lstm", "gru"])
+def test_stacked_bidirectional_layers_fused_equal_scan(cell_name):
+  cell = CELLS[cell_name]
+
+  def model(impl):
+    return rnnlab.stacked(
+      [
+        rnnlab.bidirectional(cell, impl=impl),
+        rnnlab.rnn(cell, impl=impl, remat_chunk=3 if impl == "fused" else None),
+      ]
+    )
+
+  plain, fast = model("scan"), model("fused")
+  params = randomize(plain.init(jax.random.key(4), I), 5)
+  xs = randomize(jnp.zeros((B, T, I)), 6, scale=1.0)
+  lengths = jnp.asarray(LENGTHS)
+
+  def value_and_grads(layer):
+    def loss(params, xs):
+      ys, _ = layer.apply(params, xs, lengths=lengths)
+      return jnp.sum(jnp.tanh(ys) * jnp.cos(jnp.arange(ys.size).reshape(ys.shape)))
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, xs)
+
+  assert_trees_close(value_and_grads(fast), value_and_grads(plain), tol=2e-5)
+
+
+def test_fused_needs_cell_parts():
+  cell = rnnlab.gru(H, reset_after=False)  # no CellParts: the plain path only
+  params = cell.init(jax.random.key(0), I)
+  with pytest.raises(ValueError, match="impl='fused' needs a cell with CellParts"):
+    rnnlab.unroll(cell, params, jnp.zeros((B, T, I)), impl="fused")
+  ys, _ = rnnlab.unroll(cell, params, jnp.zeros((B, T, I)))  # auto: fine
+  assert ys.shape == (B, T, H)
+
+
+@pytest.mark.parametrize(
+  "kwargs, message",
+  [
+    (dict(impl="cuda"), "impl='cuda'; expected one of"),
+    (dict(remat_chunk=0), "remat_chunk must be a positive int or None; got 0"),
+    (dict(remat_chunk=2.5), "remat_chunk must be a positive int or None; got 2.5"),
+    (dict(probes=jnp.zeros((B, T + 1, H))), r"a probe has shape \(3, 8, 5\); expected \(3, 7, 5\)"),
+  ],
+)
+def test_errors_name_the_bad_value(kwargs, message):
+  cell = CELLS["elman_tanh"]
+  params = cell.init(jax.random.key(0), I)
+  with pytest.raises(ValueError, match=message):
+    rnnlab.unroll(cell, params, jnp.zeros((B, T, I)), **kwargs)
+
+
+def test_remat_lowers_peak_memory():
+  # The claim behind remat_chunk: the backward pass keeps T/chunk carries plus one chunk.
+  cell = rnnlab.lstm(16)
+  params = cell.init(jax.random.key(0), 4)
+  xs = jnp.zeros((4, 400, 4))
+
+  def peak(chunk):
+    def loss(p):
+      return jnp.mean(rnnlab.unroll(cell, p, xs, remat_chunk=chunk)[0] ** 2)
+
+    memory = jax.jit(jax.grad(loss)).lower(params).compile().memory_analysis()
+    return memory.temp_size_in_bytes
+
+  assert peak(20) < 0.5 * peak(None)
+
+
+def test_benchmark_quick_mode_writes_its_tables(tmp_path):
+  out, table = tmp_path / "bench.json", tmp_path / "bench.md"
+  command = [
+    sys.executable,
+    "-m",
+    "experiments.benchmark",
+    "--quick",
+    "--cells=elman",
+    "--sweep_devices=2",
+    f"--out={out}",
+    f"--markdown={table}",
+  ]
+  root = Path(__file__).resolve().parents[1]
+  done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  results = json.loads(out.read_text())
+  contenders = {(r["impl"], r["pass_"]) for r in results["speed"]}
+  for impl in ("rnnlab-scan", "rnnlab-fused", "flax"):
+    assert {(impl, "fwd"), (impl, "fwd+bwd")} <= contenders
+  for row in results["speed"]:
+    assert row["ms"] > 0 and row["gflops"] > 0
+    assert row["compile_s"] is None if row["impl"] == "torch" else row["compile_s"] > 0
+  assert {r["remat_chunk"] for r in results["remat"]} >= {None}
+  assert [r["devices"] for r in results["sweep"]] == [2]
+  assert "vmap-sharded" in results["sweep"][0]
+  text = table.read_text()
+  assert "| elman | 4, 20, 3, 8 | fwd+bwd | rnnlab-fused |" in text
+  assert "remat_chunk" in text and "compile s" in text
+
+
+def test_benchmark_rejects_bad_flags():
+  root = Path(__file__).resolve().parents[1]
+  for flag, message in [
+    ("--suites=speed,warp", "unknown ['warp']"),
+    ("--shapes=32:1000:2", "is not B:T:I:H"),
+    ("--cells=transformer", "unknown ['transformer']"),
+  ]:
+    done = subprocess.run(
+      [sys.executable, "-m", "experiments.benchmark", flag, "--out=/dev/null"],
+      cwd=root,
+      capture_output=True,
+      text=True,
+      timeout=120,
+    )
+    assert done.returncode != 0
+    assert message in done.stderr
