@@ -16,6 +16,10 @@ applied as ``x @ w``; LSTM gates i, f, g, o with one bias ``b``; GRU gates r, z,
   ``h{i,f,g,o}{kernel, bias}`` -> kernels concatenated, ``b = [h*.bias]``. ``GRUCell``:
   ``i{r,z,n}{kernel, bias}``, ``h{r,z}{kernel}``, ``hn{kernel, bias}`` -> ``b_ih =
   [i*.bias]``, ``b_hh = [0, 0, hn.bias]``. The LSTM carry is ``(c, h)`` there.
+* flax.nnx cells (:func:`from_nnx`, :func:`to_nnx`, :func:`load_nnx`): ``SimpleCell``
+  ``dense_i{kernel, bias}``, ``dense_h{kernel}``; ``LSTMCell`` as linen's with ``if_``;
+  ``OptimizedLSTMCell`` fused ``dense_i{kernel}``, ``dense_h{kernel, bias}``; ``GRUCell``
+  fused ``dense_i{kernel, bias}``, ``dense_h{kernel}`` and no hidden bias at all.
 * Keras ``SimpleRNN``, ``LSTM``, ``GRU``: ``kernel (I, G*H)``, ``recurrent_kernel (H,
   G*H)``, ``bias`` (already ``(in, out)``). LSTM gates i f c o (rnnlab's order); GRU
   gates z r h, reordered to r z n; ``bias (2, 3H)`` (``reset_after=True``: rows
@@ -32,6 +36,8 @@ Where an exact inverse does not exist:
   r and z see only the sum. flax -> rnnlab -> flax is exact; rnnlab -> flax -> rnnlab
   is exact when ``b_hr = b_hz = 0`` and otherwise keeps the sums. ``b_hn`` sits inside
   the reset and maps one to one (``hn.bias``).
+* flax.nnx's ``GRUCell`` has no ``b_hn``: import sets ``b_hh = 0``; export folds ``b_hr``,
+  ``b_hz`` into ``dense_i.bias`` and refuses a non-zero ``b_hn``, which it cannot hold.
 * Keras's ``GRU(reset_after=False)`` keeps one bias: export writes ``b_ih + b_hh`` (the
   same function: with the reset before the matmul every bias adds linearly), import
   sets ``b_hh = 0``.
@@ -644,6 +650,158 @@ def carry_to_flax(carry: Any) -> Any:
   if isinstance(carry, LSTMCarry):
     return (carry.c, carry.h)
   return carry
+
+
+# ---- flax.nnx ---------------------------------------------------------------------------------
+
+NNX_KINDS = ("simple", "lstm", "optimized_lstm", "gru")
+_NNX_LSTM_KEYS = ("ii", "if_", "ig", "io", "hi", "hf", "hg", "ho")
+
+
+def _nnx_tree(fn: str, cell: Any) -> tuple[dict, str | None]:
+  """The cell's params as a pure dict, and the cell's class name when a Module is given."""
+  if isinstance(cell, nnx.Module):
+    return nnx.state(cell, nnx.Param).to_pure_dict(), type(cell).__name__
+  if isinstance(cell, nnx.State):
+    return cell.to_pure_dict(), None
+  if isinstance(cell, Mapping):
+    return dict(cell), None
+  raise ValueError(
+    f"{fn}: expected an nnx cell, its nnx.State or a pure dict; got {type(cell).__name__}"
+  )
+
+
+def from_nnx(cell: Any, *, dtype: Any = None) -> ElmanParams | LSTMParams | GRUParams:
+  """rnnlab params from a flax.nnx ``SimpleCell``, ``LSTMCell``, ``OptimizedLSTMCell``
+  or ``GRUCell`` (the module, ``nnx.state(cell, nnx.Param)`` or its pure dict).
+
+  ``SimpleCell``: ``dense_i{kernel, bias}``, ``dense_h{kernel}``. ``LSTMCell``: as
+  linen's, with ``if_`` for the forget gate. ``OptimizedLSTMCell``: fused
+  ``dense_i{kernel (I, 4H)}``, ``dense_h{kernel (H, 4H), bias}``, gates i, f, g, o.
+  ``GRUCell``: fused ``dense_i{kernel (I, 3H), bias}``, ``dense_h{kernel (H, 3H)}``
+  with no bias at all, so ``b_ih = dense_i.bias`` and ``b_hh = 0`` (nnx's GRU has no
+  ``b_hn``, the bias inside the reset that PyTorch and linen have).
+  """
+  fn = "from_nnx"
+  tree, _ = _nnx_tree(fn, cell)
+
+  def leaf(name, key, shape=None):
+    node = tree.get(name)
+    if not isinstance(node, Mapping) or key not in node:
+      raise ValueError(f"{fn}: missing params['{name}']['{key}'] (keys: {sorted(tree)})")
+    value = _numpy(node[key], f"{fn}: params['{name}']['{key}']")
+    if shape is not None:
+      _check_shape(fn, f"params['{name}']['{key}']", value, shape)
+    return value
+
+  if set(tree) == set(_NNX_LSTM_KEYS):
+    linen = {("if" if k == "if_" else k): v for k, v in tree.items()}
+    return from_flax(linen, dtype=dtype)
+  if set(tree) != {"dense_i", "dense_h"}:
+    raise ValueError(
+      f"{fn}: the keys {sorted(tree)} match no flax.nnx cell; expected {{dense_i, dense_h}} "
+      f"or {sorted(_NNX_LSTM_KEYS)}"
+    )
+  w_hh = leaf("dense_h", "kernel")
+  if w_hh.ndim != 2 or w_hh.shape[1] % w_hh.shape[0] or w_hh.shape[1] // w_hh.shape[0] == 2:
+    raise ValueError(
+      f"{fn}: params['dense_h']['kernel'] has shape {tuple(w_hh.shape)}; expected (H, G*H) "
+      "with G = 1 (SimpleCell), 3 (GRUCell) or 4 (OptimizedLSTMCell)"
+    )
+  hidden, gates = w_hh.shape[0], w_hh.shape[1] // w_hh.shape[0]
+  w_ih = leaf("dense_i", "kernel")
+  if w_ih.ndim != 2:
+    raise ValueError(
+      f"{fn}: params['dense_i']['kernel'] has shape {w_ih.shape}; expected (I, {gates * hidden})"
+    )
+  _check_shape(fn, "params['dense_i']['kernel']", w_ih, (w_ih.shape[0], gates * hidden))
+  biased = "dense_h" if gates == 4 else "dense_i"
+  b = leaf(biased, "bias", (gates * hidden,))
+  unexpected = sorted(
+    f"{n}.{k}" for n in tree for k in tree[n] if (n, k) != (biased, "bias") and k != "kernel"
+  )
+  if unexpected:
+    raise ValueError(f"{fn}: unexpected param {unexpected[0]} for a {gates}-gate nnx cell")
+  w_ih, w_hh, b = _jax(w_ih, dtype), _jax(w_hh, dtype), _jax(b, dtype)
+  if gates == 1:
+    return ElmanParams(w_ih, w_hh, b)
+  if gates == 4:
+    return LSTMParams(w_ih, w_hh, b)
+  return GRUParams(w_ih, w_hh, b, jnp.zeros_like(b))
+
+
+def to_nnx(params: ElmanParams | LSTMParams | GRUParams, kind: str | None = None) -> dict:
+  """A flax.nnx cell's params (a pure dict) from rnnlab params; :func:`load_nnx` puts
+  them into a cell.
+
+  Args:
+    params: a cell's params.
+    kind: the nnx cell: ``"simple"``, ``"lstm"``, ``"optimized_lstm"`` or ``"gru"``;
+      default from the params' type (``LSTMParams`` give ``LSTMCell``'s layout).
+
+  Raises:
+    ValueError: for GRU params with a non-zero ``b_hn``, which nnx's ``GRUCell``
+      cannot hold (:func:`to_flax` for linen's ``GRUCell`` can). ``b_hr``, ``b_hz`` are
+      folded into ``dense_i.bias`` (the same function).
+  """
+  fn = "to_nnx"
+  ptype, _, hidden = _params_info(fn, params)
+  default = {ElmanParams: "simple", LSTMParams: "lstm", GRUParams: "gru"}[ptype]
+  kind = default if kind is None else kind
+  allowed = ("lstm", "optimized_lstm") if ptype is LSTMParams else (default,)
+  if kind not in allowed:
+    raise ValueError(
+      f"{fn}: kind={kind!r} does not fit {ptype.__name__}; expected one of {allowed}"
+    )
+  w_ih, w_hh = jnp.asarray(params.w_ih), jnp.asarray(params.w_hh)
+  if kind == "simple":
+    return {"dense_i": {"kernel": w_ih, "bias": jnp.asarray(params.b)}, "dense_h": {"kernel": w_hh}}
+  if kind == "lstm":
+    tree = to_flax(params)
+    return {("if_" if k == "if" else k): v for k, v in tree.items()}
+  if kind == "optimized_lstm":
+    return {"dense_i": {"kernel": w_ih}, "dense_h": {"kernel": w_hh, "bias": jnp.asarray(params.b)}}
+  b_hh = jnp.asarray(params.b_hh)
+  b_hn = np.asarray(b_hh[2 * hidden :])
+  if np.any(b_hn != 0):
+    raise ValueError(
+      f"{fn}: params.b_hh[2H:] (b_hn, max |b| = {float(np.abs(b_hn).max()):.3g}) is not zero; "
+      "nnx's GRUCell has no bias inside the reset (use to_flax for linen's GRUCell)"
+    )
+  b_ih = jnp.asarray(params.b_ih) + b_hh.at[2 * hidden :].set(0)
+  return {"dense_i": {"kernel": w_ih, "bias": b_ih}, "dense_h": {"kernel": w_hh}}
+
+
+_NNX_CLASS_KINDS = {
+  "SimpleCell": "simple",
+  "LSTMCell": "lstm",
+  "OptimizedLSTMCell": "optimized_lstm",
+  "GRUCell": "gru",
+}
+
+
+def load_nnx(cell: nnx.Module, params: ElmanParams | LSTMParams | GRUParams) -> None:
+  """Writes rnnlab params into a flax.nnx cell in place (see :func:`to_nnx`)."""
+  fn = "load_nnx"
+  _, name = _nnx_tree(fn, cell)
+  if name not in _NNX_CLASS_KINDS:
+    raise ValueError(
+      f"{fn}: expected an nnx SimpleCell, LSTMCell, OptimizedLSTMCell or GRUCell; got {name}"
+    )
+  state = nnx.state(cell, nnx.Param)
+  new = to_nnx(params, _NNX_CLASS_KINDS[name])
+  old = state.to_pure_dict()
+  for path, value in jax.tree_util.tree_leaves_with_path(old):
+    target = new
+    for entry in path:
+      target = target[entry.key]
+    if target.shape != value.shape:
+      where = "".join(f"['{e.key}']" for e in path)
+      raise ValueError(
+        f"{fn}: params{where} would get shape {target.shape}; the cell has {value.shape}"
+      )
+  nnx.replace_by_pure_dict(state, jax.tree.map(lambda n, o: n.astype(o.dtype), new, old))
+  nnx.update(cell, state)
 
 
 # ---- Keras ------------------------------------------------------------------------------------

@@ -445,6 +445,66 @@ def test_from_flax_errors_name_the_leaf():
     interop.from_flax({k: v for k, v in tree.items() if k != "hz"})
 
 
+# ---- flax.nnx cells --------------------------------------------------------------------------
+
+NNX_CELLS = {
+  "simple": nnx.SimpleCell,
+  "lstm": nnx.LSTMCell,
+  "optimized_lstm": nnx.OptimizedLSTMCell,
+  "gru": nnx.GRUCell,
+}
+
+
+@functools.cache
+def nnx_runner(kind):
+  """A jitted nnx.RNN over the nnx cell, as a function of the cell's pure param dict."""
+  cell = NNX_CELLS[kind](I, H, rngs=nnx.Rngs(0))
+  graphdef, state = nnx.split(nnx.RNN(cell, return_carry=True))
+
+  @jax.jit
+  def run(pure, xs):
+    new = jax.tree.map(lambda l: l, state)
+    nnx.replace_by_pure_dict(new, {"cell": pure})
+    return nnx.merge(graphdef, new)(xs)
+
+  return cell, run
+
+
+@pytest.mark.parametrize("kind", NNX_CELLS)
+def test_nnx_cells_convert_both_ways(kind):
+  cell, run = nnx_runner(kind)
+  rng = rng_for("nnx", kind)
+  pure = jax.tree.map(
+    lambda l: jnp.asarray(0.5 * rng.standard_normal(l.shape), l.dtype),
+    nnx.state(cell, nnx.Param).to_pure_dict(),
+  )
+  xs = jnp.asarray(rng.standard_normal((B, T_FLAX, I)), jnp.float32)
+  params = interop.from_nnx(pure)
+  ours = interop.flax_cell(kind, H)
+  carry, ys_nnx = run(pure, xs)
+  unroll = jax.jit(functools.partial(rnnlab.unroll, ours))
+  ys, final = unroll(params, xs)
+  assert_close(ys, ys_nnx, f"nnx {kind}: outputs")
+  for a, b in zip(
+    jax.tree.leaves(final), jax.tree.leaves(interop.carry_from_flax(carry)), strict=True
+  ):
+    assert_close(a, b, f"nnx {kind}: final carry")
+  # nnx -> rnnlab -> nnx is bitwise.
+  assert_trees_equal(interop.to_nnx(params, kind), pure)
+  # rnnlab -> nnx: into a live cell; the GRU needs b_hn = 0 (nnx has none), b_hr, b_hz fold.
+  mine = random_params(ours, seed=14)
+  if kind == "gru":
+    with pytest.raises(ValueError, match=r"b_hn, max \|b\| = .* nnx's GRUCell has no bias"):
+      interop.to_nnx(mine)
+    mine = mine._replace(b_hh=mine.b_hh.at[2 * H :].set(0.0))
+  live = NNX_CELLS[kind](I, H, rngs=nnx.Rngs(1))
+  interop.load_nnx(live, mine)
+  loaded = nnx.state(live, nnx.Param).to_pure_dict()
+  assert_close(run(loaded, xs)[1], unroll(mine, xs)[0], f"nnx {kind}: exported")
+  if kind != "gru":
+    assert_trees_equal(interop.from_nnx(live), mine)
+
+
 # ---- Keras -----------------------------------------------------------------------------------
 
 T_KERAS = 30
@@ -547,6 +607,14 @@ def test_keras_gate_order_and_errors_without_keras():
 T_TRAIN = 12
 
 
+def random_variables(module, seed, *args):
+  """The module's variables with every leaf random: init is traced (its structure and
+  shapes are what is checked), not compiled, to keep the tests fast."""
+  shapes = jax.eval_shape(module.init, jax.random.key(seed), *args)
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda l: jnp.asarray(0.5 * rng.standard_normal(l.shape), l.dtype), shapes)
+
+
 def regression_batch():
   rng = rng_for("train")
   xs = jnp.asarray(rng.standard_normal((B, T_TRAIN, I)), jnp.float32)
@@ -570,7 +638,7 @@ def test_linen_wrapper_trains_one_step_like_plain_rnnlab():
   xs, targets = regression_batch()
   lengths = jnp.array([T_TRAIN, 5])
   model = Regressor(cell)
-  variables = jax.jit(model.init)(jax.random.key(0), xs, lengths)
+  variables = random_variables(model, 0, xs, lengths)
   assert isinstance(variables["params"]["rnn"]["cell"], rnnlab.LSTMParams)
   optimizer = optax.adam(1e-2)
 
@@ -609,8 +677,8 @@ def test_linen_wrapper_runs_layers_and_returns_the_carry():
   xs, _ = regression_batch()
   module = interop.RNN(layer, return_carry=True)
   reverse = interop.RNN(rnnlab.gru(H), reverse=True)
-  variables = jax.jit(module.init)(jax.random.key(1), xs)
-  v_reverse = jax.jit(reverse.init)(jax.random.key(2), xs)
+  variables = random_variables(module, 1, xs)
+  v_reverse = random_variables(reverse, 2, xs)
 
   @jax.jit
   def run(variables, v_reverse):
