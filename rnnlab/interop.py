@@ -1,4 +1,4 @@
-"""Exact weight conversion to and from PyTorch, flax.linen and Keras; flax module wrappers.
+"""Exact weight conversion to and from PyTorch, flax (linen, nnx) and Keras; flax modules.
 
 Every converter works on plain arrays (NumPy, JAX, or anything ``np.asarray`` reads,
 including CPU ``torch.Tensor``s), so nothing here imports torch, Keras or TensorFlow.
@@ -126,7 +126,7 @@ def _params_info(fn: str, params: Any, where: str = "params") -> tuple[type, int
   return kind, w_ih[0], hidden
 
 
-def _bias_sum(fn: str, where: str, params: Any) -> np.ndarray:
+def _bias_sum(params: Any) -> np.ndarray:
   """The one bias that every bias of ``params`` adds up to (Elman and LSTM have one)."""
   if isinstance(params, GRUParams):
     return np.asarray(params.b_ih) + np.asarray(params.b_hh)
@@ -175,6 +175,8 @@ def torch_layer(
   kind: str, hidden_size: int, *, num_layers: int = 1, bidirectional: bool = False
 ) -> Layer:
   """The rnnlab layer equal to ``nn.RNN/LSTM/GRU(..., batch_first=True)``.
+
+  (For ``batch_first=False`` inputs, move the time axis: ``jnp.moveaxis(xs, 0, -2)``.)
 
   ``rnnlab.stacked([layer] * num_layers)`` with ``layer`` the :func:`torch_cell`, or
   :func:`rnnlab.bidirectional` of it (outputs concatenated forward then backward, as
@@ -492,17 +494,18 @@ _FLAX_KEYS = {
 }
 
 
-def flax_cell(kind: str, hidden_size: int) -> Cell:
-  """The rnnlab cell that computes what flax.linen's cell of ``kind`` computes.
+def flax_cell(kind: str, hidden_size: int, *, activation: Any = "tanh") -> Cell:
+  """The rnnlab cell that computes what flax's (linen or nnx) cell of ``kind`` computes.
 
-  ``"simple"`` (``SimpleCell``, tanh): :func:`rnnlab.elman`; ``"lstm"`` and
+  ``"simple"`` (``SimpleCell`` with ``residual=False``): :func:`rnnlab.elman` with
+  ``activation`` (flax's ``activation_fn``, default tanh); ``"lstm"`` and
   ``"optimized_lstm"``: :func:`rnnlab.lstm`; ``"gru"``: :func:`rnnlab.gru` with
-  ``reset_after=True``.
+  ``reset_after=True``. The gated cells assume flax's default sigmoid and tanh.
   """
   if kind not in FLAX_KINDS:
     raise ValueError(f"flax_cell: kind={kind!r}; expected one of {FLAX_KINDS}")
   if kind == "simple":
-    return cells_lib.elman(hidden_size)
+    return cells_lib.elman(hidden_size, activation)
   if kind == "gru":
     return cells_lib.gru(hidden_size, reset_after=True)
   return cells_lib.lstm(hidden_size)
@@ -817,12 +820,17 @@ def _check_keras_kind(fn: str, kind: Any) -> str:
   return kind
 
 
-def keras_cell(kind: str, hidden_size: int, *, reset_after: bool = True) -> Cell:
-  """The rnnlab cell equal to Keras's ``SimpleRNN``, ``LSTM`` or ``GRU`` (default
-  activations: tanh, and sigmoid for the gates)."""
+def keras_cell(
+  kind: str, hidden_size: int, *, reset_after: bool = True, activation: Any = "tanh"
+) -> Cell:
+  """The rnnlab cell equal to Keras's ``SimpleRNN``, ``LSTM`` or ``GRU``.
+
+  ``activation`` is the ``SimpleRNN``'s (``"tanh"``, ``"relu"``, ...); the gated layers
+  assume Keras's defaults, tanh and a sigmoid ``recurrent_activation``.
+  """
   kind = _check_keras_kind("keras_cell", kind)
   if kind == "simple_rnn":
-    return cells_lib.elman(hidden_size)
+    return cells_lib.elman(hidden_size, activation)
   if kind == "lstm":
     return cells_lib.lstm(hidden_size)
   return cells_lib.gru(hidden_size, reset_after=reset_after)
@@ -944,7 +952,7 @@ def to_keras(
     if reset_after:
       bias = np.stack([_rzn_to_zrh(np.array(params.b_ih)), _rzn_to_zrh(np.array(params.b_hh))])
     else:
-      bias = _rzn_to_zrh(_bias_sum(fn, "params", params))
+      bias = _rzn_to_zrh(_bias_sum(params))
   else:
     bias = np.array(params.b)
   return [kernel, recurrent, bias] if use_bias else [kernel, recurrent]
