@@ -259,8 +259,10 @@ def from_torch(
   def read(key, shape):
     if key not in entries:
       shape_text = "" if shape is None else f" (expected shape {tuple(shape)})"
+      nested = sorted(k[: -len(key)] for k in state_dict if k.endswith("." + prefix + key))
+      hint = f" (pass prefix={nested[0] + prefix!r}?)" if nested else ""
       raise ValueError(
-        f"{fn}: missing key '{prefix}{key}'{shape_text} for a {kind} state dict; "
+        f"{fn}: missing key '{prefix}{key}'{shape_text} for a {kind} state dict{hint}; "
         f"found {sorted(prefix + k for k in entries)}"
       )
     value = _numpy(entries[key], f"{fn}: key '{prefix}{key}'")

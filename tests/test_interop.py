@@ -351,6 +351,17 @@ def test_from_torch_errors_name_the_key_and_the_expected_shape(edit, kind, messa
     interop.from_torch(state, kind)
 
 
+def test_from_torch_reads_a_submodule_by_prefix():
+  state = {f"encoder.rnn.{k}": v for k, v in numpy_state_dict("gru", 1).items()}
+  state["head.weight"] = np.zeros((2, H), np.float32)
+  params = interop.from_torch(state, "gru", prefix="encoder.rnn.")
+  np.testing.assert_array_equal(params[0].w_hh, state["encoder.rnn.weight_hh_l0"].T)
+  with pytest.raises(
+    ValueError, match=r"missing key 'weight_hh_l0'.*\(pass prefix='encoder.rnn.'\?\)"
+  ):
+    interop.from_torch(state, "gru")
+
+
 def test_torch_export_errors():
   params = random_params(rnnlab.lstm(H), 0)
   with pytest.raises(ValueError, match=r"params.b is not zero"):
