@@ -2,7 +2,9 @@
 
 Where things live: the cell updates in :mod:`rnnlab.cells`, the unroll in
 :mod:`rnnlab.scan`, sequence layers in :mod:`rnnlab.layers`, the four RNN types
-in :mod:`rnnlab.models`, weight schemes in :mod:`rnnlab.initializers`.
+in :mod:`rnnlab.models`, weight schemes in :mod:`rnnlab.initializers`. Exact
+weight conversion to and from PyTorch, flax and Keras, and flax module wrappers,
+are in :mod:`rnnlab.interop` (imported on demand: ``from rnnlab import interop``).
 """
 
 from rnnlab import cells, initializers, layers, models, scan

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import rnnlab
+from rnnlab import interop
 
 B, T, I, H = 3, 50, 4, 6
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -24,50 +25,20 @@ LENGTHS = jnp.array([T, 17, 1])
 VALID = (jnp.arange(T) < LENGTHS[:, None])[..., None]  # (B, T, 1)
 
 
-# ---- weight conversion: flax.linen params -> rnnlab params --------------------------------
-
-
-def elman_from_flax(p):
-  """SimpleCell: ``h' = tanh(x @ i.kernel + i.bias + h @ h.kernel)``."""
-  return rnnlab.ElmanParams(w_ih=p["i"]["kernel"], w_hh=p["h"]["kernel"], b=p["i"]["bias"])
-
-
-def lstm_from_flax(p):
-  """LSTMCell / OptimizedLSTMCell: input kernels ii..io (no bias), hidden hi..ho (with bias)."""
-  return rnnlab.LSTMParams(
-    w_ih=jnp.concatenate([p[f"i{g}"]["kernel"] for g in "ifgo"], axis=1),
-    w_hh=jnp.concatenate([p[f"h{g}"]["kernel"] for g in "ifgo"], axis=1),
-    b=jnp.concatenate([p[f"h{g}"]["bias"] for g in "ifgo"]),
-  )
-
-
-def gru_from_flax(p):
-  """GRUCell: ir, iz, in with bias; hr, hz without; hn with bias (inside the reset)."""
-  hidden = p["hn"]["bias"].shape[0]
-  zeros = jnp.zeros((hidden,), p["hn"]["bias"].dtype)
-  return rnnlab.GRUParams(
-    w_ih=jnp.concatenate([p[f"i{g}"]["kernel"] for g in "rzn"], axis=1),
-    w_hh=jnp.concatenate([p[f"h{g}"]["kernel"] for g in "rzn"], axis=1),
-    b_ih=jnp.concatenate([p[f"i{g}"]["bias"] for g in "rzn"]),
-    b_hh=jnp.concatenate([zeros, zeros, p["hn"]["bias"]]),
-  )
-
-
-def carry_from_flax(carry):
-  """flax's LSTM carry is ``(c, h)``; rnnlab's is ``LSTMCarry(h, c)``. Others are ``h``."""
-  if isinstance(carry, tuple):
-    c, h = carry
-    return rnnlab.LSTMCarry(h=h, c=c)
-  return carry
+# ---- weight conversion: rnnlab.interop.from_flax (flax.linen params -> rnnlab params) ----------
+# SimpleCell: w_ih = i.kernel, w_hh = h.kernel, b = i.bias. LSTMCell / OptimizedLSTMCell:
+# input kernels ii..io (no bias), hidden hi..ho (with bias) -> b. GRUCell: ir, iz, in with
+# bias; hr, hz without; hn with bias (inside the reset) -> b_hh = [0, 0, hn.bias].
+# carry_from_flax: flax's LSTM carry is (c, h); rnnlab's is LSTMCarry(h, c).
 
 
 # ---- the pairs under test --------------------------------------------------------------------
 
 CASES = {
-  "simple": (nn.SimpleCell, rnnlab.elman, elman_from_flax),
-  "lstm": (nn.LSTMCell, rnnlab.lstm, lstm_from_flax),
-  "optimized_lstm": (nn.OptimizedLSTMCell, rnnlab.lstm, lstm_from_flax),
-  "gru": (nn.GRUCell, lambda h: rnnlab.gru(h, reset_after=True), gru_from_flax),
+  "simple": (nn.SimpleCell, rnnlab.elman, interop.from_flax),
+  "lstm": (nn.LSTMCell, rnnlab.lstm, interop.from_flax),
+  "optimized_lstm": (nn.OptimizedLSTMCell, rnnlab.lstm, interop.from_flax),
+  "gru": (nn.GRUCell, lambda h: rnnlab.gru(h, reset_after=True), interop.from_flax),
 }
 # (reverse, lengths): flax runs RNN(reverse=True, keep_order=True) for the reversed modes.
 MODES = {
@@ -102,7 +73,7 @@ def runners(name):
   def run_flax(p, xs, mode):
     reverse, lengths = MODES[mode]
     carry, ys = module.apply(p, xs, seq_lengths=lengths, reverse=reverse, keep_order=True)
-    return ys, carry_from_flax(carry)
+    return ys, interop.carry_from_flax(carry)
 
   def run_ours(p, xs, mode):
     reverse, lengths = MODES[mode]
