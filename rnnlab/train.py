@@ -118,6 +118,8 @@ def default_config() -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 256  # sequences per held-out batch
   config.eval.num_batches = 4  # held-out batches evaluated after training (0: skip)
+  config.eval.task_kwargs = ml_collections.ConfigDict()  # task kwargs overridden for eval
+  # (e.g. {"split": "test"} for digits and char_lm; fresh keys otherwise)
 
   config.tbptt = ml_collections.ConfigDict()
   config.tbptt.k1 = None  # truncated BPTT: a new window starts every k1 steps (None: full BPTT)
@@ -266,6 +268,14 @@ def _make_task(config: ml_collections.ConfigDict):
   from rnnlab import tasks  # noqa: PLC0415  (tasks may import heavier optional data)
 
   return tasks.get(config.task.name, config.task.length, **dict(config.task.kwargs))
+
+
+def _make_eval_task(config: ml_collections.ConfigDict):
+  """The task with ``config.eval.task_kwargs`` over ``config.task.kwargs`` (held-out data)."""
+  from rnnlab import tasks  # noqa: PLC0415
+
+  kwargs = {**dict(config.task.kwargs), **dict(config.eval.task_kwargs)}
+  return tasks.get(config.task.name, config.task.length, **kwargs)
 
 
 def _make_cell(config: ml_collections.ConfigDict, gain: Any) -> cells_lib.Cell:
@@ -538,6 +548,7 @@ def make_train(
   next (gradient stopped); otherwise every batch starts from zeros.
   """
   check_config(config)
+  task_is_default = task is None
   task = _make_task(config) if task is None else task
   model = make_model(config, task)
   num_steps, batch_size = config.num_steps, config.batch_size
@@ -545,15 +556,29 @@ def make_train(
   if diagnostics is not None and not every:
     _fail("diagnostics_every", every, "a positive divisor of num_steps when diagnostics is given")
   tbptt = config.tbptt.k1 is not None
+  eval_task = _make_eval_task(config) if task_is_default else task
   stream = getattr(task, "stream", None) if tbptt else None
   if stream is not None:
-    raise NotImplementedError("train: TBPTT over task streams is not wired up yet")
+    length = config.task.length
+    streams_BxS = stream.parallel(batch_size)
+    num_windows = stream.num_windows(batch_size, length)
+    if num_windows < 1:
+      _fail(
+        "task.length", length, f"a window that fits the stream's rows of {streams_BxS.shape[1]}"
+      )
 
-  def sample(key):
-    return task.sample(key, batch_size)
+  def sample(key, step_index):
+    if stream is None:
+      return task.sample(jax.random.fold_in(key, step_index), batch_size)
+    return stream.window(streams_BxS, _stream_window(key, step_index) * length, length)
+
+  def _stream_window(key, step_index):
+    # Each run walks the rows window by window from its own random first window.
+    offset = jax.random.randint(key, (), 0, num_windows)
+    return (offset + step_index) % num_windows
 
   # Check the window schedule against the task's real sequence length, before tracing.
-  batch_shape = jax.eval_shape(sample, jax.random.key(0))
+  batch_shape = jax.eval_shape(sample, jax.random.key(0), 0)
   if tbptt:
     _window_schedule(batch_shape.inputs.shape[1], config.tbptt.k1, config.tbptt.k2)
 
@@ -582,11 +607,18 @@ def make_train(
     schedule = make_schedule(config, hp.learning_rate)
     k_init, k_data, k_eval, k_diag = jax.random.split(key, 4)
     params = model.init(k_init, hp.gain)
-    state = TrainState(params, tx.init(params), (), jnp.asarray(-1, jnp.int32))
+    rnn_carry = () if stream is None else model.initial_carry(params, (batch_size,))
+    state = TrainState(params, tx.init(params), rnn_carry, jnp.asarray(-1, jnp.int32))
 
     def step(state: TrainState, step_index: Array):
-      batch = sample(jax.random.fold_in(k_data, step_index))
-      (loss, (outputs, _)), grads = grad_fn(state.params, batch, None)
+      batch = sample(k_data, step_index)
+      carry_in = None
+      if stream is not None:
+        # A new pass over the rows starts from zeros; otherwise carry the state on.
+        fresh = _stream_window(k_data, step_index) == 0
+        zeros = model.initial_carry(state.params, (batch_size,))
+        carry_in = _select(fresh, zeros, state.rnn_carry)
+      (loss, (outputs, carry_out)), grads = grad_fn(state.params, batch, carry_in)
       grad_norm = optax.global_norm(grads)
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
@@ -598,7 +630,7 @@ def make_train(
       new_state = TrainState(
         _select(keep_going, params, state.params),
         _select(keep_going, opt_state, state.opt_state),
-        state.rnn_carry,
+        () if stream is None else _select(keep_going, carry_out, state.rnn_carry),
         diverged_at,
       )
       record = {
@@ -622,7 +654,7 @@ def make_train(
     if not every:
       state, records = jax.lax.scan(step, state, steps)
     else:
-      diag_batch = task.sample(k_diag, config.eval.batch_size)
+      diag_batch = eval_task.sample(k_diag, config.eval.batch_size)
 
       def chunk(state, chunk_steps):
         state, records = jax.lax.scan(step, state, chunk_steps)
@@ -639,7 +671,7 @@ def make_train(
     metrics["diverged_at"] = state.diverged_at
     if config.eval.num_batches:
       result = _evaluate(
-        model, task, state.params, k_eval, config.eval.batch_size, config.eval.num_batches
+        model, eval_task, state.params, k_eval, config.eval.batch_size, config.eval.num_batches
       )
       metrics["eval_loss"] = result["loss"]
       metrics["eval_metric"] = result["metric"]
@@ -687,7 +719,7 @@ def evaluate(
     ``{"loss": scalar, "metric": scalar}``, the means over the batches (each
     batch's loss is the task's own reduction; batches are equal-sized).
   """
-  task = _make_task(config) if task is None else task
+  task = _make_eval_task(config) if task is None else task
   model = make_model(config, task)
   num_batches = config.eval.num_batches if num_batches is None else num_batches
   _positive_int("eval.num_batches", num_batches)
