@@ -342,7 +342,7 @@ def clip_by_global_norm(max_norm: Any) -> optax.GradientTransformation:
 
   def update_fn(updates, state, params=None):
     del params
-    norm = optax.global_norm(updates)
+    norm = _tree_norm(updates)
     trigger = (max_norm > 0) & (norm > max_norm)
     scale = jnp.where(trigger, max_norm / jnp.where(trigger, norm, 1.0), 1.0)
     updates = jax.tree.map(lambda g: jnp.where(trigger, g * scale.astype(g.dtype), g), updates)
@@ -400,6 +400,10 @@ def make_optimizer(
   else:
     opt = optax.inject_hyperparams(optax.adam)(learning_rate=schedule, b1=o.b1, b2=o.b2, eps=o.eps)
   return optax.chain(clip_by_global_norm(clip), opt)
+
+
+# optax >= 0.2.6 names it optax.tree.norm and deprecates optax.global_norm.
+_tree_norm = getattr(getattr(optax, "tree", None), "norm", None) or optax.global_norm
 
 
 def _all_finite(tree: PyTree) -> Array:
@@ -619,7 +623,7 @@ def make_train(
         zeros = model.initial_carry(state.params, (batch_size,))
         carry_in = _select(fresh, zeros, state.rnn_carry)
       (loss, (outputs, carry_out)), grads = grad_fn(state.params, batch, carry_in)
-      grad_norm = optax.global_norm(grads)
+      grad_norm = _tree_norm(grads)
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
       finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(params)
@@ -721,7 +725,10 @@ def evaluate(
   """
   task = _make_eval_task(config) if task is None else task
   model = make_model(config, task)
-  num_batches = config.eval.num_batches if num_batches is None else num_batches
-  _positive_int("eval.num_batches", num_batches)
-  _positive_int("eval.batch_size", config.eval.batch_size)
+  if isinstance(key_or_batch, jax.Array) and jnp.issubdtype(
+    key_or_batch.dtype, jax.dtypes.prng_key
+  ):
+    num_batches = config.eval.num_batches if num_batches is None else num_batches
+    _positive_int("eval.num_batches", num_batches)
+    _positive_int("eval.batch_size", config.eval.batch_size)
   return _evaluate(model, task, params, key_or_batch, config.eval.batch_size, num_batches)
