@@ -2,10 +2,11 @@
 
 Where things live: the cell updates in :mod:`rnnlab.cells`, the unroll in
 :mod:`rnnlab.scan`, sequence layers in :mod:`rnnlab.layers`, the four RNN types
-in :mod:`rnnlab.models`, weight schemes in :mod:`rnnlab.initializers`.
+in :mod:`rnnlab.models`, weight schemes in :mod:`rnnlab.initializers`, the
+training loop in :mod:`rnnlab.train`.
 """
 
-from rnnlab import cells, initializers, layers, models, scan
+from rnnlab import cells, initializers, layers, models, scan, train
 from rnnlab.cells import (
   Cell,
   ElmanParams,
@@ -55,5 +56,6 @@ __all__ = [
   "shift_right",
   "stack_cells",
   "stacked",
+  "train",
   "unroll",
 ]
