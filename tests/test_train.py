@@ -35,8 +35,8 @@ def learn_config():
   return c
 
 
-def small_config(**tbptt):
-  """Elman(8) on adding at T=20 for 4 steps, with diagnostics every 2 steps."""
+def small_config(k1=5, k2=10):
+  """Elman(8) on adding at T=20 for 4 steps: TBPTT(5, 10), diagnostics every 2 steps."""
   c = rt.default_config()
   c.task.length = 20
   c.model.cell = "elman"
@@ -48,8 +48,8 @@ def small_config(**tbptt):
   c.diagnostics_every = 2
   c.eval.batch_size = 16
   c.eval.num_batches = 1
-  c.tbptt.k1 = tbptt.get("k1")
-  c.tbptt.k2 = tbptt.get("k2")
+  c.tbptt.k1 = k1
+  c.tbptt.k2 = k2
   return c
 
 
@@ -91,8 +91,16 @@ def tiny_config():
 
 
 @functools.cache
-def small_train(k1=None, k2=None):
-  return rt.make_train(small_config(k1=k1, k2=k2), update_norm, w_hh_norm)
+def small_train():
+  return rt.make_train(small_config(), update_norm, w_hh_norm)
+
+
+SMALL_KEY = 3
+
+
+@functools.cache
+def small_run():
+  return jax.jit(small_train())(jax.random.key(SMALL_KEY))
 
 
 @functools.cache
@@ -129,7 +137,7 @@ def test_lstm_learns_adding_below_a_tenth_of_the_baseline():
   task = tasks.get("adding", LEARN_T)
   params, metrics = learn_jit()(jax.random.key(0), rt.default_hparams(config))
   assert int(metrics["diverged_at"]) == -1
-  held_out = task.sample(jax.random.key(12345), 2000)
+  held_out = task.sample(jax.random.key(12345), 1000)
   result = rt.evaluate(config, params, held_out, task=task)
   assert float(result["loss"]) < task.baseline / 10, (result, task.baseline)
   # Training started at or above the baseline, so the run did the learning.
@@ -219,8 +227,8 @@ def test_same_key_is_bitwise_reproducible_jitted_or_not():
 
 def test_step_stats_and_diagnostics_are_recorded():
   config = small_config()
-  key = jax.random.key(3)
-  params, metrics = jax.jit(small_train())(key)
+  key = jax.random.key(SMALL_KEY)
+  params, metrics = small_run()
   assert metrics["update_norm"].shape == (config.num_steps,)
   assert (np.asarray(metrics["update_norm"]) > 0).all()
   np.testing.assert_array_equal(metrics["diagnostics_step"], [0, 2, 4])
@@ -333,19 +341,24 @@ def full_loss(params):
   return task.loss(model.apply(params, batch.inputs)[0], batch)
 
 
+TBPTT_GRAD = jax.jit(jax.value_and_grad(tbptt_loss), static_argnums=(1, 2))
+REFERENCE_GRAD = jax.jit(jax.value_and_grad(reference_tbptt_loss), static_argnums=(1, 2))
+FULL_GRAD = jax.jit(jax.value_and_grad(full_loss))
+
+
 @pytest.mark.parametrize(("k1", "k2"), [(4, 4), (2, 6), (3, 8)])
 def test_tbptt_gradient_matches_its_definition(k1, k2):
   _, _, params, _ = tbptt_setup()
-  jit_grad = functools.partial(jax.jit, static_argnums=(1, 2))
-  loss, grads = jit_grad(jax.value_and_grad(tbptt_loss))(params, k1, k2)
-  ref_loss, ref_grads = jit_grad(jax.value_and_grad(reference_tbptt_loss))(params, k1, k2)
-  full, full_grads = jax.jit(jax.value_and_grad(full_loss))(params)
+  loss, grads = TBPTT_GRAD(params, k1, k2)
+  full, full_grads = FULL_GRAD(params)
   # The forward pass is untouched by truncation.
   np.testing.assert_allclose(loss, full, rtol=1e-6)
-  np.testing.assert_allclose(ref_loss, full, rtol=1e-6)
-  jax.tree.map(
-    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads, ref_grads
-  )
+  if k2 < 8:  # k2 == T needs no reference: it is full BPTT, checked below
+    ref_loss, ref_grads = REFERENCE_GRAD(params, k1, k2)
+    np.testing.assert_allclose(ref_loss, full, rtol=1e-6)
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads, ref_grads
+    )
   diff = max(
     float(jnp.max(jnp.abs(a - b)))
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(full_grads), strict=True)
@@ -358,15 +371,26 @@ def test_tbptt_gradient_matches_its_definition(k1, k2):
     assert diff > 1e-4  # truncation changed the gradient
 
 
-def test_tbptt_training_runs_and_sees_the_same_first_batch():
-  key = jax.random.key(3)
-  _, full = jax.jit(small_train())(key)
-  _, truncated = jax.jit(small_train(5, 10))(key)
-  assert int(truncated["diverged_at"]) == -1
-  assert np.isfinite(truncated["loss"]).all()
-  # Same init and first batch: equal first loss; truncation changes the gradient.
-  np.testing.assert_allclose(truncated["loss"][0], full["loss"][0], rtol=1e-6)
-  assert not np.allclose(truncated["grad_norm"][0], full["grad_norm"][0], rtol=1e-4)
+def test_tbptt_training_runs_on_the_exact_forward_pass():
+  config = small_config()
+  key = jax.random.key(SMALL_KEY)
+  _, metrics = small_run()
+  assert int(metrics["diverged_at"]) == -1
+  assert np.isfinite(metrics["loss"]).all()
+  # Step 0: the init params on the first batch (keys as the train docstring says). The
+  # loss is the full forward pass; the recorded gradient is the truncated one.
+  k_init, k_data, _, _ = jax.random.split(key, 4)
+  task = tasks.get(config.task.name, config.task.length)
+  model = rt.make_model(config, task)
+  params = model.init(k_init)
+  batch = task.sample(jax.random.fold_in(k_data, 0), config.batch_size)
+
+  def full_loss(p):
+    return task.loss(model.apply(p, batch.inputs, lengths=batch.lengths)[0], batch)
+
+  loss, grads = jax.value_and_grad(full_loss)(params)
+  np.testing.assert_allclose(metrics["loss"][0], loss, rtol=1e-6)
+  assert not np.allclose(metrics["grad_norm"][0], rt._tree_norm(grads), rtol=1e-4)
 
 
 # ----------------------------------------------------------------------------- errors
@@ -389,7 +413,8 @@ def test_tbptt_training_runs_and_sees_the_same_first_batch():
     ("batch_size", 0, "batch_size"),
     ("num_steps", 0, "num_steps"),
     ("diagnostics_every", 7, "diagnostics_every"),
-    ("tbptt.k1", 5, "tbptt"),
+    ("tbptt.k2", None, "tbptt"),
+    ("tbptt.k1", 0, "tbptt.k1"),
     ("eval.num_batches", -1, "eval.num_batches"),
   ],
 )
@@ -417,3 +442,56 @@ def test_bad_tbptt_windows_and_hparams_raise():
   hp = rt.default_hparams(small_config())
   with pytest.raises(ValueError, match="hparams.learning_rate has shape"):
     train(jax.random.key(0), hp._replace(learning_rate=jnp.ones(3)))
+
+
+# ----------------------------------------------------------------------------- streams
+
+STREAM_T, STREAM_B, STREAM_WINDOWS = 4, 2, 3
+
+
+def toy_stream_task():
+  """A 5-symbol token stream cut into 2 rows of 3 windows of 4 steps (plus one token)."""
+  vocab = "abcde"
+  per_row = STREAM_WINDOWS * STREAM_T + 1
+  tokens = jax.random.randint(jax.random.key(5), (STREAM_B * per_row,), 0, len(vocab))
+  stream = tasks.Stream(tokens, vocab)
+
+  def loss(outputs, batch):
+    nll = optax.softmax_cross_entropy_with_integer_labels(outputs, batch.targets)
+    return jnp.sum(nll * batch.mask) / jnp.sum(batch.mask)
+
+  def sample(key, batch_size):
+    start = jax.random.randint(key, (), 0, STREAM_WINDOWS) * STREAM_T
+    return stream.window(stream.parallel(batch_size), start, STREAM_T)
+
+  return tasks.Task(
+    "toy_stream", STREAM_T, len(vocab), len(vocab), "classification", sample, loss, loss,
+    "nll", float(np.log(len(vocab))), "ln 5", lambda l, m: l < 0.1, "test", stream,
+  )  # fmt: skip
+
+
+def test_stream_carries_the_state_across_updates():
+  task = toy_stream_task()
+  config = tiny_config()
+  config.task.name, config.task.length = "toy_stream", STREAM_T
+  config.batch_size, config.num_steps = STREAM_B, 5
+  config.tbptt.k1, config.tbptt.k2 = 2, STREAM_T
+  key = jax.random.key(11)
+  hp = rt.default_hparams(config)._replace(learning_rate=jnp.float32(0.0))  # params fixed
+  params, metrics = jax.jit(rt.make_train(config, task=task))(key, hp)
+  model = rt.make_model(config, task)
+  rows = task.stream.parallel(STREAM_B)
+  # The run starts at a random window and wraps around (state reset) after the last.
+  first = jax.random.randint(jax.random.split(key, 4)[1], (), 0, STREAM_WINDOWS)
+  for s in range(config.num_steps):
+    w = (int(first) + s) % STREAM_WINDOWS
+    prefix = task.stream.window(rows, 0, w * STREAM_T) if w else None
+    carry = model.apply(params, prefix.inputs)[1] if w else None
+    batch = task.stream.window(rows, w * STREAM_T, STREAM_T)
+    expected = task.loss(model.apply(params, batch.inputs, carry)[0], batch)
+    np.testing.assert_allclose(metrics["loss"][s], expected, rtol=1e-5, err_msg=f"step {s}")
+  # Without the carried state the later windows would score differently.
+  zero = task.loss(model.apply(params, task.stream.window(rows, STREAM_T, STREAM_T).inputs)[0],
+                   task.stream.window(rows, STREAM_T, STREAM_T))  # fmt: skip
+  w1 = [s for s in range(config.num_steps) if (int(first) + s) % STREAM_WINDOWS == 1][0]
+  assert abs(float(metrics["loss"][w1]) - float(zero)) > 1e-4
