@@ -3,10 +3,10 @@
 Where things live: the cell updates in :mod:`rnnlab.cells`, the unroll in
 :mod:`rnnlab.scan`, sequence layers in :mod:`rnnlab.layers`, the four RNN types
 in :mod:`rnnlab.models`, weight schemes in :mod:`rnnlab.initializers`, the
-training loop in :mod:`rnnlab.train`.
+long-dependency tasks in :mod:`rnnlab.tasks`, the training loop in :mod:`rnnlab.train`.
 """
 
-from rnnlab import cells, initializers, layers, models, scan, train
+from rnnlab import cells, initializers, layers, models, scan, tasks, train
 from rnnlab.cells import (
   Cell,
   ElmanParams,
@@ -56,6 +56,7 @@ __all__ = [
   "shift_right",
   "stack_cells",
   "stacked",
+  "tasks",
   "train",
   "unroll",
 ]
