@@ -39,9 +39,12 @@ Keys: ``k_init, k_data, k_eval, k_diag = jax.random.split(key, 4)``; step
 
 Reproducibility (what ``tests/test_train.py`` checks, on the CPU, jax 0.10.2):
 
-* the same key gives bitwise the same params and metrics, jitted or not
-  (un-jitted, ``lax.scan`` still compiles the loop body; the ops outside it,
-  init and evaluation, match their fused versions bit for bit here);
+* the same key gives bitwise the same params and metrics, called plainly or
+  under ``jax.jit``: ``make_train`` returns ``train`` already jitted, so both
+  run the same XLA program. (Without that, XLA fuses a plain call's scan body
+  apart from the ops around it and a reduction can move by an ulp: a measured
+  1-ulp difference in a ``step_stats`` norm. Under ``jax.disable_jit()`` the run
+  goes op by op and is not bitwise equal either.);
 * members of a vmapped batch are bitwise independent of each other: changing
   one member's key or hyper-parameters leaves every other member's params and
   metrics bitwise unchanged (the divergence test relies on it);
@@ -544,7 +547,8 @@ def make_train(
     task: an :class:`rnnlab.tasks.Task`; default ``rnnlab.tasks.get`` of ``config.task``.
 
   Returns:
-    ``train(key, hparams=None)``, jittable and vmappable. ``hparams`` is an
+    ``train(key, hparams=None)``, already wrapped in ``jax.jit`` (so a plain call
+    compiles the whole run once), and free to be jitted or vmapped again. ``hparams`` is an
     :class:`HParams` of scalars (default :func:`default_hparams`). It returns the
     final params and a dict of metrics: ``loss``, ``metric``, ``grad_norm``,
     ``clipped``, ``nonfinite``, ``learning_rate`` (and the ``step_stats``
@@ -690,7 +694,9 @@ def make_train(
       metrics["solved"] = jnp.asarray(task.solved(result["loss"], result["metric"]))
     return state.params, metrics
 
-  return train
+  # Compiled as one program whether or not the caller wraps it in jit (see the module
+  # docstring: this is what makes train(key) and jax.jit(train)(key) bitwise equal).
+  return jax.jit(train)
 
 
 def _evaluate(model, task, params, key_or_batch, batch_size, num_batches) -> dict:
