@@ -39,10 +39,17 @@ noiseless_memorization Pascanu ``memorization.py``: 10 symbols from 5, T blanks,
                        trigger; recall the pattern from the trigger on
 digits                 sklearn ``load_digits``: 64 steps of one pixel; 10 classes     H(class prior) ~ ln 10
 digits_permuted        the same with a fixed pixel permutation                        H(class prior) ~ ln 10
-sine                   windows of sin(phase + 0.1 t) + 0.1 noise; predict the next    1/2 + noise^2 (predict 0)
-                       value(s) at every step
+sine                   windows of the series sin(0.1 n) + 0.1 noise; predict the      ~1/2 + noise^2 (predict 0)
+                       next value(s) at every step
 char_lm                next-character prediction on Python standard-library sources   unigram cross-entropy
 =====================  ==========================================================  ==============================
+
+Randomness: each sampler makes one ``jax.random.bits`` draw and derives every
+value from it (uniforms from the top 23 bits as ``jax.random.uniform`` does;
+integers in ``[0, n)`` by ``bits % n``, a bias below ``n / 2**32``). The same key
+gives bitwise the same batch, jitted or not, vmapped or inside ``lax.scan`` (one
+exception: sine's Gaussian noise, whose ``erf_inv`` XLA fuses differently from
+op-by-op execution, differs between jitted and eager runs in the last bit).
 
 Conventions: ``inputs`` are ``(B, T, I)`` float32 (one-hot for symbols);
 ``targets`` are ``(B, T, O)`` float32 for regression and ``(B, T)`` int32 class
@@ -465,7 +472,8 @@ def _adding_hs97(length: int) -> Task:
 def _pascanu_pairs(name: str, length: int, combine, baseline: float, formula: str, ref: str):
   """Pascanu 2013's ``addition.py`` / ``multiplication.py`` generator.
 
-  ``l = T + randint(int(T * .1))``; marker 1 at ``p0 = randint(int(l * .1))`` and at
+  ``l = T + randint(int(T * .1))`` (drawn per sequence and padded to the longest; the
+  code draws one per batch); marker 1 at ``p0 = randint(int(l * .1))`` and at
   ``p1 = int(l * .1) + randint(int(l * .4))``; channel 0 the marker, channel 1 the
   values ``U[0, 1)``. Python's ``int(l * .1)`` is tabulated per ``l`` so the
   rounding is the code's. Error: squared error > 0.04; solved: < 1 % errors.

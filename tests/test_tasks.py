@@ -471,8 +471,12 @@ EAGER_FAST = ("adding_hs97", "sine")
 
 
 def eager_names():
-  slow = pytest.mark.slow
-  return [n if n in EAGER_FAST else pytest.param(n, marks=slow) for n in task_names()]
+  skip = pytest.mark.skipif(not _have_sklearn(), reason="scikit-learn (rnnlab[digits]) missing")
+  params = []
+  for name in tasks.TASKS:
+    marks = [] if name in EAGER_FAST else [pytest.mark.slow]
+    params.append(pytest.param(name, marks=marks + ([skip] if name in NEEDS_SKLEARN else [])))
+  return params
 
 
 @pytest.mark.parametrize("name", eager_names())
