@@ -6,13 +6,13 @@ steps all run inside one ``jax.lax.scan``, so it jits as one program and
 ``jax.vmap`` sweeps seeds and shape-preserving hyper-parameters::
 
     config = rnnlab.train.default_config()
-    train = jax.jit(rnnlab.train.make_train(config))
+    train = rnnlab.train.make_train(config)                   # returned jitted
     params, metrics = train(jax.random.key(0))               # one run
     keys = jax.random.split(jax.random.key(0), 8)
     hp = rnnlab.train.default_hparams(config)
     hps = jax.tree.map(lambda v: jnp.full((8,), v), hp)._replace(
       learning_rate=jnp.logspace(-4, -1, 8))
-    params, metrics = jax.jit(jax.vmap(rnnlab.train.make_train(config)))(keys, hps)
+    params, metrics = jax.jit(jax.vmap(train))(keys, hps)    # 8 runs, one program
 
 One step at update count ``s`` (``s = 0 .. num_steps - 1``):
 
@@ -35,7 +35,12 @@ frozen parameters. The choice is made with ``jnp.where`` on each member's own
 values, so under ``vmap`` a diverging member never touches the others.
 
 Keys: ``k_init, k_data, k_eval, k_diag = jax.random.split(key, 4)``; step
-``s`` samples its batch from ``jax.random.fold_in(k_data, s)``.
+``s`` samples its batch from ``jax.random.fold_in(k_data, s)`` (a stream task
+instead reads window ``(randint(k_data, (), 0, num_windows) + s) % num_windows``
+of its parallel rows, resetting the carried state at window 0).
+
+Truncated BPTT (``config.tbptt.k1, k2``): see :func:`tbptt_outputs`; one update
+per batch, whose gradient is the sum of the windows' truncated gradients.
 
 Reproducibility (what ``tests/test_train.py`` checks, on the CPU, jax 0.10.2):
 
