@@ -415,6 +415,9 @@ def test_tbptt_training_runs_on_the_exact_forward_pass():
     ("tbptt.k2", None, "tbptt"),
     ("tbptt.k1", 0, "tbptt.k1"),
     ("eval.num_batches", -1, "eval.num_batches"),
+    ("model.recurrent_init", "xavier", "recurrent_init"),
+    ("model.chrono_t_max", 1.0, "model.chrono_t_max"),
+    ("task.name", "sudoku", "unknown task"),
   ],
 )
 def test_bad_config_values_raise_one_line_errors(field, value, match):
