@@ -401,7 +401,7 @@ def _adding_arjovsky(length: int) -> Task:
   )
 
 
-def _adding_hs97(length: int) -> Task:
+def _adding_hs97(length: int, zero_first_x1: bool = True) -> Task:
   r"""Adding problem of Hochreiter & Schmidhuber 1997 (LSTM paper, experiment 4).
 
   Each step is a pair (value ``U[-1, 1)``, marker), channel 0 the value,
@@ -410,12 +410,14 @@ def _adding_hs97(length: int) -> Task:
   one of the first 10 pairs; X2 one of the first ``T//2 - 1`` pairs still
   unmarked. Markers are 1 at X1 and X2, -1 at the first and final pair (unless
   marked), 0 elsewhere; when X1 is the first pair its value is set to 0 (the
-  paper's rule). Target at step ``l - 1``: :math:`0.5 + (X_1 + X_2) / 4`;
+  paper's rule; ``zero_first_x1=False`` drops it). Target at step ``l - 1``: :math:`0.5 + (X_1 + X_2) / 4`;
   "correct" means an absolute error below 0.04.
 
   Trivial predictor 0.5: MSE :math:`(E X_1^2 + E X_2^2) / 16 = (0.9/3 + 1/3) / 16 = 19/480`
   (1/24 without the X1 := 0 rule, since ``P(X1 first) = 1/10``).
   """
+  if not isinstance(zero_first_x1, bool):
+    raise ValueError(f"adding_hs97: zero_first_x1 must be a bool; got {zero_first_x1!r}")
   num_extra, num_second = length // 10, length // 2 - 1
   num_steps = length + num_extra
   name = "adding_hs97"
@@ -431,7 +433,7 @@ def _adding_hs97(length: int) -> Task:
     t_1xT = _steps(num_steps)[None, :]
     valid_BxT = t_1xT < lengths_B[:, None]
     values_BxT = 2.0 * _uniform(w_values) - 1.0
-    first_zero_BxT = (t_1xT == 0) & (first_B[:, None] == 0)
+    first_zero_BxT = (t_1xT == 0) & (first_B[:, None] == 0) & zero_first_x1
     values_BxT = jnp.where(valid_BxT & ~first_zero_BxT, values_BxT, 0.0)
     marked_BxT = (t_1xT == first_B[:, None]) | (t_1xT == second_B[:, None])
     ends_BxT = (t_1xT == 0) | (t_1xT == lengths_B[:, None] - 1)
@@ -459,8 +461,12 @@ def _adding_hs97(length: int) -> Task:
       name, 1, lambda outputs, batch: jnp.abs(outputs - batch.targets)[..., 0] >= 0.04
     ),
     metric_name="error_rate (|error| >= 0.04 at the end)",
-    baseline=19 / 480,
-    baseline_formula="(0.9/3 + 1/3) / 16 = 19/480 (predict 0.5; 1/24 without X1 := 0)",
+    baseline=19 / 480 if zero_first_x1 else 1 / 24,
+    baseline_formula=(
+      "(0.9/3 + 1/3) / 16 = 19/480 (predict 0.5; X1 := 0 at the first pair)"
+      if zero_first_x1
+      else "(1/3 + 1/3) / 16 = 1/24 (predict 0.5)"
+    ),
     solved=solved,
     reference=(
       "Hochreiter & Schmidhuber 1997, experiment 4 (adding); solved = their stopping "
@@ -696,8 +702,8 @@ def _random_permutation(length: int) -> Task:
     baseline_formula="ln 2",
     solved=_below(0.01),
     reference=(
-      "Pascanu et al. 2013 (trainingRNNs/permutation.py), after Hochreiter & Schmidhuber "
-      "1997 exp. 2; solved: < 1 % errors"
+      "Pascanu et al. 2013 (trainingRNNs/permutation.py), the Martens & Sutskever 2011 "
+      "suite after Hochreiter & Schmidhuber 1997 exp. 2; solved: < 1 % errors"
     ),
   )
 
@@ -742,8 +748,9 @@ def _noiseless_memorization(length: int, num_values: int = 5, num_positions: int
     baseline_formula=f"{n} ln {num_values} / (T + {2 * n})",
     solved=_below(0.01),
     reference=(
-      "Pascanu et al. 2013 (trainingRNNs/memorization.py), after Hochreiter & Schmidhuber "
-      "1997 exp. 2 (noiseless); solved: < 1 % of sequences with an error"
+      "Pascanu et al. 2013 (trainingRNNs/memorization.py), the Martens & Sutskever 2011 "
+      "noiseless memorisation after Hochreiter & Schmidhuber 1997; solved: < 1 % of "
+      "sequences with an error"
     ),
   )
 
@@ -1046,7 +1053,8 @@ def get(name: str, length: int, **kwargs: Any) -> Task:
     name: one of :data:`TASKS`.
     length: T, a positive int (at least 10 for the Pascanu and H&S tasks, whose
       marker windows are 10 % of T; exactly 64 for the digits).
-    **kwargs: task options: ``copy(num_symbols=8, num_copy=10)``,
+    **kwargs: task options: ``adding_hs97(zero_first_x1=True)``,
+      ``copy(num_symbols=8, num_copy=10)``,
       ``noiseless_memorization(num_values=5, num_positions=10)``,
       ``digits(split="train")``, ``digits_permuted(split="train", permutation_seed=0)``,
       ``sine(noise=0.1, dx=0.1, horizon=1)``, ``char_lm(split="train")``.

@@ -139,6 +139,7 @@ def test_stated_baseline_values():
   assert tasks.get("adding_pascanu", 40).baseline == pytest.approx(1 / 24)
   assert tasks.get("multiplication", 40).baseline == pytest.approx(0.0486, abs=1e-4)
   assert tasks.get("adding_hs97", 40).baseline == pytest.approx((0.9 + 1) / 3 / 16)
+  assert tasks.get("adding_hs97", 40, zero_first_x1=False).baseline == pytest.approx(1 / 24)
   assert tasks.get("copy", 100).baseline == pytest.approx(10 * math.log(8) / 120)
   assert tasks.get("temporal_order_2bit", 40).baseline == pytest.approx(math.log(4))
   assert tasks.get("temporal_order_3bit", 40).baseline == pytest.approx(math.log(8))
@@ -515,7 +516,7 @@ def test_batch_contract(name):
   assert (batch.mask.sum(1) >= 1).all()
   past = np.arange(num_steps)[None, :] >= batch.lengths[:, None]
   assert (batch.mask[past] == 0).all() and (batch.inputs[past] == 0).all()
-  assert (batch.targets[batch.mask == 0] == 0).all() or name in ("sine", "noiseless_memorization")
+  assert (batch.targets[batch.mask == 0] == 0).all()
   assert batch.lengths.max() == num_steps
   assert isinstance(task.baseline, float) and task.baseline > 0
   assert task.baseline_formula and task.reference and task.metric_name
@@ -574,6 +575,8 @@ def test_bad_names_lengths_and_options():
     tasks.get("char_lm", 10, split="valid")
   with pytest.raises(ValueError, match="noise"):
     tasks.get("sine", 10, noise=-1.0)
+  with pytest.raises(ValueError, match="zero_first_x1"):
+    tasks.get("adding_hs97", 40, zero_first_x1=1)
   with pytest.raises(ValueError, match="num_symbols"):
     tasks.get("copy", 10, num_symbols=0)
   task, batch = canon("adding")
