@@ -143,7 +143,7 @@ class Stream(NamedTuple):
       A :class:`Batch`: one-hot inputs ``(B, length, V)``, next-token targets
       ``(B, length)``, mask and lengths full.
     """
-    num_rows, per_row = streams_BxS.shape
+    per_row = streams_BxS.shape[1]
     if not isinstance(start, jax.core.Tracer) and not 0 <= int(start) <= per_row - length - 1:
       raise ValueError(
         f"Stream.window: start={int(start)} with length={length} needs start in "
@@ -273,7 +273,8 @@ def _squared_errors(outputs: Array, batch: Batch) -> Array:
 
 
 def _masked_mean(values_BxT: Array, mask_BxT: Array) -> Array:
-  return jnp.sum(values_BxT * mask_BxT) / jnp.sum(mask_BxT)
+  # where, not only a product: an inf output at a step the mask leaves out must not give inf * 0.
+  return jnp.sum(jnp.where(mask_BxT > 0, values_BxT * mask_BxT, 0.0)) / jnp.sum(mask_BxT)
 
 
 def _nll(outputs: Array, batch: Batch) -> Array:

@@ -556,6 +556,18 @@ def test_metrics_count_errors():
   assert metric == pytest.approx(1 / (10 * N))
 
 
+def test_loss_ignores_steps_outside_the_mask():
+  for name in ("adding_pascanu", "copy"):
+    task, batch = canon(name)
+    if task.kind == "regression":
+      outputs = batch.targets.copy()
+    else:
+      outputs = one_hot_logits(batch.targets, task.output_size)
+    outputs[:, 0] = np.inf if name == "adding_pascanu" else 0.0
+    loss, _ = evaluate(name, outputs, batch)
+    assert (loss == 0.0) if name == "adding_pascanu" else (loss > 0.0)
+
+
 # --------------------------------------------------------------------------- errors
 
 
