@@ -476,6 +476,7 @@ def test_stream_carries_the_state_across_updates():
   task = toy_stream_task()
   config = tiny_config()
   config.task.name, config.task.length = "toy_stream", STREAM_T
+  config.model.cell, config.optimizer.name = "elman", "sgd"
   config.batch_size, config.num_steps = STREAM_B, 5
   config.tbptt.k1, config.tbptt.k2 = 2, STREAM_T
   key = jax.random.key(11)
