@@ -2,12 +2,13 @@
 
 Where things live: the cell updates in :mod:`rnnlab.cells`, the unroll in
 :mod:`rnnlab.scan`, sequence layers in :mod:`rnnlab.layers`, the four RNN types
-in :mod:`rnnlab.models`, weight schemes in :mod:`rnnlab.initializers`. Exact
-weight conversion to and from PyTorch, flax and Keras, and flax module wrappers,
+in :mod:`rnnlab.models`, weight schemes in :mod:`rnnlab.initializers`, the
+long-dependency tasks in :mod:`rnnlab.tasks`, the training loop in :mod:`rnnlab.train`.
+Exact weight conversion to and from PyTorch, flax and Keras, and flax module wrappers,
 are in :mod:`rnnlab.interop` (imported on demand: ``from rnnlab import interop``).
 """
 
-from rnnlab import cells, initializers, layers, models, scan
+from rnnlab import cells, initializers, layers, models, scan, tasks, train
 from rnnlab.cells import (
   Cell,
   ElmanParams,
@@ -57,5 +58,7 @@ __all__ = [
   "shift_right",
   "stack_cells",
   "stacked",
+  "tasks",
+  "train",
   "unroll",
 ]

@@ -1,0 +1,754 @@
+r"""Training: a model chosen by a config, optax optimizers, and the whole loop as one scan.
+
+The purejaxrl pattern: ``make_train(config)`` closes over a static config and
+returns ``train(key, hparams=None) -> (params, metrics)``, a pure function whose
+steps all run inside one ``jax.lax.scan``, so it jits as one program and
+``jax.vmap`` sweeps seeds and shape-preserving hyper-parameters::
+
+    config = rnnlab.train.default_config()
+    train = rnnlab.train.make_train(config)                   # returned jitted
+    params, metrics = train(jax.random.key(0))               # one run
+    keys = jax.random.split(jax.random.key(0), 8)
+    hp = rnnlab.train.default_hparams(config)
+    hps = jax.tree.map(lambda v: jnp.full((8,), v), hp)._replace(
+      learning_rate=jnp.logspace(-4, -1, 8))
+    params, metrics = jax.jit(jax.vmap(train))(keys, hps)    # 8 runs, one program
+
+One step at update count ``s`` (``s = 0 .. num_steps - 1``):
+
+.. math::
+   \text{batch}_s &= \text{task.sample}(\mathrm{fold\_in}(k_{data}, s), B) \\
+   L_s, g_s &= \text{task.loss}(\text{model}(\theta_s, x_s), \text{batch}_s),\
+     \nabla_\theta L_s \\
+   \tilde g_s &= g_s \cdot \min(1, c / \lVert g_s \rVert_2) \quad
+     \text{(global-norm clipping, Pascanu et al. 2013; off when } c \le 0) \\
+   \theta_{s+1} &= \theta_s + \text{optimizer}(\tilde g_s; \eta_s)
+
+Every step records ``loss``, ``metric``, ``grad_norm`` (before clipping),
+``clipped``, ``nonfinite`` and ``learning_rate``, each of shape ``(num_steps,)``.
+
+Divergence: a step whose loss, gradient norm or updated parameters are not all
+finite is *rejected*: ``diverged_at`` records the first such step (-1 if none),
+and from then on the parameters and optimizer state stay as they were before it
+(frozen, hence finite), while the per-step metrics keep being recorded for the
+frozen parameters. The choice is made with ``jnp.where`` on each member's own
+values, so under ``vmap`` a diverging member never touches the others.
+
+Keys: ``k_init, k_data, k_eval, k_diag = jax.random.split(key, 4)``; step
+``s`` samples its batch from ``jax.random.fold_in(k_data, s)`` (a stream task
+instead reads window ``(randint(k_data, (), 0, num_windows) + s) % num_windows``
+of its parallel rows, resetting the carried state at window 0).
+
+Truncated BPTT (``config.tbptt.k1, k2``): see :func:`tbptt_outputs`; one update
+per batch, whose gradient is the sum of the windows' truncated gradients.
+
+Reproducibility (what ``tests/test_train.py`` checks, on the CPU, jax 0.10.2):
+
+* the same key gives bitwise the same params and metrics, called plainly or
+  under ``jax.jit``: ``make_train`` returns ``train`` already jitted, so both
+  run the same XLA program. (Without that, XLA fuses a plain call's scan body
+  apart from the ops around it and a reduction can move by an ulp: a measured
+  1-ulp difference in a ``step_stats`` norm. Under ``jax.disable_jit()`` the run
+  goes op by op and is not bitwise equal either.);
+* members of a vmapped batch are bitwise independent of each other: changing
+  one member's key or hyper-parameters leaves every other member's params and
+  metrics bitwise unchanged (the divergence test relies on it);
+* a vmapped member is *not* bitwise equal to its solo ``jit(train)`` run: XLA
+  lowers the vmapped matmuls to batched ones that sum in another order, so the
+  two differ by float rounding (about 1e-7 relative from the first step), and
+  chaotic training amplifies that over hundreds of steps (to 1e-4 relative after
+  about 100 steps of the adding test). The learning-rate schedule, the
+  divergence step and the outcome agree; compare vmapped runs with vmapped runs
+  when bitwise equality matters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from rnnlab import cells as cells_lib
+from rnnlab import layers as layers_lib
+from rnnlab import models as models_lib
+
+Array = jax.Array
+PyTree = Any
+
+CELLS = ("elman", "lstm", "gru")
+OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
+SCHEDULES = ("none", "cosine", "warmup_cosine", "exponential")
+READOUTS = ("linear",)
+STEP_METRICS = ("loss", "metric", "grad_norm", "clipped", "nonfinite", "learning_rate")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The default training config: an LSTM on the Le/Arjovsky adding problem at T=50.
+
+  Returns:
+    A locked ``ConfigDict``; override fields with ``config.field = value`` or
+    absl's ``--config.field=value``. Every field is commented below.
+  """
+  config = ml_collections.ConfigDict()
+
+  config.task = ml_collections.ConfigDict()
+  config.task.name = "adding"  # a task of rnnlab.tasks: rnnlab.tasks.get(name, length, **kwargs)
+  config.task.length = 50  # T, the dependency length handed to the task
+  config.task.kwargs = ml_collections.ConfigDict()  # extra keyword arguments for tasks.get
+
+  config.model = ml_collections.ConfigDict()
+  config.model.cell = "lstm"  # one of CELLS: "elman" | "lstm" | "gru"
+  config.model.hidden_size = 64  # H, units per layer
+  config.model.num_layers = 1  # stacked recurrent layers (rnnlab.layers.stacked)
+  config.model.nonlinearity = "tanh"  # elman only: "tanh" | "relu" | "linear"
+  config.model.recurrent_init = "orthogonal"  # w_hh scheme: orthogonal|gaussian|identity|uniform
+  config.model.gain = 1.0  # g, the recurrent scheme's scale (a sweepable hparam)
+  config.model.input_init = "lecun_normal"  # w_ih scheme: lecun_normal|glorot_uniform|uniform|zeros
+  config.model.forget_bias = 1.0  # lstm only: initial forget-gate bias (Jozefowicz 2015)
+  config.model.chrono_t_max = None  # lstm/gru: chrono gate-bias init T_max (None: off)
+  config.model.readout = "linear"  # per-step readout from the top layer: "linear" (dense)
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = "adam"  # one of OPTIMIZERS: "sgd" | "momentum" | "rmsprop" | "adam"
+  config.optimizer.learning_rate = 1e-3  # peak learning rate (a sweepable hparam)
+  config.optimizer.momentum = 0.9  # "momentum" only: the heavy-ball coefficient
+  config.optimizer.nesterov = False  # "momentum" only: Nesterov's variant
+  config.optimizer.rmsprop_decay = 0.9  # "rmsprop" only: decay of the squared-gradient average
+  config.optimizer.b1 = 0.9  # "adam" only: first-moment decay
+  config.optimizer.b2 = 0.999  # "adam" only: second-moment decay
+  config.optimizer.eps = 1e-8  # "rmsprop" and "adam": denominator epsilon
+  config.optimizer.schedule = "none"  # one of SCHEDULES: none|cosine|warmup_cosine|exponential
+  config.optimizer.warmup_steps = 0  # "warmup_cosine": linear warm-up from 0 over these updates
+  config.optimizer.end_factor = 0.0  # cosine schedules: final lr = end_factor * learning_rate
+  config.optimizer.decay_rate = 0.1  # "exponential": lr * decay_rate ** (step / num_steps)
+
+  config.clip = 1.0  # global-norm clipping threshold c (a sweepable hparam); None or 0: off
+  config.batch_size = 32  # B, sequences per update
+  config.num_steps = 1000  # parameter updates (scan length)
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.batch_size = 256  # sequences per held-out batch
+  config.eval.num_batches = 4  # held-out batches evaluated after training (0: skip)
+  config.eval.task_kwargs = ml_collections.ConfigDict()  # task kwargs overridden for eval
+  # (e.g. {"split": "test"} for digits and char_lm; fresh keys otherwise)
+
+  config.tbptt = ml_collections.ConfigDict()
+  config.tbptt.k1 = None  # truncated BPTT: a new window starts every k1 steps (None: full BPTT)
+  config.tbptt.k2 = None  # truncated BPTT: each window backpropagates k2 steps (k1 <= k2 <= T)
+
+  config.diagnostics_every = 0  # call `diagnostics` every this many updates (0: never)
+
+  config.lock()
+  return config
+
+
+class HParams(NamedTuple):
+  """Shape-preserving hyper-parameters that ``train`` takes as traced scalars.
+
+  ``jax.vmap(train)(keys, hparams)`` with leaves of shape ``(N,)`` sweeps them.
+
+  Attributes:
+    learning_rate: the peak learning rate (the schedule multiplies it).
+    gain: the recurrent initialisation's gain g.
+    clip: the global-norm clipping threshold; ``<= 0`` turns clipping off.
+  """
+
+  learning_rate: Array
+  gain: Array
+  clip: Array
+
+
+def default_hparams(config: ml_collections.ConfigDict) -> HParams:
+  """The config's own hyper-parameters as float32 scalars (what ``train(key)`` uses)."""
+  clip = config.clip if config.clip is not None else 0.0
+  return HParams(
+    learning_rate=jnp.asarray(config.optimizer.learning_rate, jnp.float32),
+    gain=jnp.asarray(config.model.gain, jnp.float32),
+    clip=jnp.asarray(clip, jnp.float32),
+  )
+
+
+class Model(NamedTuple):
+  """A per-step sequence model: recurrent layers and a dense readout at every step.
+
+  Params are :class:`rnnlab.models.ModelParams` (those of
+  :func:`rnnlab.models.many_to_many` on the same stack).
+
+  Attributes:
+    init: ``init(key, gain=None) -> params``; ``gain`` (may be traced) overrides
+      ``config.model.gain`` for the recurrent scheme.
+    initial_carry: ``initial_carry(params, batch_shape) -> carry`` (zeros).
+    apply: ``apply(params, inputs, carry=None, *, lengths=None) -> (outputs, carry)``
+      with ``inputs (B, T, I)`` and ``outputs (B, T, O)``, zero past ``lengths``.
+    input_size: I.
+    output_size: O.
+  """
+
+  init: Callable[..., models_lib.ModelParams]
+  initial_carry: Callable[..., PyTree]
+  apply: Callable[..., tuple[Array, PyTree]]
+  input_size: int
+  output_size: int
+
+
+def _fail(field: str, value: Any, expected: str) -> None:
+  raise ValueError(f"config.{field}={value!r} is invalid; expected {expected}")
+
+
+def _positive_int(field: str, value: Any) -> int:
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    _fail(field, value, "a positive int")
+  return value
+
+
+def _choice(field: str, value: Any, choices: tuple[str, ...]) -> str:
+  if value not in choices:
+    _fail(field, value, f"one of {choices}")
+  return value
+
+
+def _number(field: str, value: Any, *, positive: bool = False, nonneg: bool = False) -> float:
+  if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    _fail(field, value, "a finite number")
+  if positive and value <= 0:
+    _fail(field, value, "a number > 0")
+  if nonneg and value < 0:
+    _fail(field, value, "a number >= 0")
+  return float(value)
+
+
+def _check_model_config(config: ml_collections.ConfigDict) -> None:
+  m = config.model
+  _choice("model.cell", m.cell, CELLS)
+  _positive_int("model.hidden_size", m.hidden_size)
+  _positive_int("model.num_layers", m.num_layers)
+  _choice("model.nonlinearity", m.nonlinearity, tuple(cells_lib.ACTIVATIONS))
+  _choice("model.readout", m.readout, READOUTS)
+  _number("model.gain", m.gain)
+  _number("model.forget_bias", m.forget_bias)
+  if m.chrono_t_max is not None:
+    if _number("model.chrono_t_max", m.chrono_t_max) <= 2:
+      _fail("model.chrono_t_max", m.chrono_t_max, "None or a number > 2")
+    if m.cell == "elman":
+      _fail("model.chrono_t_max", m.chrono_t_max, "None for the elman cell (it has no gates)")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises a one-line ``ValueError`` naming the first bad field of ``config``."""
+  _check_model_config(config)
+  o = config.optimizer
+  _choice("optimizer.name", o.name, OPTIMIZERS)
+  _number("optimizer.learning_rate", o.learning_rate, positive=True)
+  _number("optimizer.momentum", o.momentum, nonneg=True)
+  _number("optimizer.rmsprop_decay", o.rmsprop_decay, nonneg=True)
+  _number("optimizer.b1", o.b1, nonneg=True)
+  _number("optimizer.b2", o.b2, nonneg=True)
+  _number("optimizer.eps", o.eps, nonneg=True)
+  _choice("optimizer.schedule", o.schedule, SCHEDULES)
+  num_steps = _positive_int("num_steps", config.num_steps)
+  if isinstance(o.warmup_steps, bool) or not isinstance(o.warmup_steps, int):
+    _fail("optimizer.warmup_steps", o.warmup_steps, "an int")
+  if not 0 <= o.warmup_steps <= num_steps:
+    _fail("optimizer.warmup_steps", o.warmup_steps, f"an int in [0, num_steps={num_steps}]")
+  _number("optimizer.end_factor", o.end_factor, nonneg=True)
+  _number("optimizer.decay_rate", o.decay_rate, positive=True)
+  if config.clip is not None:
+    _number("clip", config.clip, nonneg=True)
+  _positive_int("batch_size", config.batch_size)
+  _positive_int("eval.batch_size", config.eval.batch_size)
+  if isinstance(config.eval.num_batches, bool) or not isinstance(config.eval.num_batches, int):
+    _fail("eval.num_batches", config.eval.num_batches, "an int >= 0")
+  if config.eval.num_batches < 0:
+    _fail("eval.num_batches", config.eval.num_batches, "an int >= 0")
+  every = config.diagnostics_every
+  if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+    _fail("diagnostics_every", every, "an int >= 0 (0: off)")
+  if every and num_steps % every:
+    _fail("diagnostics_every", every, f"a divisor of num_steps={num_steps}")
+  k1, k2 = config.tbptt.k1, config.tbptt.k2
+  if (k1 is None) != (k2 is None):
+    _fail("tbptt", (k1, k2), "k1 and k2 both None (full BPTT) or both set")
+  if k1 is not None:
+    _positive_int("tbptt.k1", k1)
+    _positive_int("tbptt.k2", k2)
+    if k1 > k2:
+      _fail("tbptt.k1", k1, f"k1 <= k2={k2}")
+
+
+def _make_task(config: ml_collections.ConfigDict):
+  from rnnlab import tasks  # noqa: PLC0415  (tasks may import heavier optional data)
+
+  return tasks.get(config.task.name, config.task.length, **dict(config.task.kwargs))
+
+
+def _make_eval_task(config: ml_collections.ConfigDict):
+  """The task with ``config.eval.task_kwargs`` over ``config.task.kwargs`` (held-out data)."""
+  from rnnlab import tasks  # noqa: PLC0415
+
+  kwargs = {**dict(config.task.kwargs), **dict(config.eval.task_kwargs)}
+  return tasks.get(config.task.name, config.task.length, **kwargs)
+
+
+def _make_cell(config: ml_collections.ConfigDict, gain: Any) -> cells_lib.Cell:
+  m = config.model
+  kwargs = dict(recurrent_init=m.recurrent_init, gain=gain, input_init=m.input_init)
+  if m.cell == "elman":
+    return cells_lib.elman(m.hidden_size, m.nonlinearity, **kwargs)
+  if m.cell == "lstm":
+    return cells_lib.lstm(m.hidden_size, m.forget_bias, chrono_t_max=m.chrono_t_max, **kwargs)
+  return cells_lib.gru(m.hidden_size, chrono_t_max=m.chrono_t_max, **kwargs)
+
+
+def make_model(config: ml_collections.ConfigDict, task: Any = None) -> Model:
+  """The model that ``config.model`` describes, sized for ``task``.
+
+  ``config.model.num_layers`` cells (:func:`rnnlab.layers.stacked`) and a dense
+  readout at every step (:func:`rnnlab.models.many_to_many`'s parameters), so
+  ``outputs[b, t] = readout(h^L_t)`` has the task's output size; the task's mask
+  selects the steps that count (the last one for the adding problem).
+
+  Args:
+    config: a config like :func:`default_config`'s.
+    task: an :class:`rnnlab.tasks.Task`; default ``rnnlab.tasks.get`` of ``config.task``.
+  """
+  _check_model_config(config)
+  task = _make_task(config) if task is None else task
+  num_layers = config.model.num_layers
+
+  def stack(gain):
+    return layers_lib.stacked([_make_cell(config, gain) for _ in range(num_layers)])
+
+  layer = stack(config.model.gain)
+  readout = layers_lib.dense(task.output_size)
+
+  def init(key: Array, gain: Any = None) -> models_lib.ModelParams:
+    gain = config.model.gain if gain is None else gain
+    return models_lib.many_to_many(stack(gain), task.output_size).init(key, task.input_size)
+
+  def initial_carry(params, batch_shape=()):
+    return layer.initial_carry(params.encoder, batch_shape)
+
+  def apply(params, inputs, carry=None, *, lengths=None):
+    ys, carry = layer.apply(params.encoder, inputs, carry, lengths=lengths)
+    outputs = readout.apply(params.readout, ys)
+    if lengths is not None:
+      valid = jnp.arange(outputs.shape[-2]) < jnp.asarray(lengths)[..., None]
+      outputs = jnp.where(valid[..., None], outputs, jnp.zeros_like(outputs))
+    return outputs, carry
+
+  return Model(init, initial_carry, apply, task.input_size, task.output_size)
+
+
+def clip_by_global_norm(max_norm: Any) -> optax.GradientTransformation:
+  r"""Global-norm clipping whose threshold may be traced (so ``vmap`` can sweep it).
+
+  ``g <- g * min(1, c / ||g||_2)`` over the whole gradient pytree (Pascanu et al.
+  2013); ``c <= 0`` leaves the gradient unchanged. ``optax.clip_by_global_norm``
+  is the same map with a static threshold.
+  """
+
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None):
+    del params
+    norm = _tree_norm(updates)
+    trigger = (max_norm > 0) & (norm > max_norm)
+    scale = jnp.where(trigger, max_norm / jnp.where(trigger, norm, 1.0), 1.0)
+    updates = jax.tree.map(lambda g: jnp.where(trigger, g * scale.astype(g.dtype), g), updates)
+    return updates, state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def make_schedule(config: ml_collections.ConfigDict, learning_rate: Any = None) -> Callable:
+  """``step -> learning rate``: ``learning_rate`` (may be traced) times the unit schedule.
+
+  ``none``: constant; ``cosine``: cosine decay to ``end_factor`` over ``num_steps``;
+  ``warmup_cosine``: linear from 0 over ``warmup_steps``, then cosine to
+  ``end_factor``; ``exponential``: ``decay_rate ** (step / num_steps)``.
+  """
+  o = config.optimizer
+  _choice("optimizer.schedule", o.schedule, SCHEDULES)
+  lr = o.learning_rate if learning_rate is None else learning_rate
+  n = config.num_steps
+  if o.schedule == "none":
+    unit = optax.constant_schedule(1.0)
+  elif o.schedule == "cosine":
+    unit = optax.cosine_decay_schedule(1.0, n, alpha=o.end_factor)
+  elif o.schedule == "warmup_cosine":
+    unit = optax.warmup_cosine_decay_schedule(0.0, 1.0, o.warmup_steps, n, end_value=o.end_factor)
+  else:
+    unit = optax.exponential_decay(1.0, transition_steps=n, decay_rate=o.decay_rate)
+  return lambda step: lr * unit(step)
+
+
+def make_optimizer(
+  config: ml_collections.ConfigDict, learning_rate: Any = None, clip: Any = None
+) -> optax.GradientTransformation:
+  """``clip_by_global_norm(clip)`` then the configured optax optimizer on the schedule.
+
+  The optimizer is wrapped in ``optax.inject_hyperparams``, so the (possibly
+  traced) learning rate lives in its state. ``learning_rate`` and ``clip``
+  default to the config's.
+  """
+  o = config.optimizer
+  _choice("optimizer.name", o.name, OPTIMIZERS)
+  if clip is None:
+    clip = config.clip if config.clip is not None else 0.0
+  schedule = make_schedule(config, learning_rate)
+  if o.name == "sgd":
+    opt = optax.inject_hyperparams(optax.sgd)(learning_rate=schedule)
+  elif o.name == "momentum":
+    opt = optax.inject_hyperparams(optax.sgd, static_args=("nesterov",))(
+      learning_rate=schedule, momentum=o.momentum, nesterov=o.nesterov
+    )
+  elif o.name == "rmsprop":
+    opt = optax.inject_hyperparams(optax.rmsprop)(
+      learning_rate=schedule, decay=o.rmsprop_decay, eps=o.eps
+    )
+  else:
+    opt = optax.inject_hyperparams(optax.adam)(learning_rate=schedule, b1=o.b1, b2=o.b2, eps=o.eps)
+  return optax.chain(clip_by_global_norm(clip), opt)
+
+
+# optax >= 0.2.6 names it optax.tree.norm and deprecates optax.global_norm.
+_tree_norm = getattr(getattr(optax, "tree", None), "norm", None) or optax.global_norm
+
+
+def _all_finite(tree: PyTree) -> Array:
+  leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]
+  return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
+
+
+def _select(pred: Array, on_true: PyTree, on_false: PyTree) -> PyTree:
+  return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+def _check_hparams(hparams: HParams) -> HParams:
+  if not isinstance(hparams, HParams):
+    raise ValueError(
+      f"train: hparams must be an rnnlab.train.HParams (or None); got {type(hparams).__name__}"
+    )
+  for name, value in hparams._asdict().items():
+    if jnp.ndim(value) != 0:
+      raise ValueError(
+        f"train: hparams.{name} has shape {jnp.shape(value)}; expected a scalar "
+        "(vmap train over a batch of hparams to sweep them)"
+      )
+  return jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), hparams)
+
+
+def _window_schedule(num_steps_T: int, k1: int, k2: int) -> int:
+  """The number of TBPTT windows over a sequence of length T, or a clear error."""
+  if k2 > num_steps_T or (num_steps_T - k2) % k1:
+    raise ValueError(
+      f"config.tbptt=(k1={k1}, k2={k2}) does not tile the task's sequences of length "
+      f"{num_steps_T}; expected k2 <= T and (T - k2) divisible by k1"
+    )
+  return (num_steps_T - k2) // k1 + 1
+
+
+def tbptt_outputs(
+  model: Model,
+  params: PyTree,
+  inputs: Array,
+  k1: int,
+  k2: int,
+  carry: PyTree = None,
+  *,
+  lengths: Array | None = None,
+) -> tuple[Array, PyTree]:
+  r"""The model's outputs with gradients truncated as TBPTT(k1, k2) (Williams & Peng 1990).
+
+  Window ``j = 0 .. n-1`` (``n = (T - k2) / k1 + 1``) covers steps
+  ``[j k1, j k1 + k2)`` and starts from the carry at ``j k1`` with its gradient
+  stopped. Window 0 gives the outputs of its k2 steps; window ``j >= 1`` gives
+  those of its last k1 steps. So every output is computed once from the exact
+  forward state (the values equal the full unroll's), but its gradient reaches at
+  most k2 steps back (window 0: back to step 0). A loss of these outputs has the
+  TBPTT(k1, k2) gradient summed over the sequence; with ``k2 = T`` (one window)
+  it is the full BPTT gradient.
+
+  Args:
+    model: a :class:`Model`.
+    params: its params.
+    inputs: ``(B, T, I)``.
+    k1: steps between window starts.
+    k2: window length, ``k1 <= k2 <= T``, ``(T - k2) % k1 == 0``.
+    carry: the carry at step 0 (``None``: zeros); its gradient is stopped.
+    lengths: optional ``(B,)`` valid lengths (past them outputs are 0, the carry frozen).
+
+  Returns:
+    ``(outputs (B, T, O), carry)`` with the carry after step ``T - 1`` (gradient stopped).
+  """
+  batch_size, T = inputs.shape[0], inputs.shape[1]
+  n = _window_schedule(T, k1, k2)
+  if carry is None:
+    carry = model.initial_carry(params, (batch_size,))
+
+  def run(carry, start, size):
+    xs = jax.lax.dynamic_slice_in_dim(inputs, start, size, axis=1)
+    window_lengths = None if lengths is None else jnp.clip(lengths - start, 0, size)
+    return model.apply(params, xs, carry, lengths=window_lengths)
+
+  def window(carry, start):
+    # Part A, [start, start + k1): its end is where the next window starts.
+    out_a, carry_a = run(jax.lax.stop_gradient(carry), start, k1)
+    if k2 == k1:
+      return carry_a, out_a, carry_a
+    out_b, carry_b = run(carry_a, start + k1, k2 - k1)
+    return carry_a, jnp.concatenate([out_a, out_b], axis=1), carry_b
+
+  next_carry, out_0, last_carry = window(carry, 0)
+  if n == 1:
+    return out_0, jax.lax.stop_gradient(last_carry)
+
+  def later(carry, j):
+    next_carry, out, last = window(carry, j * k1)
+    return next_carry, (out[:, k2 - k1 :], last)
+
+  _, (outs_NxBxK1xO, lasts) = jax.lax.scan(later, next_carry, jnp.arange(1, n))
+  outs = jnp.moveaxis(outs_NxBxK1xO, 0, 1).reshape(batch_size, (n - 1) * k1, -1)
+  final = jax.tree.map(lambda leaf: leaf[-1], lasts)
+  return jnp.concatenate([out_0, outs], axis=1), jax.lax.stop_gradient(final)
+
+
+class TrainState(NamedTuple):
+  """The scan carry of the training loop."""
+
+  params: PyTree
+  opt_state: PyTree
+  rnn_carry: PyTree  # the stream's carried state (TBPTT on a stream), else ()
+  diverged_at: Array
+
+
+def make_train(
+  config: ml_collections.ConfigDict,
+  step_stats: Callable[[PyTree, PyTree, Array], dict] | None = None,
+  diagnostics: Callable[[PyTree, Any], PyTree] | None = None,
+  *,
+  task: Any = None,
+) -> Callable[..., tuple[PyTree, dict]]:
+  """Builds ``train(key, hparams=None) -> (params, metrics)``, the whole run as one function.
+
+  Args:
+    config: a config like :func:`default_config`'s (checked here; closed over, never mutated).
+    step_stats: optional ``(grads, updates, loss) -> dict`` of extra per-step
+      scalars (e.g. training-time gradient statistics); ``grads`` are before
+      clipping, ``updates`` the optimizer's output. Each entry is recorded
+      every step under its own name, which must not shadow a built-in metric.
+    diagnostics: optional ``(params, batch) -> pytree`` evaluated on a fixed
+      held-out batch at update counts ``0, e, 2e, ..., num_steps`` with
+      ``e = config.diagnostics_every`` (the loop becomes a scan over
+      ``num_steps / e`` chunks of an inner scan of ``e`` steps, so nothing is
+      computed at other steps, even under ``vmap``).
+    task: an :class:`rnnlab.tasks.Task`; default ``rnnlab.tasks.get`` of ``config.task``.
+
+  Returns:
+    ``train(key, hparams=None)``, already wrapped in ``jax.jit`` (so a plain call
+    compiles the whole run once), and free to be jitted or vmapped again. ``hparams`` is an
+    :class:`HParams` of scalars (default :func:`default_hparams`). It returns the
+    final params and a dict of metrics: ``loss``, ``metric``, ``grad_norm``,
+    ``clipped``, ``nonfinite``, ``learning_rate`` (and the ``step_stats``
+    entries), each ``(num_steps,)``; ``diverged_at`` (int32, -1 if never);
+    ``eval_loss``, ``eval_metric`` and ``solved`` on ``config.eval.num_batches``
+    held-out batches after training (absent when 0); ``diagnostics`` and
+    ``diagnostics_step`` when ``diagnostics`` is given.
+
+  With ``config.tbptt`` set, each step's gradient is TBPTT(k1, k2) over the
+  sampled batch (:func:`tbptt_outputs`, one update per batch). If the task is a
+  stream (``task.stream`` is not None), consecutive steps read consecutive
+  chunks of each stream and the recurrent state is carried from one step to the
+  next (gradient stopped); otherwise every batch starts from zeros.
+  """
+  check_config(config)
+  task_is_default = task is None
+  task = _make_task(config) if task is None else task
+  model = make_model(config, task)
+  num_steps, batch_size = config.num_steps, config.batch_size
+  every = config.diagnostics_every if diagnostics is not None else 0
+  if diagnostics is not None and not every:
+    _fail("diagnostics_every", every, "a positive divisor of num_steps when diagnostics is given")
+  tbptt = config.tbptt.k1 is not None
+  eval_task = _make_eval_task(config) if task_is_default else task
+  stream = getattr(task, "stream", None) if tbptt else None
+  if stream is not None:
+    length = config.task.length
+    streams_BxS = stream.parallel(batch_size)
+    num_windows = stream.num_windows(batch_size, length)
+    if num_windows < 1:
+      _fail(
+        "task.length", length, f"a window that fits the stream's rows of {streams_BxS.shape[1]}"
+      )
+
+  def sample(key, step_index):
+    if stream is None:
+      return task.sample(jax.random.fold_in(key, step_index), batch_size)
+    return stream.window(streams_BxS, _stream_window(key, step_index) * length, length)
+
+  def _stream_window(key, step_index):
+    # Each run walks the rows window by window from its own random first window.
+    offset = jax.random.randint(key, (), 0, num_windows)
+    return (offset + step_index) % num_windows
+
+  # Check the window schedule against the task's real sequence length, before tracing.
+  batch_shape = jax.eval_shape(sample, jax.random.key(0), 0)
+  if tbptt:
+    _window_schedule(batch_shape.inputs.shape[1], config.tbptt.k1, config.tbptt.k2)
+
+  def forward(params, batch, carry):
+    if tbptt:
+      return tbptt_outputs(
+        model,
+        params,
+        batch.inputs,
+        config.tbptt.k1,
+        config.tbptt.k2,
+        carry,
+        lengths=batch.lengths,
+      )
+    return model.apply(params, batch.inputs, lengths=batch.lengths)
+
+  def loss_fn(params, batch, carry):
+    outputs, carry = forward(params, batch, carry)
+    return task.loss(outputs, batch), (outputs, carry)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def train(key: Array, hparams: HParams | None = None) -> tuple[PyTree, dict]:
+    hp = _check_hparams(default_hparams(config) if hparams is None else hparams)
+    tx = make_optimizer(config, hp.learning_rate, hp.clip)
+    schedule = make_schedule(config, hp.learning_rate)
+    k_init, k_data, k_eval, k_diag = jax.random.split(key, 4)
+    params = model.init(k_init, hp.gain)
+    rnn_carry = () if stream is None else model.initial_carry(params, (batch_size,))
+    state = TrainState(params, tx.init(params), rnn_carry, jnp.asarray(-1, jnp.int32))
+
+    def step(state: TrainState, step_index: Array):
+      batch = sample(k_data, step_index)
+      carry_in = None
+      if stream is not None:
+        # A new pass over the rows starts from zeros; otherwise carry the state on.
+        fresh = _stream_window(k_data, step_index) == 0
+        zeros = model.initial_carry(state.params, (batch_size,))
+        carry_in = _select(fresh, zeros, state.rnn_carry)
+      (loss, (outputs, carry_out)), grads = grad_fn(state.params, batch, carry_in)
+      grad_norm = _tree_norm(grads)
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
+      finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(params)
+      keep_going = finite & (state.diverged_at < 0)
+      diverged_at = jnp.where(
+        (state.diverged_at < 0) & ~finite, step_index.astype(jnp.int32), state.diverged_at
+      )
+      new_state = TrainState(
+        _select(keep_going, params, state.params),
+        _select(keep_going, opt_state, state.opt_state),
+        () if stream is None else _select(keep_going, carry_out, state.rnn_carry),
+        diverged_at,
+      )
+      record = {
+        "loss": loss,
+        "metric": task.metric(outputs, batch),
+        "grad_norm": grad_norm,
+        "clipped": (hp.clip > 0) & (grad_norm > hp.clip),
+        "nonfinite": ~finite,
+        "learning_rate": jnp.asarray(schedule(step_index), jnp.float32),
+      }
+      if step_stats is not None:
+        extra = step_stats(grads, updates, loss)
+        clash = sorted(set(extra) & set(record))
+        if clash:
+          raise ValueError(f"step_stats returned {clash}, which shadow built-in metrics")
+        record.update(extra)
+      return new_state, record
+
+    steps = jnp.arange(num_steps, dtype=jnp.int32)
+    metrics: dict[str, Any] = {}
+    if not every:
+      state, records = jax.lax.scan(step, state, steps)
+    else:
+      diag_batch = eval_task.sample(k_diag, config.eval.batch_size)
+
+      def chunk(state, chunk_steps):
+        state, records = jax.lax.scan(step, state, chunk_steps)
+        return state, (records, diagnostics(state.params, diag_batch))
+
+      first = diagnostics(state.params, diag_batch)
+      state, (records, diags) = jax.lax.scan(chunk, state, steps.reshape(-1, every))
+      records = jax.tree.map(lambda r: r.reshape(num_steps, *r.shape[2:]), records)
+      metrics["diagnostics"] = jax.tree.map(
+        lambda f, d: jnp.concatenate([f[None], d]), first, diags
+      )
+      metrics["diagnostics_step"] = jnp.arange(0, num_steps + 1, every, dtype=jnp.int32)
+    metrics.update(records)
+    metrics["diverged_at"] = state.diverged_at
+    if config.eval.num_batches:
+      result = _evaluate(
+        model, eval_task, state.params, k_eval, config.eval.batch_size, config.eval.num_batches
+      )
+      metrics["eval_loss"] = result["loss"]
+      metrics["eval_metric"] = result["metric"]
+      metrics["solved"] = jnp.asarray(task.solved(result["loss"], result["metric"]))
+    return state.params, metrics
+
+  # Compiled as one program whether or not the caller wraps it in jit (see the module
+  # docstring: this is what makes train(key) and jax.jit(train)(key) bitwise equal).
+  return jax.jit(train)
+
+
+def _evaluate(model, task, params, key_or_batch, batch_size, num_batches) -> dict:
+  def score(batch):
+    outputs, _ = model.apply(params, batch.inputs, lengths=batch.lengths)
+    return task.loss(outputs, batch), task.metric(outputs, batch)
+
+  if not isinstance(key_or_batch, jax.Array) or not jnp.issubdtype(
+    key_or_batch.dtype, jax.dtypes.prng_key
+  ):
+    loss, metric = score(key_or_batch)
+    return {"loss": loss, "metric": metric}
+  keys = jax.random.split(key_or_batch, num_batches)
+  losses, metrics = jax.lax.map(lambda k: score(task.sample(k, batch_size)), keys)
+  return {"loss": jnp.mean(losses), "metric": jnp.mean(metrics)}
+
+
+def evaluate(
+  config: ml_collections.ConfigDict,
+  params: PyTree,
+  key_or_batch: Any,
+  num_batches: int | None = None,
+  *,
+  task: Any = None,
+) -> dict:
+  """Mean loss and metric of ``params`` on held-out batches (full BPTT forward, zero carry).
+
+  Args:
+    config: the training config (model, task, ``eval.batch_size``).
+    params: the model's params (e.g. from ``train``).
+    key_or_batch: a typed PRNG key (``jax.random.key``): ``num_batches`` fresh
+      batches of ``config.eval.batch_size`` are sampled from it (pass a key the
+      training run did not use); or one task batch, scored as is.
+    num_batches: default ``config.eval.num_batches`` (at least 1).
+    task: default ``rnnlab.tasks.get`` of ``config.task`` with
+      ``config.eval.task_kwargs`` over its kwargs (e.g. the test split).
+
+  Returns:
+    ``{"loss": scalar, "metric": scalar}``, the means over the batches (each
+    batch's loss is the task's own reduction; batches are equal-sized).
+  """
+  task = _make_eval_task(config) if task is None else task
+  model = make_model(config, task)
+  if isinstance(key_or_batch, jax.Array) and jnp.issubdtype(
+    key_or_batch.dtype, jax.dtypes.prng_key
+  ):
+    num_batches = config.eval.num_batches if num_batches is None else num_batches
+    _positive_int("eval.num_batches", num_batches)
+    _positive_int("eval.batch_size", config.eval.batch_size)
+  return _evaluate(model, task, params, key_or_batch, config.eval.batch_size, num_batches)

@@ -1,0 +1,500 @@
+"""Tests for rnnlab.train: learning, vmap over seeds and hparams, divergence, clipping,
+optimizers and schedules, truncated BPTT, streams, hooks, reproducibility, config errors.
+
+Compiled functions are shared through module-level caches: the main LSTM run (jit and
+jit(vmap)) is compiled once, the small Elman run once per variant.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from rnnlab import tasks
+from rnnlab import train as rt
+
+LEARN_T = 20
+VMAP_SIZE = 4
+
+
+def learn_config():
+  """LSTM(16) on the Le/Arjovsky adding problem at T=20: 300 Adam steps."""
+  c = rt.default_config()
+  c.task.name = "adding"
+  c.task.length = LEARN_T
+  c.model.cell = "lstm"
+  c.model.hidden_size = 16
+  c.optimizer.learning_rate = 1e-2
+  c.clip = 1.0
+  c.batch_size = 32
+  c.num_steps = 300
+  c.eval.num_batches = 0
+  return c
+
+
+def small_config(k1=5, k2=10):
+  """Elman(8) on adding at T=20 for 4 steps: TBPTT(5, 10), diagnostics every 2 steps."""
+  c = rt.default_config()
+  c.task.length = 20
+  c.model.cell = "elman"
+  c.model.hidden_size = 8
+  c.optimizer.name = "momentum"
+  c.optimizer.learning_rate = 0.05
+  c.batch_size = 8
+  c.num_steps = 4
+  c.diagnostics_every = 2
+  c.eval.batch_size = 16
+  c.eval.num_batches = 1
+  c.tbptt.k1 = k1
+  c.tbptt.k2 = k2
+  return c
+
+
+def update_norm(grads, updates, loss):
+  del grads, loss
+  return {"update_norm": rt._tree_norm(updates)}
+
+
+def w_hh_norm(params, batch):
+  del batch
+  return {"w_hh_norm": jnp.linalg.norm(params.encoder[0].w_hh)}
+
+
+@functools.cache
+def learn_train():
+  return rt.make_train(learn_config())
+
+
+@functools.cache
+def learn_jit():
+  return learn_train()  # train comes jitted
+
+
+@functools.cache
+def learn_vmap():
+  return jax.jit(jax.vmap(learn_train()))
+
+
+def tiny_config():
+  """GRU(4) on adding at T=10 for 3 steps: cheap enough to run un-jitted."""
+  c = rt.default_config()
+  c.task.length = 10
+  c.model.cell = "gru"
+  c.model.hidden_size = 4
+  c.batch_size = 4
+  c.num_steps = 3
+  c.eval.num_batches = 0
+  return c
+
+
+@functools.cache
+def small_train():
+  return rt.make_train(small_config(), update_norm, w_hh_norm)
+
+
+SMALL_KEY = 3
+
+
+@functools.cache
+def small_run():
+  return small_train()(jax.random.key(SMALL_KEY))  # train comes jitted
+
+
+@functools.cache
+def learn_hparams():
+  """Four members: default, gain 0.7, clip tiny (always clips), lr huge (diverges)."""
+  hp = rt.default_hparams(learn_config())
+  hps = jax.tree.map(lambda v: jnp.stack([v] * VMAP_SIZE), hp)
+  return hps._replace(
+    gain=hps.gain.at[1].set(0.7),
+    clip=hps.clip.at[2].set(1e-4),
+    learning_rate=hps.learning_rate.at[3].set(1e25),
+  )
+
+
+@functools.cache
+def vmapped_run():
+  keys = jax.random.split(jax.random.key(7), VMAP_SIZE)
+  return keys, learn_vmap()(keys, learn_hparams())
+
+
+def member(tree, i):
+  return jax.tree.map(lambda v: v[i], tree)
+
+
+def assert_trees_equal(a, b):
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+# ----------------------------------------------------------------------------- learning
+
+
+def test_lstm_learns_adding_below_a_tenth_of_the_baseline():
+  config = learn_config()
+  task = tasks.get("adding", LEARN_T)
+  params, metrics = learn_jit()(jax.random.key(0), rt.default_hparams(config))
+  assert int(metrics["diverged_at"]) == -1
+  held_out = task.sample(jax.random.key(12345), 1000)
+  result = rt.evaluate(config, params, held_out, task=task)
+  assert float(result["loss"]) < task.baseline / 10, (result, task.baseline)
+  # Training started at or above the baseline, so the run did the learning.
+  assert float(metrics["loss"][:5].mean()) > task.baseline / 2
+
+
+def test_metrics_are_recorded_every_step_with_their_dtypes():
+  config = learn_config()
+  _, metrics = learn_jit()(jax.random.key(0), rt.default_hparams(config))
+  for name in rt.STEP_METRICS:
+    assert metrics[name].shape == (config.num_steps,), name
+  assert metrics["clipped"].dtype == jnp.bool_ and metrics["nonfinite"].dtype == jnp.bool_
+  assert metrics["diverged_at"].shape == () and metrics["diverged_at"].dtype == jnp.int32
+  np.testing.assert_allclose(metrics["learning_rate"], config.optimizer.learning_rate)
+  # The clip flag is exactly "grad_norm above the threshold".
+  np.testing.assert_array_equal(metrics["clipped"], metrics["grad_norm"] > config.clip)
+
+
+# ----------------------------------------------------------------------------- vmap
+
+
+def test_vmapped_members_match_their_solo_runs():
+  """To float rounding (see the train module docstring): XLA batches the matmuls."""
+  keys, (params_v, metrics_v) = vmapped_run()
+  hps = learn_hparams()
+  for i in range(VMAP_SIZE):
+    params, metrics = learn_jit()(keys[i], member(hps, i))
+    m_v = member(metrics_v, i)
+    assert int(metrics["diverged_at"]) == int(m_v["diverged_at"])
+    # Chaotic training amplifies rounding, so compare the first steps (before divergence).
+    steps = 20 if i != 3 else int(m_v["diverged_at"])
+    for name in ("loss", "grad_norm"):
+      np.testing.assert_allclose(metrics[name][:steps], m_v[name][:steps], rtol=2e-5)
+    np.testing.assert_array_equal(metrics["learning_rate"], m_v["learning_rate"])
+    if i != 3:
+      # Trained to the same place: both solve the task at the end.
+      assert float(metrics["loss"][-20:].mean()) < 1 / 60
+      assert float(m_v["loss"][-20:].mean()) < 1 / 60
+
+
+def test_divergence_freezes_one_member_and_leaves_the_others_bitwise_intact():
+  keys, (params_v, metrics_v) = vmapped_run()
+  diverged_at = np.asarray(metrics_v["diverged_at"])
+  np.testing.assert_array_equal(diverged_at[:3], -1)
+  assert diverged_at[3] >= 0
+  frozen = member(params_v, 3)
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(frozen))
+  assert bool(metrics_v["nonfinite"][3, diverged_at[3]])
+  assert not np.asarray(metrics_v["nonfinite"][:3]).any()
+  # The same batch with a sane lr in member 3 and another key in member 2: members 0, 1
+  # are bitwise unchanged, so nothing leaks between members.
+  hps = learn_hparams()
+  sane = hps._replace(learning_rate=hps.learning_rate.at[3].set(1e-2))
+  other_keys = keys.at[2].set(jax.random.key(99))
+  params_s, metrics_s = learn_vmap()(other_keys, sane)
+  assert_trees_equal(member(metrics_s, slice(0, 2)), member(metrics_v, slice(0, 2)))
+  assert_trees_equal(member(params_s, slice(0, 2)), member(params_v, slice(0, 2)))
+  assert int(metrics_s["diverged_at"][3]) == -1
+
+
+def test_hparams_are_swept_per_member():
+  _, (params_v, metrics_v) = vmapped_run()
+  clipped = np.asarray(metrics_v["clipped"])
+  assert clipped[2].all()  # threshold 1e-4 clips every step
+  np.testing.assert_array_equal(clipped[0], np.asarray(metrics_v["grad_norm"][0]) > 1.0)
+  # Gain 0.7 with orthogonal init: every singular value of each gate block is 0.7 at init.
+  init = rt.make_model(learn_config()).init(jax.random.key(0), gain=0.7)
+  singular = np.linalg.svd(np.asarray(init.encoder[0].w_hh[:, :16]), compute_uv=False)
+  np.testing.assert_allclose(singular, 0.7, rtol=1e-5)
+
+
+def test_same_key_is_bitwise_reproducible_jitted_or_not():
+  train = small_train()  # TBPTT, step_stats, diagnostics and evaluation included
+  key = jax.random.key(SMALL_KEY)
+  p_plain, m_plain = small_run()
+  p_jit, m_jit = jax.jit(train)(key)
+  assert_trees_equal(m_plain, m_jit)
+  assert_trees_equal(p_plain, p_jit)
+  p_again, m_again = train(key)
+  assert_trees_equal(m_plain, m_again)
+  assert_trees_equal(p_plain, p_again)
+  _, m_other = train(jax.random.key(4))
+  assert not np.array_equal(m_plain["loss"], m_other["loss"])
+
+
+# ----------------------------------------------------------------------------- hooks
+
+
+def test_step_stats_and_diagnostics_are_recorded():
+  config = small_config()
+  key = jax.random.key(SMALL_KEY)
+  params, metrics = small_run()
+  assert metrics["update_norm"].shape == (config.num_steps,)
+  assert (np.asarray(metrics["update_norm"]) > 0).all()
+  np.testing.assert_array_equal(metrics["diagnostics_step"], [0, 2, 4])
+  norms = np.asarray(metrics["diagnostics"]["w_hh_norm"])
+  assert norms.shape == (3,)
+  np.testing.assert_allclose(norms[-1], np.linalg.norm(params.encoder[0].w_hh), rtol=1e-6)
+  k_init = jax.random.split(key, 4)[0]
+  init = rt.make_model(config).init(k_init)
+  np.testing.assert_allclose(norms[0], np.linalg.norm(init.encoder[0].w_hh), rtol=1e-6)
+  assert metrics["eval_loss"].shape == () and np.isfinite(metrics["eval_loss"])
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+
+@pytest.mark.parametrize("name", rt.OPTIMIZERS)
+def test_optimizers_match_plain_optax(name):
+  config = rt.default_config()
+  config.optimizer.name = name
+  config.optimizer.learning_rate = 0.1
+  config.clip = 0.5
+  plain = {
+    "sgd": optax.sgd(0.1),
+    "momentum": optax.sgd(0.1, momentum=0.9),
+    "rmsprop": optax.rmsprop(0.1, decay=0.9, eps=1e-8),
+    "adam": optax.adam(0.1, b1=0.9, b2=0.999, eps=1e-8),
+  }[name]
+  reference = optax.chain(optax.clip_by_global_norm(0.5), plain)
+  tx = rt.make_optimizer(config)
+  params = {"a": jnp.arange(3.0), "b": jnp.ones((2, 2))}
+  state, ref_state = tx.init(params), reference.init(params)
+  for scale in (1.0, 0.01):  # the first step clips, the second does not
+    grads = jax.tree.map(lambda p, s=scale: s * (p + 1.0), params)
+    updates, state = tx.update(grads, state, params)
+    ref_updates, ref_state = reference.update(grads, ref_state, params)
+    # Adam's bias correction 1 - b2**t magnifies b2's float32 rounding (the injected
+    # hyper-parameters are float32 arrays) to a few 1e-6.
+    jax.tree.map(lambda u, r: np.testing.assert_allclose(u, r, rtol=2e-5), updates, ref_updates)
+
+
+@pytest.mark.parametrize(
+  ("schedule", "checks"),
+  [
+    ("none", {0: 1.0, 50: 1.0, 100: 1.0}),
+    ("cosine", {0: 1.0, 50: 0.5 * (1 + 0.1), 100: 0.1}),
+    ("warmup_cosine", {0: 0.0, 10: 1.0, 100: 0.1}),
+    ("exponential", {0: 1.0, 50: 0.5**0.5, 100: 0.5}),
+  ],
+)
+def test_schedules(schedule, checks):
+  config = rt.default_config()
+  config.num_steps = 100
+  config.optimizer.schedule = schedule
+  config.optimizer.warmup_steps = 10
+  config.optimizer.end_factor = 0.1
+  config.optimizer.decay_rate = 0.5
+  lr = rt.make_schedule(config, learning_rate=0.2)
+  for step, factor in checks.items():
+    np.testing.assert_allclose(lr(step), 0.2 * factor, rtol=1e-5, atol=1e-7, err_msg=str(step))
+
+
+def test_clip_threshold_zero_is_off_and_positive_rescales_to_it():
+  grads = {"w": jnp.array([3.0, 4.0])}
+  off = rt.clip_by_global_norm(0.0)
+  np.testing.assert_array_equal(off.update(grads, off.init(grads))[0]["w"], grads["w"])
+  on = rt.clip_by_global_norm(1.0)
+  clipped = on.update(grads, on.init(grads))[0]
+  np.testing.assert_allclose(rt._tree_norm(clipped), 1.0, rtol=1e-6)
+  loose = rt.clip_by_global_norm(10.0)
+  np.testing.assert_array_equal(loose.update(grads, loose.init(grads))[0]["w"], grads["w"])
+
+
+# ----------------------------------------------------------------------------- TBPTT
+
+
+@functools.cache
+def tbptt_setup():
+  config = rt.default_config()
+  config.model.cell = "lstm"
+  config.model.hidden_size = 3
+  task = tasks.get("sine", 8)
+  model = rt.make_model(config, task)
+  params = model.init(jax.random.key(0))
+  batch = task.sample(jax.random.key(1), 3)
+  return model, task, params, batch
+
+
+def tbptt_loss(params, k1, k2, carry=None):
+  model, task, _, batch = tbptt_setup()
+  outputs, _ = rt.tbptt_outputs(model, params, batch.inputs, k1, k2, carry)
+  return task.loss(outputs, batch)
+
+
+def reference_tbptt_loss(params, k1, k2):
+  """Window by window from the definition: each output from a window of k2 steps."""
+  model, task, _, batch = tbptt_setup()
+  T = batch.inputs.shape[1]
+  pieces = []
+  for j in range((T - k2) // k1 + 1):
+    start = j * k1
+    _, state = model.apply(params, batch.inputs[:, :start])  # exact state at `start`
+    state = jax.lax.stop_gradient(state)
+    out, _ = model.apply(params, batch.inputs[:, start : start + k2], state)
+    pieces.append(out if j == 0 else out[:, k2 - k1 :])
+  return task.loss(jnp.concatenate(pieces, axis=1), batch)
+
+
+def full_loss(params):
+  model, task, _, batch = tbptt_setup()
+  return task.loss(model.apply(params, batch.inputs)[0], batch)
+
+
+TBPTT_GRAD = jax.jit(jax.value_and_grad(tbptt_loss), static_argnums=(1, 2))
+REFERENCE_GRAD = jax.jit(jax.value_and_grad(reference_tbptt_loss), static_argnums=(1, 2))
+FULL_GRAD = jax.jit(jax.value_and_grad(full_loss))
+
+
+@pytest.mark.parametrize(("k1", "k2"), [(4, 4), (2, 6), (3, 8)])
+def test_tbptt_gradient_matches_its_definition(k1, k2):
+  _, _, params, _ = tbptt_setup()
+  loss, grads = TBPTT_GRAD(params, k1, k2)
+  full, full_grads = FULL_GRAD(params)
+  # The forward pass is untouched by truncation.
+  np.testing.assert_allclose(loss, full, rtol=1e-6)
+  if k2 < 8:  # k2 == T needs no reference: it is full BPTT, checked below
+    ref_loss, ref_grads = REFERENCE_GRAD(params, k1, k2)
+    np.testing.assert_allclose(ref_loss, full, rtol=1e-6)
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads, ref_grads
+    )
+  diff = max(
+    float(jnp.max(jnp.abs(a - b)))
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(full_grads), strict=True)
+  )
+  if k2 == 8:  # k2 == T: exactly full BPTT
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads, full_grads
+    )
+  else:
+    assert diff > 1e-4  # truncation changed the gradient
+
+
+def test_tbptt_training_runs_on_the_exact_forward_pass():
+  config = small_config()
+  key = jax.random.key(SMALL_KEY)
+  _, metrics = small_run()
+  assert int(metrics["diverged_at"]) == -1
+  assert np.isfinite(metrics["loss"]).all()
+  # Step 0: the init params on the first batch (keys as the train docstring says); the
+  # loss is that of the full forward pass (truncation only cuts gradients).
+  k_init, k_data, _, _ = jax.random.split(key, 4)
+  task = tasks.get(config.task.name, config.task.length)
+  model = rt.make_model(config, task)
+  params = model.init(k_init)
+  batch = task.sample(jax.random.fold_in(k_data, 0), config.batch_size)
+
+  def full_loss(p):
+    return task.loss(model.apply(p, batch.inputs, lengths=batch.lengths)[0], batch)
+
+  np.testing.assert_allclose(metrics["loss"][0], full_loss(params), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+  ("field", "value", "match"),
+  [
+    ("model.cell", "transformer", "model.cell"),
+    ("model.hidden_size", 0, "model.hidden_size"),
+    ("model.num_layers", -1, "model.num_layers"),
+    ("model.nonlinearity", "gelu", "model.nonlinearity"),
+    ("model.readout", "mlp", "model.readout"),
+    ("optimizer.name", "lbfgs", "optimizer.name"),
+    ("optimizer.learning_rate", -1.0, "optimizer.learning_rate"),
+    ("optimizer.learning_rate", float("nan"), "optimizer.learning_rate"),
+    ("optimizer.schedule", "linear", "optimizer.schedule"),
+    ("optimizer.warmup_steps", 10**6, "optimizer.warmup_steps"),
+    ("clip", -1.0, "clip"),
+    ("batch_size", 0, "batch_size"),
+    ("num_steps", 0, "num_steps"),
+    ("diagnostics_every", 7, "diagnostics_every"),
+    ("tbptt.k2", None, "tbptt"),
+    ("tbptt.k1", 0, "tbptt.k1"),
+    ("eval.num_batches", -1, "eval.num_batches"),
+    ("model.recurrent_init", "xavier", "recurrent_init"),
+    ("model.chrono_t_max", 1.0, "model.chrono_t_max"),
+    ("task.name", "sudoku", "unknown task"),
+  ],
+)
+def test_bad_config_values_raise_one_line_errors(field, value, match):
+  config = small_config()
+  *parents, leaf = field.split(".")
+  node = config
+  for p in parents:
+    node = node[p]
+  with config.unlocked():
+    node[leaf] = value
+  with pytest.raises(ValueError, match=match) as info:
+    rt.make_train(config)
+  assert "\n" not in str(info.value)
+
+
+def test_bad_tbptt_windows_and_hparams_raise():
+  with pytest.raises(ValueError, match="k1 <= k2"):
+    rt.make_train(small_config(k1=6, k2=5))
+  with pytest.raises(ValueError, match="does not tile"):
+    rt.make_train(small_config(k1=3, k2=10))  # (20 - 10) % 3 != 0
+  with pytest.raises(ValueError, match="does not tile"):
+    rt.make_train(small_config(k1=5, k2=25))  # k2 > T
+  train = small_train()
+  hp = rt.default_hparams(small_config())
+  with pytest.raises(ValueError, match="hparams.learning_rate has shape"):
+    train(jax.random.key(0), hp._replace(learning_rate=jnp.ones(3)))
+
+
+# ----------------------------------------------------------------------------- streams
+
+STREAM_T, STREAM_B, STREAM_WINDOWS = 4, 2, 3
+
+
+def toy_stream_task():
+  """A 5-symbol token stream cut into 2 rows of 3 windows of 4 steps (plus one token)."""
+  vocab = "abcde"
+  per_row = STREAM_WINDOWS * STREAM_T + 1
+  tokens = jax.random.randint(jax.random.key(5), (STREAM_B * per_row,), 0, len(vocab))
+  stream = tasks.Stream(tokens, vocab)
+
+  def loss(outputs, batch):
+    nll = optax.softmax_cross_entropy_with_integer_labels(outputs, batch.targets)
+    return jnp.sum(nll * batch.mask) / jnp.sum(batch.mask)
+
+  def sample(key, batch_size):
+    start = jax.random.randint(key, (), 0, STREAM_WINDOWS) * STREAM_T
+    return stream.window(stream.parallel(batch_size), start, STREAM_T)
+
+  return tasks.Task(
+    "toy_stream", STREAM_T, len(vocab), len(vocab), "classification", sample, loss, loss,
+    "nll", float(np.log(len(vocab))), "ln 5", lambda l, m: l < 0.1, "test", stream,
+  )  # fmt: skip
+
+
+def test_stream_carries_the_state_across_updates():
+  task = toy_stream_task()
+  config = tiny_config()
+  config.task.name, config.task.length = "toy_stream", STREAM_T
+  config.model.cell, config.optimizer.name = "elman", "sgd"
+  config.batch_size, config.num_steps = STREAM_B, 5
+  config.tbptt.k1, config.tbptt.k2 = 2, STREAM_T
+  key = jax.random.key(11)
+  hp = rt.default_hparams(config)._replace(learning_rate=jnp.float32(0.0))  # params fixed
+  params, metrics = rt.make_train(config, task=task)(key, hp)
+  model = rt.make_model(config, task)
+  rows = task.stream.parallel(STREAM_B)
+  # The run starts at a random window and wraps around (state reset) after the last.
+  first = jax.random.randint(jax.random.split(key, 4)[1], (), 0, STREAM_WINDOWS)
+  for s in range(config.num_steps):
+    w = (int(first) + s) % STREAM_WINDOWS
+    prefix = task.stream.window(rows, 0, w * STREAM_T) if w else None
+    carry = model.apply(params, prefix.inputs)[1] if w else None
+    batch = task.stream.window(rows, w * STREAM_T, STREAM_T)
+    expected = task.loss(model.apply(params, batch.inputs, carry)[0], batch)
+    np.testing.assert_allclose(metrics["loss"][s], expected, rtol=1e-5, err_msg=f"step {s}")
+  # Without the carried state the later windows would score differently.
+  zero = task.loss(model.apply(params, task.stream.window(rows, STREAM_T, STREAM_T).inputs)[0],
+                   task.stream.window(rows, STREAM_T, STREAM_T))  # fmt: skip
+  w1 = [s for s in range(config.num_steps) if (int(first) + s) % STREAM_WINDOWS == 1][0]
+  assert abs(float(metrics["loss"][w1]) - float(zero)) > 1e-4
