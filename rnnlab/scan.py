@@ -89,11 +89,24 @@ def _valid_mask(valid: Array, leaf: Array) -> Array:
 IMPLS = ("auto", "fused", "scan")
 
 
-# What impl="auto" runs. Chosen by `python -m experiments.benchmark` (BUILD.md quotes
-# the numbers): on the CPU (jax 0.10.2) the fused path measured within +-20 % of the
-# plain scan, ahead only for the LSTM at H >= 128, so the default is the plain scan;
-# impl="fused" selects the other, e.g. on a backend where it measures faster.
-AUTO_IMPL = "scan"
+# The fused path wins on the CPU from this hidden size on (measured by
+# `python -m experiments.benchmark`, quoted in BUILD.md).
+FUSED_MIN_HIDDEN_CPU = 256
+
+
+def auto_impl(cell: Cell, params: PyTree) -> str:
+  """The path ``impl="auto"`` takes for ``cell`` with ``params``: ``"scan"`` or ``"fused"``.
+
+  Chosen by measurement (``python -m experiments.benchmark``, BUILD.md): on the
+  CPU the fused path is 1.1-1.3x faster than the plain scan for the Elman and
+  LSTM cells at ``H >= 256`` and 0.8-1.0x below that and for the GRU (whose
+  reverse pass keeps two pre-activations a step), so it is taken only there.
+  Other backends keep the plain scan until measured.
+  """
+  if cell.parts is None or not cell.parts.additive or jax.default_backend() != "cpu":
+    return "scan"
+  w, _ = cell.parts.recurrent(params)
+  return "fused" if w.shape[0] >= FUSED_MIN_HIDDEN_CPU else "scan"
 
 
 def _time_major_probes(probes: PyTree, carry: PyTree, num_steps: int, batch_ndim: int, time_major):
@@ -231,8 +244,8 @@ def unroll(
       differentiate with respect to them: ``dL/dd_t = dL/dc_t`` for every ``t``
       from one backward pass. For a cell with ``parts`` the output is the probed
       hidden state; a user's own cell outputs what its ``step`` returns.
-    impl: ``"auto"`` (default: ``AUTO_IMPL``, the path measured fastest),
-      ``"fused"`` or ``"scan"``.
+    impl: ``"auto"`` (default: :func:`auto_impl`, the path measured faster for
+      this cell and size), ``"fused"`` or ``"scan"``.
     remat_chunk: if given, gradient checkpointing: the scan runs in chunks of
       this many steps under ``jax.checkpoint``, so the backward pass stores
       ``T / remat_chunk`` carries plus one chunk (choose about ``sqrt(T)``).
@@ -271,7 +284,7 @@ def unroll(
     )
     valid_TxB = steps < lengths
 
-  use_fused = (AUTO_IMPL if impl == "auto" else impl) == "fused"
+  use_fused = (auto_impl(cell, params) if impl == "auto" else impl) == "fused"
   segment = partial(
     _fused_segment if use_fused else _scan_segment,
     cell,

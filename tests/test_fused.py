@@ -176,6 +176,17 @@ def test_errors_name_the_bad_value(kwargs, message):
     rnnlab.unroll(cell, params, jnp.zeros((B, T, I)), **kwargs)
 
 
+def test_auto_takes_the_measured_faster_path():
+  def shapes(cell):
+    return jax.eval_shape(lambda: cell.init(jax.random.key(0), 4))
+
+  wide, narrow = rnnlab.lstm(256), rnnlab.lstm(64)
+  expected_wide = "fused" if jax.default_backend() == "cpu" else "scan"
+  assert rnnlab.scan.auto_impl(wide, shapes(wide)) == expected_wide
+  assert rnnlab.scan.auto_impl(narrow, shapes(narrow)) == "scan"
+  assert rnnlab.scan.auto_impl(rnnlab.gru(256), shapes(rnnlab.gru(256))) == "scan"
+
+
 def test_remat_lowers_peak_memory():
   # The claim behind remat_chunk: the backward pass keeps T/chunk carries plus one chunk.
   cell = rnnlab.lstm(16)
