@@ -1,0 +1,292 @@
+r"""Text generation (one-to-many): a character LSTM that writes Python, sampled with temperature.
+
+The corpus is on every machine: the source of 21 standard-library modules
+(``rnnlab.tasks.get("char_lm", T)``, 98 characters; its ``stream`` is the text
+as token ids). The model (:func:`rnnlab.one_to_many`) embeds each character,
+runs an LSTM and reads out next-character scores::
+
+    x_t = E[c_t],   (h_t, s_t) = LSTM((h_{t-1}, s_{t-1}), x_t),   p(c_{t+1}) = softmax(W h_t + b)
+
+It is trained with truncated backpropagation through time: the stream is cut
+into ``B`` parallel rows read window by window (``k`` characters each); the
+LSTM state is carried from one window to the next with its gradient stopped,
+so each update backpropagates ``k`` steps but the model sees context from
+earlier windows. Generation starts from a prompt and feeds each sampled
+character back: ``c_{t+1} ~ softmax(logits / temperature)``, where temperature
+0 is greedy argmax, below 1 sharpens and above 1 flattens the distribution.
+
+    python -m experiments.examples.generate            # ~3 min on a laptop CPU
+    python -m experiments.examples.generate --quick    # seconds (smoke test)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags
+from matplotlib.figure import Figure
+
+import rnnlab
+
+_QUICK = flags.DEFINE_bool("quick", False, "Smoke-test mode: a few seconds of training.")
+_WORKDIR = flags.DEFINE_string(
+  "workdir", "runs/examples/generate", "Where the plot, samples.txt and results.json are written."
+)
+_STEPS = flags.DEFINE_integer("steps", None, "Adam updates (default 2000; quick: 150).")
+_BATCH = flags.DEFINE_integer("batch_size", 32, "Parallel rows of the stream.")
+_WINDOW = flags.DEFINE_integer("window", 64, "TBPTT window k: characters per update and row.")
+_HIDDEN = flags.DEFINE_integer("hidden", None, "LSTM units (default 256; quick: 64).")
+_EMBED = flags.DEFINE_integer("embed", 32, "Character embedding size.")
+_LR = flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate (gradients clipped at norm 1).")
+_PROMPT = flags.DEFINE_string("prompt", "def ", "Text the samples start from.")
+_LENGTH = flags.DEFINE_integer("sample_length", 300, "Characters generated per sample.")
+_TEMPERATURES = flags.DEFINE_list(
+  "temperatures", ["0", "0.5", "0.8", "1.0"], "Sampling temperatures (0 = greedy argmax)."
+)
+_SEED = flags.DEFINE_integer("seed", 0, "PRNG seed (same seed, same numbers and samples).")
+
+EVAL_ROWS = 8  # parallel rows of the held-out stream
+EVAL_WINDOWS = 16  # windows of each row scored at the end
+
+
+def make_model(hidden: int, embed: int, vocab_size: int) -> rnnlab.models.Generator:
+  """``one_to_many(lstm(hidden), vocab_size, embed)``."""
+  return rnnlab.one_to_many(rnnlab.lstm(hidden), vocab_size, embed)
+
+
+def zero_state(params, batch_size: int) -> rnnlab.LSTMCarry:
+  """The LSTM's zero carry ``(h, c)`` for ``batch_size`` rows."""
+  zeros_BxH = jnp.zeros((batch_size, params.cell.w_hh.shape[0]), params.cell.w_hh.dtype)
+  return rnnlab.LSTMCarry(zeros_BxH, zeros_BxH)
+
+
+def _window_loss(lm, params, streams_BxS, start, window, carry):
+  tokens_BxW = jax.lax.dynamic_slice_in_dim(streams_BxS, start, window + 1, axis=1)
+  logits, carry = lm.apply(params, tokens_BxW[:, :-1], carry)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, tokens_BxW[:, 1:])
+  return jnp.mean(ce), carry
+
+
+def make_train(lm, stream, *, steps: int, batch_size: int, window: int, learning_rate: float):
+  """``train(key) -> (params, losses (steps,))``: TBPTT over ``stream``, one jitted ``lax.scan``.
+
+  Update ``s`` reads window ``w = s mod num_windows`` of every row; the LSTM
+  state is carried across windows (gradient stopped) and reset when the rows
+  wrap around to their start.
+  """
+  streams_BxS = stream.parallel(batch_size)
+  num_windows = stream.num_windows(batch_size, window)
+  if num_windows < 1:
+    raise ValueError(f"window={window} is longer than the rows of {streams_BxS.shape[1]} tokens")
+  optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate))
+
+  def train(key):
+    params = lm.init(key)
+    zero_carry = zero_state(params, batch_size)
+
+    def update(state, step):
+      params, opt_state, carry = state
+      w = step % num_windows
+      carry = jax.tree.map(lambda c, z: jnp.where(w == 0, z, c), carry, zero_carry)
+      (loss, carry), grads = jax.value_and_grad(
+        lambda p: _window_loss(lm, p, streams_BxS, w * window, window, carry), has_aux=True
+      )(params)
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      carry = jax.lax.stop_gradient(carry)
+      return (optax.apply_updates(params, updates), opt_state, carry), loss
+
+    init = (params, optimizer.init(params), zero_carry)
+    (params, _, _), losses = jax.lax.scan(update, init, jnp.arange(steps))
+    return params, losses
+
+  return jax.jit(train)
+
+
+def held_out_loss(lm, params, stream, window: int) -> float:
+  """Mean next-character cross-entropy (nats) over the first windows of the held-out rows."""
+  streams_BxS = stream.parallel(EVAL_ROWS)
+  num_windows = min(EVAL_WINDOWS, stream.num_windows(EVAL_ROWS, window))
+
+  @jax.jit
+  def score(params):
+    def one(carry, w):
+      loss, carry = _window_loss(lm, params, streams_BxS, w * window, window, carry)
+      return carry, loss
+
+    _, losses = jax.lax.scan(one, zero_state(params, EVAL_ROWS), jnp.arange(num_windows))
+    return jnp.mean(losses)
+
+  return float(score(params))
+
+
+def encode(text: str, vocab: str) -> jnp.ndarray:
+  """Token ids of ``text``; characters outside ``vocab`` map to id 0."""
+  return jnp.array([vocab.index(ch) if ch in vocab[1:] else 0 for ch in text], jnp.int32)
+
+
+def sample_texts(
+  lm, params, key, prompt_ids, num_steps: int, temperatures: list[float]
+) -> dict[float, np.ndarray]:
+  """``{temperature: (num_steps,) token ids}``, one sample per temperature, each its own key."""
+  out = {}
+  for i, temperature in enumerate(temperatures):
+    generate = jax.jit(
+      lambda p, k, t=temperature: lm.generate(p, k, prompt_ids, num_steps, temperature=t)
+    )
+    out[temperature] = np.asarray(generate(params, jax.random.fold_in(key, i)))
+  return out
+
+
+def run(
+  workdir: str,
+  *,
+  steps: int,
+  batch_size: int = 32,
+  window: int = 64,
+  hidden: int = 256,
+  embed: int = 32,
+  learning_rate: float = 3e-3,
+  prompt: str = "def ",
+  sample_length: int = 300,
+  temperatures: tuple[float, ...] = (0.0, 0.5, 0.8, 1.0),
+  seed: int = 0,
+  log=print,
+) -> dict[str, Any]:
+  """Trains, scores the held-out split, samples; writes ``generate.png``, ``samples.txt`` and
+  ``results.json`` to ``workdir`` and returns the results (with the params under ``"params"``,
+  not written)."""
+  train_task = rnnlab.tasks.get("char_lm", window)
+  test_task = rnnlab.tasks.get("char_lm", window, split="test")
+  vocab = train_task.stream.vocab
+  lm = make_model(hidden, embed, len(vocab))
+  k_init, k_sample = jax.random.split(jax.random.key(seed))
+  params, losses = make_train(
+    lm,
+    train_task.stream,
+    steps=steps,
+    batch_size=batch_size,
+    window=window,
+    learning_rate=learning_rate,
+  )(k_init)
+  losses = np.asarray(losses)
+  results: dict[str, Any] = {
+    "steps": steps,
+    "hidden": hidden,
+    "initial_loss": float(losses[0]),
+    "uniform_loss": math.log(len(vocab)),
+    "final_train_loss": float(np.mean(losses[-20:])),
+    "held_out_loss": held_out_loss(lm, params, test_task.stream, window),
+    "unigram_baseline": test_task.baseline,
+  }
+  log(
+    f"next-character cross-entropy (nats): start {results['initial_loss']:.3f} "
+    f"(uniform {results['uniform_loss']:.3f}), train {results['final_train_loss']:.3f}, "
+    f"held-out {results['held_out_loss']:.3f} (unigram baseline {test_task.baseline:.3f})"
+  )
+  prompt_ids = encode(prompt, vocab)
+  samples = sample_texts(lm, params, k_sample, prompt_ids, sample_length, list(temperatures))
+  results["samples"] = {}
+  lines = []
+  for temperature, ids in samples.items():
+    text = prompt + train_task.stream.decode(ids)
+    results["samples"][str(temperature)] = text
+    title = "greedy (temperature 0)" if temperature == 0 else f"temperature {temperature}"
+    lines += [f"--- {title} ---", text, ""]
+  for line in lines:
+    log(line)
+  plot(losses, results, os.path.join(workdir, "generate.png"))
+  with open(os.path.join(workdir, "samples.txt"), "w") as f:
+    f.write("\n".join(lines))
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  results["params"] = params
+  return results
+
+
+def plot(losses: np.ndarray, results: dict[str, Any], path: str) -> None:
+  fig = Figure(figsize=(7, 4), layout="constrained")
+  ax = fig.subplots()
+  ax.plot(losses, alpha=0.4, label="training window loss")
+  smooth = max(len(losses) // 50, 1)
+  if len(losses) >= 2 * smooth > 1:
+    running = np.convolve(losses, np.ones(smooth) / smooth, mode="valid")
+    ax.plot(np.arange(smooth - 1, len(losses)), running, label=f"running mean ({smooth})")
+  ax.axhline(results["uniform_loss"], color="gray", linestyle=":", label="uniform (ln 98)")
+  ax.axhline(results["unigram_baseline"], color="black", linestyle="--", label="unigram baseline")
+  ax.plot(
+    [len(losses) - 1], [results["held_out_loss"]], "o", color="red", label="held-out (test split)"
+  )
+  ax.set(xlabel="update (TBPTT window)", ylabel="cross-entropy (nats / character)")
+  ax.set_title("character LSTM on Python standard-library source")
+  ax.legend()
+  fig.savefig(path, dpi=80)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _usage_error(message: str) -> None:
+  print(f"generate: error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def check_workdir(workdir: str) -> None:
+  """Creates ``workdir`` or exits 2 with one line if it cannot be written."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    _usage_error(f"--workdir={workdir!r} cannot be created ({e.strerror})")
+  if not os.access(workdir, os.W_OK):
+    _usage_error(f"--workdir={workdir!r} is not writable")
+
+
+def main(argv):
+  # The backend probe's INFO lines (no TPU here, ...) are noise in a course example.
+  logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+  if len(argv) > 1:
+    _usage_error(f"unexpected arguments {argv[1:]}")
+  quick = _QUICK.value
+  sizes = {
+    "steps": _STEPS.value if _STEPS.value is not None else (150 if quick else 2000),
+    "batch_size": _BATCH.value,
+    "window": _WINDOW.value,
+    "hidden": _HIDDEN.value if _HIDDEN.value is not None else (64 if quick else 256),
+    "embed": _EMBED.value,
+    "sample_length": _LENGTH.value,
+  }
+  for name, value in sizes.items():
+    if value < 1:
+      _usage_error(f"--{name}={value}; expected a positive integer")
+  if not _LR.value > 0:
+    _usage_error(f"--learning_rate={_LR.value}; expected a positive number")
+  if not _PROMPT.value:
+    _usage_error("--prompt is empty; expected at least one character")
+  try:
+    temperatures = tuple(float(t) for t in _TEMPERATURES.value)
+  except ValueError:
+    temperatures = (-1.0,)
+  if not temperatures or any(not (t >= 0 and math.isfinite(t)) for t in temperatures):
+    _usage_error(f"--temperatures={','.join(_TEMPERATURES.value)}; expected numbers >= 0")
+  check_workdir(_WORKDIR.value)
+  run(
+    _WORKDIR.value,
+    learning_rate=_LR.value,
+    prompt=_PROMPT.value,
+    temperatures=temperatures,
+    seed=_SEED.value,
+    **sizes,
+  )
+  print(f"wrote {os.path.join(_WORKDIR.value, 'generate.png')}, samples.txt and results.json")
+
+
+if __name__ == "__main__":
+  app.run(main)
