@@ -41,17 +41,24 @@ from matplotlib.figure import Figure
 
 import rnnlab
 
-_QUICK = flags.DEFINE_bool("quick", False, "Smoke-test mode: a few seconds of training.")
-_WORKDIR = flags.DEFINE_string(
-  "workdir", "runs/examples/dates", "Where the plot, translations and results.json are written."
-)
-_STEPS = flags.DEFINE_integer("steps", None, "Adam updates (default 3000; quick: 300).")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Dates per update.")
-_HIDDEN = flags.DEFINE_integer("hidden", 64, "GRU units (encoder per direction, and decoder).")
-_EMBED = flags.DEFINE_integer("embed", 16, "Character embedding size (source and target).")
-_LR = flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate.")
-_TEST = flags.DEFINE_integer("test_size", 1000, "Held-out dates scored at the end.")
-_SEED = flags.DEFINE_integer("seed", 0, "PRNG seed (same seed, same numbers).")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defines the command-line flags. Called only when run as a program: absl flags are
+  process-global, so the gallery's modules import side by side (tests, notebooks)."""
+  flags.DEFINE_bool("quick", False, "Smoke-test mode: a few seconds of training.")
+  flags.DEFINE_string(
+    "workdir", "runs/examples/dates", "Where the plot, translations and results.json are written."
+  )
+  flags.DEFINE_integer("steps", None, "Adam updates (default 3000; quick: 300).")
+  flags.DEFINE_integer("batch_size", 64, "Dates per update.")
+  flags.DEFINE_integer("hidden", 64, "GRU units (encoder per direction, and decoder).")
+  flags.DEFINE_integer("embed", 16, "Character embedding size (source and target).")
+  flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate.")
+  flags.DEFINE_integer("test_size", 1000, "Held-out dates scored at the end.")
+  flags.DEFINE_integer("seed", 0, "PRNG seed (same seed, same numbers).")
+
 
 # --------------------------------------------------------------------------- the data
 
@@ -337,26 +344,29 @@ def main(argv):
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
   if len(argv) > 1:
     _usage_error(f"unexpected arguments {argv[1:]}")
-  steps = _STEPS.value if _STEPS.value is not None else (300 if _QUICK.value else 3000)
+  steps = FLAGS.steps if FLAGS.steps is not None else (300 if FLAGS.quick else 3000)
   sizes = {
     "steps": steps,
-    "batch_size": _BATCH.value,
-    "hidden": _HIDDEN.value,
-    "embed": _EMBED.value,
-    "test_size": _TEST.value,
+    "batch_size": FLAGS.batch_size,
+    "hidden": FLAGS.hidden,
+    "embed": FLAGS.embed,
+    "test_size": FLAGS.test_size,
   }
   for name, value in sizes.items():
     if value < 1:
       _usage_error(f"--{name}={value}; expected a positive integer")
   num_days = (LAST_DATE - FIRST_DATE).days + 1
-  if _TEST.value >= num_days // 2:
-    _usage_error(f"--test_size={_TEST.value}; expected fewer than {num_days // 2} held-out dates")
-  if not _LR.value > 0:
-    _usage_error(f"--learning_rate={_LR.value}; expected a positive number")
-  check_workdir(_WORKDIR.value)
-  run(_WORKDIR.value, learning_rate=_LR.value, seed=_SEED.value, **sizes)
-  print(f"wrote {os.path.join(_WORKDIR.value, 'dates.png')}, translations.txt and results.json")
+  if FLAGS.test_size >= num_days // 2:
+    _usage_error(
+      f"--test_size={FLAGS.test_size}; expected fewer than {num_days // 2} held-out dates"
+    )
+  if not FLAGS.learning_rate > 0:
+    _usage_error(f"--learning_rate={FLAGS.learning_rate}; expected a positive number")
+  check_workdir(FLAGS.workdir)
+  run(FLAGS.workdir, learning_rate=FLAGS.learning_rate, seed=FLAGS.seed, **sizes)
+  print(f"wrote {os.path.join(FLAGS.workdir, 'dates.png')}, translations.txt and results.json")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

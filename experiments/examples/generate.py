@@ -37,22 +37,29 @@ from matplotlib.figure import Figure
 
 import rnnlab
 
-_QUICK = flags.DEFINE_bool("quick", False, "Smoke-test mode: a few seconds of training.")
-_WORKDIR = flags.DEFINE_string(
-  "workdir", "runs/examples/generate", "Where the plot, samples.txt and results.json are written."
-)
-_STEPS = flags.DEFINE_integer("steps", None, "Adam updates (default 2000; quick: 150).")
-_BATCH = flags.DEFINE_integer("batch_size", 32, "Parallel rows of the stream.")
-_WINDOW = flags.DEFINE_integer("window", 64, "TBPTT window k: characters per update and row.")
-_HIDDEN = flags.DEFINE_integer("hidden", None, "LSTM units (default 256; quick: 64).")
-_EMBED = flags.DEFINE_integer("embed", 32, "Character embedding size.")
-_LR = flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate (gradients clipped at norm 1).")
-_PROMPT = flags.DEFINE_string("prompt", "def ", "Text the samples start from.")
-_LENGTH = flags.DEFINE_integer("sample_length", 300, "Characters generated per sample.")
-_TEMPERATURES = flags.DEFINE_list(
-  "temperatures", ["0", "0.5", "0.8", "1.0"], "Sampling temperatures (0 = greedy argmax)."
-)
-_SEED = flags.DEFINE_integer("seed", 0, "PRNG seed (same seed, same numbers and samples).")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defines the command-line flags. Called only when run as a program: absl flags are
+  process-global, so the gallery's modules import side by side (tests, notebooks)."""
+  flags.DEFINE_bool("quick", False, "Smoke-test mode: a few seconds of training.")
+  flags.DEFINE_string(
+    "workdir", "runs/examples/generate", "Where the plot, samples.txt and results.json are written."
+  )
+  flags.DEFINE_integer("steps", None, "Adam updates (default 2000; quick: 150).")
+  flags.DEFINE_integer("batch_size", 32, "Parallel rows of the stream.")
+  flags.DEFINE_integer("window", 64, "TBPTT window k: characters per update and row.")
+  flags.DEFINE_integer("hidden", None, "LSTM units (default 256; quick: 64).")
+  flags.DEFINE_integer("embed", 32, "Character embedding size.")
+  flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate (gradients clipped at norm 1).")
+  flags.DEFINE_string("prompt", "def ", "Text the samples start from.")
+  flags.DEFINE_integer("sample_length", 300, "Characters generated per sample.")
+  flags.DEFINE_list(
+    "temperatures", ["0", "0.5", "0.8", "1.0"], "Sampling temperatures (0 = greedy argmax)."
+  )
+  flags.DEFINE_integer("seed", 0, "PRNG seed (same seed, same numbers and samples).")
+
 
 EVAL_ROWS = 8  # parallel rows of the held-out stream
 EVAL_WINDOWS = 16  # windows of each row scored at the end
@@ -254,39 +261,40 @@ def main(argv):
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
   if len(argv) > 1:
     _usage_error(f"unexpected arguments {argv[1:]}")
-  quick = _QUICK.value
+  quick = FLAGS.quick
   sizes = {
-    "steps": _STEPS.value if _STEPS.value is not None else (150 if quick else 2000),
-    "batch_size": _BATCH.value,
-    "window": _WINDOW.value,
-    "hidden": _HIDDEN.value if _HIDDEN.value is not None else (64 if quick else 256),
-    "embed": _EMBED.value,
-    "sample_length": _LENGTH.value,
+    "steps": FLAGS.steps if FLAGS.steps is not None else (150 if quick else 2000),
+    "batch_size": FLAGS.batch_size,
+    "window": FLAGS.window,
+    "hidden": FLAGS.hidden if FLAGS.hidden is not None else (64 if quick else 256),
+    "embed": FLAGS.embed,
+    "sample_length": FLAGS.sample_length,
   }
   for name, value in sizes.items():
     if value < 1:
       _usage_error(f"--{name}={value}; expected a positive integer")
-  if not _LR.value > 0:
-    _usage_error(f"--learning_rate={_LR.value}; expected a positive number")
-  if not _PROMPT.value:
+  if not FLAGS.learning_rate > 0:
+    _usage_error(f"--learning_rate={FLAGS.learning_rate}; expected a positive number")
+  if not FLAGS.prompt:
     _usage_error("--prompt is empty; expected at least one character")
   try:
-    temperatures = tuple(float(t) for t in _TEMPERATURES.value)
+    temperatures = tuple(float(t) for t in FLAGS.temperatures)
   except ValueError:
     temperatures = (-1.0,)
   if not temperatures or any(not (t >= 0 and math.isfinite(t)) for t in temperatures):
-    _usage_error(f"--temperatures={','.join(_TEMPERATURES.value)}; expected numbers >= 0")
-  check_workdir(_WORKDIR.value)
+    _usage_error(f"--temperatures={','.join(FLAGS.temperatures)}; expected numbers >= 0")
+  check_workdir(FLAGS.workdir)
   run(
-    _WORKDIR.value,
-    learning_rate=_LR.value,
-    prompt=_PROMPT.value,
+    FLAGS.workdir,
+    learning_rate=FLAGS.learning_rate,
+    prompt=FLAGS.prompt,
     temperatures=temperatures,
-    seed=_SEED.value,
+    seed=FLAGS.seed,
     **sizes,
   )
-  print(f"wrote {os.path.join(_WORKDIR.value, 'generate.png')}, samples.txt and results.json")
+  print(f"wrote {os.path.join(FLAGS.workdir, 'generate.png')}, samples.txt and results.json")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

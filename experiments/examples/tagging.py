@@ -43,19 +43,24 @@ from matplotlib.figure import Figure
 
 import rnnlab
 
-_QUICK = flags.DEFINE_bool("quick", False, "Smoke-test mode: a few seconds of training.")
-_WORKDIR = flags.DEFINE_string(
-  "workdir", "runs/examples/tagging", "Where the plot and results.json are written."
-)
-_STEPS = flags.DEFINE_integer("steps", None, "Adam updates per model (default 1500; quick: 200).")
-_BATCH = flags.DEFINE_integer("batch_size", 32, "Sentences per update.")
-_HIDDEN = flags.DEFINE_integer(
-  "hidden", 32, "Features per token H: GRU(H) vs two GRU(H/2) (even, >= 2)."
-)
-_EMBED = flags.DEFINE_integer("embed", 16, "Word embedding size.")
-_LR = flags.DEFINE_float("learning_rate", 1e-2, "Adam learning rate.")
-_EVAL = flags.DEFINE_integer("eval_size", 1000, "Held-out sentences scored at the end.")
-_SEED = flags.DEFINE_integer("seed", 0, "PRNG seed (same seed, same numbers).")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defines the command-line flags. Called only when run as a program: absl flags are
+  process-global, so the gallery's modules import side by side (tests, notebooks)."""
+  flags.DEFINE_bool("quick", False, "Smoke-test mode: a few seconds of training.")
+  flags.DEFINE_string(
+    "workdir", "runs/examples/tagging", "Where the plot and results.json are written."
+  )
+  flags.DEFINE_integer("steps", None, "Adam updates per model (default 1500; quick: 200).")
+  flags.DEFINE_integer("batch_size", 32, "Sentences per update.")
+  flags.DEFINE_integer("hidden", 32, "Features per token H: GRU(H) vs two GRU(H/2) (even, >= 2).")
+  flags.DEFINE_integer("embed", 16, "Word embedding size.")
+  flags.DEFINE_float("learning_rate", 1e-2, "Adam learning rate.")
+  flags.DEFINE_integer("eval_size", 1000, "Held-out sentences scored at the end.")
+  flags.DEFINE_integer("seed", 0, "PRNG seed (same seed, same numbers).")
+
 
 # --------------------------------------------------------------------------- the grammar
 
@@ -439,24 +444,27 @@ def main(argv):
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
   if len(argv) > 1:
     _usage_error(f"unexpected arguments {argv[1:]}")
-  steps = _STEPS.value if _STEPS.value is not None else (200 if _QUICK.value else 1500)
+  steps = FLAGS.steps if FLAGS.steps is not None else (200 if FLAGS.quick else 1500)
   sizes = {
     "steps": steps,
-    "batch_size": _BATCH.value,
-    "embed": _EMBED.value,
-    "eval_size": _EVAL.value,
+    "batch_size": FLAGS.batch_size,
+    "embed": FLAGS.embed,
+    "eval_size": FLAGS.eval_size,
   }
   for name, value in sizes.items():
     if value < 1:
       _usage_error(f"--{name}={value}; expected a positive integer")
-  if _HIDDEN.value < 2 or _HIDDEN.value % 2:
-    _usage_error(f"--hidden={_HIDDEN.value}; expected an even integer >= 2")
-  if not _LR.value > 0:
-    _usage_error(f"--learning_rate={_LR.value}; expected a positive number")
-  check_workdir(_WORKDIR.value)
-  run(_WORKDIR.value, hidden=_HIDDEN.value, learning_rate=_LR.value, seed=_SEED.value, **sizes)
-  print(f"wrote {os.path.join(_WORKDIR.value, 'tagging.png')} and results.json")
+  if FLAGS.hidden < 2 or FLAGS.hidden % 2:
+    _usage_error(f"--hidden={FLAGS.hidden}; expected an even integer >= 2")
+  if not FLAGS.learning_rate > 0:
+    _usage_error(f"--learning_rate={FLAGS.learning_rate}; expected a positive number")
+  check_workdir(FLAGS.workdir)
+  run(
+    FLAGS.workdir, hidden=FLAGS.hidden, learning_rate=FLAGS.learning_rate, seed=FLAGS.seed, **sizes
+  )
+  print(f"wrote {os.path.join(FLAGS.workdir, 'tagging.png')} and results.json")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
