@@ -48,10 +48,11 @@ def _class_ids(words):
 
 
 def test_tagging_grammar_tags_follow_the_next_word():
-  batch = jax.jit(tagging.sample_sentences, static_argnums=1)(jax.random.key(3), 4000)
-  again = tagging.sample_sentences(jax.random.key(3), 4000)
-  for a, b in zip(batch, again, strict=True):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  sample = jax.jit(tagging.sample_sentences, static_argnums=1)
+  batch, again, other = (sample(jax.random.key(k), 4000) for k in (3, 3, 4))
+  for a, b, c in zip(batch, again, other, strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # same key, same sentences
+    assert not np.array_equal(np.asarray(a), np.asarray(c))
   tokens, tags, lengths, ambiguous = (np.asarray(x) for x in batch)
   valid = np.arange(tokens.shape[1]) < lengths[:, None]
   assert np.all((tokens != 0) == valid) and np.all(tags[~valid] == 0)
@@ -169,13 +170,14 @@ def test_dates_learns_beyond_the_majority_baseline(dates_run):
 # --------------------------------------------------------------------------- generate
 
 GEN = {"hidden": 32, "embed": 16, "window": 32}
+GEN_LENGTH = 40
 
 
 @pytest.fixture(scope="module")
 def generate_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("generate"))
   results = generate.run(
-    workdir, steps=120, sample_length=40, temperatures=(0.0, 0.7), log=_quiet, **GEN
+    workdir, steps=120, sample_length=GEN_LENGTH, temperatures=(0.0, 0.7), log=_quiet, **GEN
   )
   return workdir, results
 
@@ -190,7 +192,7 @@ def test_generate_learns_and_writes(generate_run):
   assert "greedy (temperature 0)" in text and "temperature 0.7" in text
   vocab = set(rnnlab_vocab())
   for sample in results["samples"].values():
-    assert sample.startswith("def ") and len(sample) == len("def ") + 40
+    assert sample.startswith("def ") and len(sample) == len("def ") + GEN_LENGTH
     assert set(sample) <= vocab
 
 
@@ -206,51 +208,50 @@ def test_temperature_to_zero_is_greedy(generate_run):
   lm = generate.make_model(GEN["hidden"], GEN["embed"], len(vocab))
   params = results["params"]
   prompt = generate.encode("def ", vocab)
-  steps = 30
   # Reference: feed one token at a time through the teacher-forced apply, carrying the state.
   apply = jax.jit(lm.apply)
   logits, carry = apply(params, prompt[None])
   greedy = []
-  for _ in range(steps):
+  for _ in range(GEN_LENGTH):
     token = jnp.argmax(logits[:, -1], axis=-1)
     greedy.append(int(token[0]))
     logits, carry = apply(params, token[:, None], carry)
-  key = jax.random.key(7)
-  zero = generate.sample_texts(lm, params, key, prompt[None], steps, [0.0, 1e-4, 1.0])
-  np.testing.assert_array_equal(zero[0.0][0], greedy)
-  np.testing.assert_array_equal(zero[1e-4][0], greedy)
-  assert not np.array_equal(zero[1.0][0], greedy)  # a real sample differs
-  assert zero[1.0].min() >= 0 and zero[1.0].max() < len(vocab)
+  # The run's temperature-0 sample, and a sample at temperature 1e-4, are that loop.
+  np.testing.assert_array_equal(generate.encode(results["samples"]["0.0"][4:], vocab), greedy)
+  (cold,) = generate.sample_texts(
+    lm, params, jax.random.key(7), prompt, GEN_LENGTH, [1e-4]
+  ).values()
+  np.testing.assert_array_equal(cold, greedy)
+  # ... while a real sample is not.
+  assert results["samples"]["0.7"] != results["samples"]["0.0"]
 
 
 # --------------------------------------------------------------------------- flags
 
 
-@pytest.mark.parametrize(
-  ("module", "flag", "message"),
-  [
-    ("tagging", "--hidden=3", "--hidden=3"),
-    ("dates", "--steps=0", "--steps=0"),
-    ("generate", "--temperatures=0.5,-1", "--temperatures=0.5,-1"),
-    ("generate", "--workdir={file}/sub", "cannot be created"),
-  ],
-)
-def test_bad_flags_exit_2_with_one_line(tmp_path, module, flag, message):
+def test_bad_flags_exit_2_with_one_line(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("")
   workdir = tmp_path / "out"
-  args = [flag.format(file=blocker)]
-  if "workdir" not in flag:
-    args.append(f"--workdir={workdir}")
-  proc = subprocess.run(
-    [sys.executable, "-m", f"experiments.examples.{module}", *args],
-    capture_output=True,
-    text=True,
-    timeout=120,
-    check=False,
-    cwd=REPO_ROOT,
-  )
-  assert proc.returncode == 2, proc.stderr
-  lines = proc.stderr.strip().splitlines()
-  assert len(lines) == 1 and message in lines[0], proc.stderr
+  cases = [  # (module, flags, what the error line names); run side by side
+    ("tagging", ["--hidden=3", f"--workdir={workdir}"], "--hidden=3"),
+    ("dates", ["--steps=0", f"--workdir={workdir}"], "--steps=0"),
+    ("generate", ["--temperatures=0.5,-1", f"--workdir={workdir}"], "--temperatures=0.5,-1"),
+    ("generate", ["--quick", f"--workdir={blocker}/sub"], "cannot be created"),
+  ]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, "-m", f"experiments.examples.{module}", *args],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      cwd=REPO_ROOT,
+    )
+    for module, args, _ in cases
+  ]
+  for proc, (module, _, message) in zip(procs, cases, strict=True):
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2, (module, stderr)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], (module, stderr)
   assert not workdir.exists()

@@ -198,10 +198,8 @@ def make_train(model, train_pairs: Pairs, *, steps: int, batch_size: int, learni
   data = jax.tree.map(jnp.asarray, train_pairs)
   num_pairs = train_pairs.sources.shape[0]
 
-  def train(key):
-    k_init, k_data = jax.random.split(key)
-    params = model.init(k_init, len(SOURCE_VOCAB))
-
+  @jax.jit
+  def loop(params, k_data):
     def update(state, step):
       params, opt_state = state
       index = jax.random.randint(jax.random.fold_in(k_data, step), (batch_size,), 0, num_pairs)
@@ -213,7 +211,12 @@ def make_train(model, train_pairs: Pairs, *, steps: int, batch_size: int, learni
     (params, _), losses = jax.lax.scan(update, (params, optimizer.init(params)), jnp.arange(steps))
     return params, losses
 
-  return jax.jit(train)
+  def train(key):
+    # The init runs op by op: compiling its orthogonal QR into the loop costs more than the loop.
+    k_init, k_data = jax.random.split(key)
+    return loop(model.init(k_init, len(SOURCE_VOCAB)), k_data)
+
+  return train
 
 
 def translate(model, params, pairs: Pairs) -> np.ndarray:

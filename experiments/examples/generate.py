@@ -96,8 +96,8 @@ def make_train(lm, stream, *, steps: int, batch_size: int, window: int, learning
     raise ValueError(f"window={window} is longer than the rows of {streams_BxS.shape[1]} tokens")
   optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate))
 
-  def train(key):
-    params = lm.init(key)
+  @jax.jit
+  def loop(params):
     zero_carry = zero_state(params, batch_size)
 
     def update(state, step):
@@ -115,7 +115,11 @@ def make_train(lm, stream, *, steps: int, batch_size: int, window: int, learning
     (params, _, _), losses = jax.lax.scan(update, init, jnp.arange(steps))
     return params, losses
 
-  return jax.jit(train)
+  def train(key):
+    # The init runs op by op: compiling its orthogonal QR into the loop costs more than the loop.
+    return loop(lm.init(key))
+
+  return train
 
 
 def held_out_loss(lm, params, stream, window: int) -> float:
