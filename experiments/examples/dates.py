@@ -263,6 +263,7 @@ def run(
 ) -> dict[str, Any]:
   """Trains, translates the held-out dates, writes ``dates.png``, ``translations.txt`` and
   ``results.json`` to ``workdir``; returns the results."""
+  os.makedirs(workdir, exist_ok=True)
   train_pairs, test_pairs = split_dates(seed, test_size)
   model = make_model(hidden, embed)
   params, losses = make_train(

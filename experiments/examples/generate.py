@@ -50,7 +50,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("steps", None, "Adam updates (default 2000; quick: 150).")
   flags.DEFINE_integer("batch_size", 32, "Parallel rows of the stream.")
   flags.DEFINE_integer("window", 64, "TBPTT window k: characters per update and row.")
-  flags.DEFINE_integer("hidden", None, "LSTM units (default 256; quick: 64).")
+  flags.DEFINE_integer("hidden", None, "LSTM units (default 128; quick: 64).")
   flags.DEFINE_integer("embed", 32, "Character embedding size.")
   flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate (gradients clipped at norm 1).")
   flags.DEFINE_string("prompt", "def ", "Text the samples start from.")
@@ -163,7 +163,7 @@ def run(
   steps: int,
   batch_size: int = 32,
   window: int = 64,
-  hidden: int = 256,
+  hidden: int = 128,
   embed: int = 32,
   learning_rate: float = 3e-3,
   prompt: str = "def ",
@@ -175,6 +175,7 @@ def run(
   """Trains, scores the held-out split, samples; writes ``generate.png``, ``samples.txt`` and
   ``results.json`` to ``workdir`` and returns the results (with the params under ``"params"``,
   not written)."""
+  os.makedirs(workdir, exist_ok=True)
   train_task = rnnlab.tasks.get("char_lm", window)
   test_task = rnnlab.tasks.get("char_lm", window, split="test")
   vocab = train_task.stream.vocab
@@ -270,7 +271,7 @@ def main(argv):
     "steps": FLAGS.steps if FLAGS.steps is not None else (150 if quick else 2000),
     "batch_size": FLAGS.batch_size,
     "window": FLAGS.window,
-    "hidden": FLAGS.hidden if FLAGS.hidden is not None else (64 if quick else 256),
+    "hidden": FLAGS.hidden if FLAGS.hidden is not None else (64 if quick else 128),
     "embed": FLAGS.embed,
     "sample_length": FLAGS.sample_length,
   }

@@ -352,6 +352,7 @@ def run(
 ) -> dict[str, Any]:
   """Trains both taggers, scores them on held-out sentences, writes ``tagging.png`` and
   ``results.json`` to ``workdir`` and returns the results."""
+  os.makedirs(workdir, exist_ok=True)
   key = jax.random.key(seed)
   k_train, k_eval = jax.random.split(key)
   test = jax.jit(sample_sentences, static_argnums=1)(k_eval, eval_size)
