@@ -18,7 +18,7 @@ greedily (``y_t = argmax p(. | y_<t, source)``, fed back). Held-out *dates*
 character, against a baseline that writes each position's most frequent
 training character.
 
-    python -m experiments.examples.dates             # ~2 min on a laptop CPU
+    python -m experiments.examples.dates             # ~1 min on a laptop CPU
     python -m experiments.examples.dates --quick     # seconds (smoke test)
 """
 
@@ -320,7 +320,7 @@ def plot(losses: np.ndarray, results: dict[str, Any], path: str) -> None:
   ax_bars.set(
     xlim=(0, 1.15),
     xlabel="exact match (greedy decoding)",
-    title=f"held-out dates: {results['exact_match']:.2f} exact",
+    title=f"held-out dates: {results['exact_match']:.3f} exact match",
   )
   fig.savefig(path, dpi=80)
 

@@ -15,7 +15,7 @@ earlier windows. Generation starts from a prompt and feeds each sampled
 character back: ``c_{t+1} ~ softmax(logits / temperature)``, where temperature
 0 is greedy argmax, below 1 sharpens and above 1 flattens the distribution.
 
-    python -m experiments.examples.generate            # ~3 min on a laptop CPU
+    python -m experiments.examples.generate            # ~1 min on a laptop CPU
     python -m experiments.examples.generate --quick    # seconds (smoke test)
 """
 
