@@ -288,6 +288,13 @@ def main(argv):
     temperatures = (-1.0,)
   if not temperatures or any(not (t >= 0 and math.isfinite(t)) for t in temperatures):
     _usage_error(f"--temperatures={','.join(FLAGS.temperatures)}; expected numbers >= 0")
+  stream = rnnlab.tasks.get("char_lm", 1).stream
+  row_length = stream.tokens.shape[0] // sizes["batch_size"]
+  if sizes["window"] >= row_length:
+    _usage_error(
+      f"--window={sizes['window']}; expected fewer than {row_length} characters (the stream's "
+      f"rows at --batch_size={sizes['batch_size']})"
+    )
   check_workdir(FLAGS.workdir)
   run(
     FLAGS.workdir,
