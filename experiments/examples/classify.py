@@ -25,6 +25,7 @@ import functools
 import importlib.util
 import logging
 import os
+import types
 from typing import Any
 
 import jax
@@ -40,17 +41,26 @@ CELLS = {"lstm": rnnlab.lstm, "gru": rnnlab.gru, "elman": rnnlab.elman}
 TASKS = ("digits", "digits_permuted", "temporal_order_2bit", "temporal_order_3bit")
 FALLBACK_TASK = "temporal_order_2bit"
 
-_TASK = flags.DEFINE_string("task", "digits", f"Task of rnnlab.tasks: {' | '.join(TASKS)}.")
-_LENGTH = flags.DEFINE_integer("length", None, "Sequence length T (digits: 64; default 20 else).")
-_CELL = flags.DEFINE_string("cell", "lstm", "Recurrent cell: lstm | gru | elman.")
-_HIDDEN = flags.DEFINE_integer("hidden", 64, "Hidden units.")
-_STEPS = flags.DEFINE_integer("steps", 1500, "Adam updates.")
-_BATCH = flags.DEFINE_integer("batch_size", 32, "Sequences per update.")
-_LR = flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate.")
-_NUM_TEST = flags.DEFINE_integer("num_test", 1000, "Test sequences drawn from the held-out split.")
-_SEED = flags.DEFINE_integer("seed", 0, "PRNG seed (weights, batches, test draws).")
-_QUICK = flags.DEFINE_bool("quick", False, "Smoke run: 32 units, 200 updates (seconds).")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/examples/classify", "Folder for the outputs.")
+_F = types.SimpleNamespace()  # the flag holders, filled by define_flags()
+
+
+def define_flags() -> None:
+  """Defines the flags; called only when run as a program, so the examples import together."""
+  _F.task = flags.DEFINE_string("task", "digits", f"Task of rnnlab.tasks: {' | '.join(TASKS)}.")
+  _F.length = flags.DEFINE_integer(
+    "length", None, "Sequence length T (digits: 64; default 20 else)."
+  )
+  _F.cell = flags.DEFINE_string("cell", "lstm", "Recurrent cell: lstm | gru | elman.")
+  _F.hidden = flags.DEFINE_integer("hidden", 64, "Hidden units.")
+  _F.steps = flags.DEFINE_integer("steps", 1500, "Adam updates.")
+  _F.batch = flags.DEFINE_integer("batch_size", 32, "Sequences per update.")
+  _F.lr = flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate.")
+  _F.num_test = flags.DEFINE_integer(
+    "num_test", 1000, "Test sequences drawn from the held-out split."
+  )
+  _F.seed = flags.DEFINE_integer("seed", 0, "PRNG seed (weights, batches, test draws).")
+  _F.quick = flags.DEFINE_bool("quick", False, "Smoke run: 32 units, 200 updates (seconds).")
+  _F.workdir = flags.DEFINE_string("workdir", "runs/examples/classify", "Folder for the outputs.")
 
 
 def has_sklearn() -> bool:
@@ -248,20 +258,21 @@ def _plot(losses: np.ndarray, matrix: np.ndarray, accuracy: float, task: str, fi
 def main(argv):
   del argv
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-  quick = _QUICK.value
+  quick = _F.quick.value
   run(
-    workdir=_WORKDIR.value,
-    task=_TASK.value,
-    length=_LENGTH.value,
-    cell=_CELL.value,
-    hidden=32 if quick else _HIDDEN.value,
-    steps=200 if quick else _STEPS.value,
-    batch_size=_BATCH.value,
-    learning_rate=_LR.value,
-    num_test=_NUM_TEST.value,
-    seed=_SEED.value,
+    workdir=_F.workdir.value,
+    task=_F.task.value,
+    length=_F.length.value,
+    cell=_F.cell.value,
+    hidden=32 if quick else _F.hidden.value,
+    steps=200 if quick else _F.steps.value,
+    batch_size=_F.batch.value,
+    learning_rate=_F.lr.value,
+    num_test=_F.num_test.value,
+    seed=_F.seed.value,
   )
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -43,6 +43,7 @@ import functools
 import json
 import logging
 import os
+import types
 from typing import Any, NamedTuple
 
 import jax
@@ -60,18 +61,25 @@ TARGET_TEXT = "ello"
 OPTIMIZERS = ("sgd", "adam")
 WEIGHT_KEYS = ("w_ih", "w_hh", "b", "w_out", "b_out")
 
-_EPOCHS = flags.DEFINE_integer("epochs", 100, "Training epochs (one full-BPTT update each).")
-_OPTIMIZER = flags.DEFINE_string("optimizer", "adam", "Optimizer: sgd | adam.")
-_LR = flags.DEFINE_float("learning_rate", 0.1, "Learning rate of the optimizer.")
-_HIDDEN = flags.DEFINE_integer("hidden", 3, "Hidden units H (must match --weights if given).")
-_SEED = flags.DEFINE_integer("seed", 0, "PRNG seed for the initial weights (without --weights).")
-_WEIGHTS = flags.DEFINE_string("weights", None, "JSON file of initial weights (see --help).")
-_WEIGHTS_INLINE = flags.DEFINE_string(
-  "weights_inline", None, "Initial weights as a JSON string, same layout as --weights."
-)
-_LOG_EVERY = flags.DEFINE_integer("log_every", 1, "Print the loss every this many epochs.")
-_QUICK = flags.DEFINE_bool("quick", False, "Smoke run: 60 epochs (still learns 'ello').")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/examples/hello", "Folder for the outputs.")
+_F = types.SimpleNamespace()  # the flag holders, filled by define_flags()
+
+
+def define_flags() -> None:
+  """Defines the flags; called only when run as a program, so the examples import together."""
+  _F.epochs = flags.DEFINE_integer("epochs", 100, "Training epochs (one full-BPTT update each).")
+  _F.optimizer = flags.DEFINE_string("optimizer", "adam", "Optimizer: sgd | adam.")
+  _F.lr = flags.DEFINE_float("learning_rate", 0.1, "Learning rate of the optimizer.")
+  _F.hidden = flags.DEFINE_integer("hidden", 3, "Hidden units H (must match --weights if given).")
+  _F.seed = flags.DEFINE_integer(
+    "seed", 0, "PRNG seed for the initial weights (without --weights)."
+  )
+  _F.weights = flags.DEFINE_string("weights", None, "JSON file of initial weights (see --help).")
+  _F.weights_inline = flags.DEFINE_string(
+    "weights_inline", None, "Initial weights as a JSON string, same layout as --weights."
+  )
+  _F.log_every = flags.DEFINE_integer("log_every", 1, "Print the loss every this many epochs.")
+  _F.quick = flags.DEFINE_bool("quick", False, "Smoke run: 60 epochs (still learns 'ello').")
+  _F.workdir = flags.DEFINE_string("workdir", "runs/examples/hello", "Folder for the outputs.")
 
 
 class CharRNNParams(NamedTuple):
@@ -347,16 +355,16 @@ def _plot(losses: np.ndarray, before: Forward, after: Forward, filename: str) ->
 
 
 def _load_weights() -> dict | None:
-  if _WEIGHTS.value and _WEIGHTS_INLINE.value:
+  if _F.weights.value and _F.weights_inline.value:
     raise ValueError("give --weights or --weights_inline, not both")
   try:
-    if _WEIGHTS.value:
-      with open(_WEIGHTS.value) as f:
+    if _F.weights.value:
+      with open(_F.weights.value) as f:
         return json.load(f)
-    if _WEIGHTS_INLINE.value:
-      return json.loads(_WEIGHTS_INLINE.value)
+    if _F.weights_inline.value:
+      return json.loads(_F.weights_inline.value)
   except OSError as e:
-    raise ValueError(f"--weights={_WEIGHTS.value}: cannot read it ({e.strerror})") from None
+    raise ValueError(f"--weights={_F.weights.value}: cannot read it ({e.strerror})") from None
   except json.JSONDecodeError as e:
     raise ValueError(f"the weights are not valid JSON: {e}") from None
   return None
@@ -369,16 +377,17 @@ def main(argv):
   # Worked numbers must not depend on the backend's default (e.g. TF32) matmuls.
   jax.config.update("jax_default_matmul_precision", "highest")
   run(
-    workdir=_WORKDIR.value,
-    epochs=60 if _QUICK.value else _EPOCHS.value,
-    optimizer=_OPTIMIZER.value,
-    learning_rate=_LR.value,
-    hidden=_HIDDEN.value,
-    seed=_SEED.value,
+    workdir=_F.workdir.value,
+    epochs=60 if _F.quick.value else _F.epochs.value,
+    optimizer=_F.optimizer.value,
+    learning_rate=_F.lr.value,
+    hidden=_F.hidden.value,
+    seed=_F.seed.value,
     weights=_load_weights(),
-    log_every=_LOG_EVERY.value,
+    log_every=_F.log_every.value,
   )
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

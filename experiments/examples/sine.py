@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import types
 from typing import Any, NamedTuple
 
 import jax
@@ -40,17 +41,22 @@ from absl import app, flags
 import rnnlab
 from experiments.examples import workdir as workdir_lib
 
-_NUM_POINTS = flags.DEFINE_integer("num_points", 1000, "Points N of the series on [-2pi, 2pi].")
-_WINDOW = flags.DEFINE_integer("window", 10, "Steps W per window.")
-_NOISE = flags.DEFINE_float("noise", 0.1, "Standard deviation of the added Gaussian noise.")
-_HIDDEN = flags.DEFINE_integer("hidden", 20, "Units of the Elman layer.")
-_EPOCHS = flags.DEFINE_integer("epochs", 20, "Passes over the training windows.")
-_BATCH = flags.DEFINE_integer("batch_size", 16, "Windows per SGD update.")
-_LR = flags.DEFINE_float("learning_rate", 0.1, "SGD learning rate.")
-_VAL = flags.DEFINE_float("validation_split", 0.1, "Fraction of windows (the last) held out.")
-_SEED = flags.DEFINE_integer("seed", 0, "PRNG seed (noise, initial weights, shuffling).")
-_QUICK = flags.DEFINE_bool("quick", False, "Smoke run: 300 points, 5 epochs (seconds).")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/examples/sine", "Folder for the outputs.")
+_F = types.SimpleNamespace()  # the flag holders, filled by define_flags()
+
+
+def define_flags() -> None:
+  """Defines the flags; called only when run as a program, so the examples import together."""
+  _F.num_points = flags.DEFINE_integer("num_points", 1000, "Points N of the series on [-2pi, 2pi].")
+  _F.window = flags.DEFINE_integer("window", 10, "Steps W per window.")
+  _F.noise = flags.DEFINE_float("noise", 0.1, "Standard deviation of the added Gaussian noise.")
+  _F.hidden = flags.DEFINE_integer("hidden", 20, "Units of the Elman layer.")
+  _F.epochs = flags.DEFINE_integer("epochs", 20, "Passes over the training windows.")
+  _F.batch = flags.DEFINE_integer("batch_size", 16, "Windows per SGD update.")
+  _F.lr = flags.DEFINE_float("learning_rate", 0.1, "SGD learning rate.")
+  _F.val = flags.DEFINE_float("validation_split", 0.1, "Fraction of windows (the last) held out.")
+  _F.seed = flags.DEFINE_integer("seed", 0, "PRNG seed (noise, initial weights, shuffling).")
+  _F.quick = flags.DEFINE_bool("quick", False, "Smoke run: 300 points, 5 epochs (seconds).")
+  _F.workdir = flags.DEFINE_string("workdir", "runs/examples/sine", "Folder for the outputs.")
 
 
 class SineData(NamedTuple):
@@ -302,20 +308,21 @@ def _plot(data, train_losses, val_losses, one_step, forecasts, start, filename) 
 def main(argv):
   del argv
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-  quick = _QUICK.value
+  quick = _F.quick.value
   run(
-    workdir=_WORKDIR.value,
-    num_points=300 if quick else _NUM_POINTS.value,
-    window=_WINDOW.value,
-    noise=_NOISE.value,
-    hidden=_HIDDEN.value,
-    epochs=5 if quick else _EPOCHS.value,
-    batch_size=_BATCH.value,
-    learning_rate=_LR.value,
-    val_split=_VAL.value,
-    seed=_SEED.value,
+    workdir=_F.workdir.value,
+    num_points=300 if quick else _F.num_points.value,
+    window=_F.window.value,
+    noise=_F.noise.value,
+    hidden=_F.hidden.value,
+    epochs=5 if quick else _F.epochs.value,
+    batch_size=_F.batch.value,
+    learning_rate=_F.lr.value,
+    val_split=_F.val.value,
+    seed=_F.seed.value,
   )
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
