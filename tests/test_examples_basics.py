@@ -7,6 +7,7 @@ forward pass is checked against a NumPy reference written here from the equation
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from experiments.examples import classify, hello, sine
+from experiments.examples import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -119,7 +121,8 @@ def test_hello_cli_trains_from_given_weights(tmp_path):
 
 
 def test_sine_has_461_parameters():
-  params = sine.make_model(20).init(jax.random.key(0), 1)
+  # The shapes of the params pytree that init builds (traced, nothing computed).
+  params = jax.eval_shape(lambda: sine.make_model(20).init(jax.random.key(0), 1))
   assert sine.parameter_count(params) == 461
   summary, total = sine.model_summary(params)
   assert total == 461
@@ -190,12 +193,30 @@ def test_classify_falls_back_without_sklearn(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- command lines
 
 
+def test_bad_settings_raise_before_writing(tmp_path):
+  workdir = tmp_path / "out"
+  cases = [
+    (hello.run, dict(epochs=-1), "epochs must be an int >= 0; got -1"),
+    (hello.run, dict(optimizer="rms"), "optimizer='rms' is not supported"),
+    (sine.run, dict(hidden=0), "--hidden must be a positive int; got 0"),
+    (sine.run, dict(num_points=15), "need at least --batch_size=16"),
+    (classify.run, dict(cell="rnn"), "--cell='rnn' is not supported"),
+    (classify.run, dict(task="adding"), "--task='adding' is not supported"),
+  ]
+  for run, kwargs, message in cases:
+    with pytest.raises(ValueError, match=re.escape(message)):
+      run(workdir=str(workdir), echo=quiet, **kwargs)
+    assert not workdir.exists()  # nothing half-written
+  a_file = tmp_path / "file"
+  a_file.write_text("")
+  with pytest.raises(ValueError, match="is not a folder"):
+    workdir_lib.prepare(str(a_file))
+
+
 @pytest.mark.parametrize(
   "module, flag, message",
   [
-    ("hello", "--epochs=-1", "epochs must be an int >= 0; got -1"),
     ("hello", "--weights_inline={", "not valid JSON"),
-    ("sine", "--hidden=0", "--hidden must be a positive int; got 0"),
     ("classify", "--cell=rnn", "--cell='rnn' is not supported"),
   ],
 )
@@ -205,10 +226,3 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, module, flag, message):
   assert out.returncode == 2
   assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1
   assert not workdir.exists()  # nothing half-written
-
-
-def test_unwritable_workdir_exits_2(tmp_path):
-  a_file = tmp_path / "file"
-  a_file.write_text("")
-  out = run_example("hello", "--epochs=1", f"--workdir={a_file}")
-  assert out.returncode == 2 and "is not a folder" in out.stderr

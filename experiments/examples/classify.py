@@ -169,6 +169,10 @@ def run(
       f"falling back to --task={FALLBACK_TASK}"
     )
     task, length = FALLBACK_TASK, None
+  if cell not in CELLS:
+    raise ValueError(f"--cell={cell!r} is not supported; expected one of {tuple(CELLS)}")
+  if task not in TASKS:
+    raise ValueError(f"--task={task!r} is not supported here; expected one of {TASKS}")
   train_task = make_task(task, length)
   test_task = make_task(task, length, split="test")
   model = make_model(cell, hidden, train_task.output_size)

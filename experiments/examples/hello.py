@@ -286,10 +286,9 @@ def run(
   if not learning_rate > 0:
     raise ValueError(f"learning_rate must be > 0; got {learning_rate!r}")
   make_optimizer(optimizer, learning_rate)
-  params = (
-    init_params(jax.random.key(seed), hidden) if weights is None else params_from_dict(weights)
-  )
+  given = None if weights is None else params_from_dict(weights)
   path = workdir_lib.prepare(workdir)
+  params = init_params(jax.random.key(seed), hidden) if given is None else given
 
   inputs_TxV, targets_T = one_hot(INPUT_TEXT), encode(TARGET_TEXT)
   before = forward(params, inputs_TxV)

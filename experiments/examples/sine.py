@@ -223,7 +223,7 @@ def run(
   path = workdir_lib.prepare(workdir)
 
   model = make_model(hidden)
-  params0 = model.init(k_init, 1)
+  params0 = jax.jit(model.init, static_argnums=1)(k_init, 1)
   summary, total = model_summary(params0)
   echo(f"model: many_to_many(elman({hidden}), 1) on windows of {window} steps")
   echo(summary)
@@ -242,13 +242,15 @@ def run(
   )
   train_losses, val_losses = np.asarray(train_losses), np.asarray(val_losses)
   val_before = float(
-    mse(params0, model, data.inputs[data.num_train :], data.targets[data.num_train :])
+    jax.jit(mse, static_argnums=1)(
+      params0, model, data.inputs[data.num_train :], data.targets[data.num_train :]
+    )
   )
   echo(f"SGD lr={learning_rate}, batch {batch_size}; validation MSE at init {val_before:.4f}")
   for e in range(epochs):
     echo(f"epoch {e + 1:3d}  train MSE {train_losses[e]:.4f}  validation MSE {val_losses[e]:.4f}")
 
-  one_step = np.asarray(model.apply(params, data.inputs))[:, -1, 0]  # predicts s_{i+W}
+  one_step = np.asarray(jax.jit(model.apply)(params, data.inputs))[:, -1, 0]  # predicts s_{i+W}
   start = data.num_train  # the first validation window
   horizon = num_points - start - window
   forecasts = np.asarray(free_run(params, data.series[start : start + window], horizon))
