@@ -46,16 +46,16 @@ _F = types.SimpleNamespace()  # the flag holders, filled by define_flags()
 
 def define_flags() -> None:
   """Defines the flags; called only when run as a program, so the examples import together."""
-  _F.num_points = flags.DEFINE_integer("num_points", 1000, "Points N of the series on [-2pi, 2pi].")
+  _F.num_points = flags.DEFINE_integer("num_points", 100, "Points N of the series on [-2pi, 2pi].")
   _F.window = flags.DEFINE_integer("window", 10, "Steps W per window.")
   _F.noise = flags.DEFINE_float("noise", 0.1, "Standard deviation of the added Gaussian noise.")
   _F.hidden = flags.DEFINE_integer("hidden", 20, "Units of the Elman layer.")
   _F.epochs = flags.DEFINE_integer("epochs", 20, "Passes over the training windows.")
-  _F.batch = flags.DEFINE_integer("batch_size", 16, "Windows per SGD update.")
+  _F.batch = flags.DEFINE_integer("batch_size", 4, "Windows per SGD update.")
   _F.lr = flags.DEFINE_float("learning_rate", 0.1, "SGD learning rate.")
   _F.val = flags.DEFINE_float("validation_split", 0.1, "Fraction of windows (the last) held out.")
   _F.seed = flags.DEFINE_integer("seed", 0, "PRNG seed (noise, initial weights, shuffling).")
-  _F.quick = flags.DEFINE_bool("quick", False, "Smoke run: 300 points, 5 epochs (seconds).")
+  _F.quick = flags.DEFINE_bool("quick", False, "Smoke run: 5 epochs (seconds).")
   _F.workdir = flags.DEFINE_string("workdir", "runs/examples/sine", "Folder for the outputs.")
 
 
@@ -182,12 +182,12 @@ def free_run(params: rnnlab.models.ModelParams, seed_W: jax.Array, num_steps: in
 def run(
   *,
   workdir: str,
-  num_points: int = 1000,
+  num_points: int = 100,
   window: int = 10,
   noise: float = 0.1,
   hidden: int = 20,
   epochs: int = 20,
-  batch_size: int = 16,
+  batch_size: int = 4,
   learning_rate: float = 0.1,
   val_split: float = 0.1,
   seed: int = 0,
@@ -313,7 +313,7 @@ def main(argv):
   quick = _F.quick.value
   run(
     workdir=_F.workdir.value,
-    num_points=300 if quick else _F.num_points.value,
+    num_points=_F.num_points.value,
     window=_F.window.value,
     noise=_F.noise.value,
     hidden=_F.hidden.value,
