@@ -35,6 +35,7 @@ in the same layout to ``<workdir>/hello_trained_weights.json``.
     python -m experiments.examples.hello
     python -m experiments.examples.hello --weights=lecture.json --epochs=0   # forward only
     python -m experiments.examples.hello --optimizer=sgd --learning_rate=0.5 --epochs=300
+    python -m experiments.examples.hello --until_learned    # stop once it predicts "ello"
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ def define_flags() -> None:
   _F.weights = flags.DEFINE_string("weights", None, "JSON file of initial weights (see --help).")
   _F.weights_inline = flags.DEFINE_string(
     "weights_inline", None, "Initial weights as a JSON string, same layout as --weights."
+  )
+  _F.until_learned = flags.DEFINE_bool(
+    "until_learned", False, "Stop at the first epoch that predicts 'ello' (at most --epochs)."
   )
   _F.log_every = flags.DEFINE_integer("log_every", 1, "Print the loss every this many epochs.")
   _F.quick = flags.DEFINE_bool("quick", False, "Smoke run: 60 epochs (still learns 'ello').")
@@ -189,7 +193,7 @@ def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformat
   return optax.sgd(learning_rate) if name == "sgd" else optax.adam(learning_rate)
 
 
-@functools.partial(jax.jit, static_argnames=("epochs", "optimizer"))
+@functools.partial(jax.jit, static_argnames=("epochs", "optimizer", "until_learned"))
 def train(
   params: CharRNNParams,
   inputs_TxV: jax.Array,
@@ -198,8 +202,13 @@ def train(
   *,
   epochs: int,
   optimizer: str,
+  until_learned: bool = False,
 ) -> tuple[CharRNNParams, jax.Array, jax.Array]:
   """Full BPTT, one update per epoch, all epochs in one ``lax.scan``.
+
+  With ``until_learned`` the params stop changing at the first epoch whose
+  forward pass predicts every target (the scan keeps its fixed length; the
+  later epochs record the frozen params' loss).
 
   Returns:
     The final params, the loss at the start of each epoch ``(epochs,)`` and the
@@ -211,8 +220,16 @@ def train(
     params, opt_state = state
     loss, grads = jax.value_and_grad(loss_fn)(params, inputs_TxV, targets_T)
     predicted_T = jnp.argmax(forward(params, inputs_TxV).scores, axis=-1)
-    updates, opt_state = opt.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), (loss, predicted_T)
+    updates, new_opt_state = opt.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    if until_learned:
+      learned = jnp.all(predicted_T == targets_T)
+      new_params, new_opt_state = jax.tree.map(
+        lambda old, new: jnp.where(learned, old, new),
+        (params, opt_state),
+        (new_params, new_opt_state),
+      )
+    return (new_params, new_opt_state), (loss, predicted_T)
 
   (params, _), (losses, predicted) = jax.lax.scan(
     epoch, (params, opt.init(params)), None, length=epochs
@@ -257,6 +274,7 @@ def run(
   hidden: int = 3,
   seed: int = 0,
   weights: dict | None = None,
+  until_learned: bool = False,
   log_every: int = 1,
   echo: Any = print,
 ) -> dict:
@@ -270,6 +288,7 @@ def run(
     hidden: H (ignored when ``weights`` are given: their shapes decide).
     seed: initial weights' seed when ``weights`` is None.
     weights: initial weights in the JSON layout, or None.
+    until_learned: stop updating at the first epoch that predicts "ello" (see :func:`train`).
     log_every: print the loss every this many epochs.
     echo: where the text goes (``print``).
 
@@ -304,14 +323,23 @@ def run(
   if epochs:
     echo(f"== training: full BPTT, {optimizer} lr={learning_rate}, {epochs} epochs")
     params, losses, predicted = train(
-      params, inputs_TxV, targets_T, learning_rate, epochs=epochs, optimizer=optimizer
+      params,
+      inputs_TxV,
+      targets_T,
+      learning_rate,
+      epochs=epochs,
+      optimizer=optimizer,
+      until_learned=until_learned,
     )
     losses, predicted = np.asarray(losses), np.asarray(predicted)
     correct = np.all(predicted == np.asarray(targets_T), axis=-1)
     first_correct = int(np.argmax(correct)) + 1 if correct.any() else None
-    for e in range(epochs):
-      if (e + 1) % log_every == 0 or e == 0 or e + 1 == first_correct:
+    last = first_correct if until_learned and first_correct else epochs
+    losses, predicted = losses[:last], predicted[:last]  # until_learned: the epochs that ran
+    for e in range(last):
+      if (e + 1) % log_every == 0 or e == 0 or e + 1 == last or e + 1 == first_correct:
         mark = "  <- first epoch predicting 'ello'" if e + 1 == first_correct else ""
+        mark += " (stopped)" if until_learned and e + 1 == first_correct else ""
         echo(f"epoch {e + 1:4d}  loss {losses[e]:.4f}  predicts {decode(predicted[e])!r}{mark}")
   after = forward(params, inputs_TxV)
   prediction = decode(jnp.argmax(after.scores, axis=-1))
@@ -329,7 +357,13 @@ def run(
     prediction=prediction,
     learned=learned,
     first_correct_epoch=first_correct,
-    config=dict(epochs=epochs, optimizer=optimizer, learning_rate=learning_rate, seed=seed),
+    config=dict(
+      epochs=epochs,
+      optimizer=optimizer,
+      learning_rate=learning_rate,
+      seed=seed,
+      until_learned=until_learned,
+    ),
   )
   _plot(losses, before, after, os.path.join(path, "hello.png"))
   workdir_lib.write_json(os.path.join(path, "hello_trained_weights.json"), params_to_dict(params))
@@ -383,6 +417,7 @@ def main(argv):
     hidden=_F.hidden.value,
     seed=_F.seed.value,
     weights=_load_weights(),
+    until_learned=_F.until_learned.value,
     log_every=_F.log_every.value,
   )
 
