@@ -226,3 +226,21 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, module, flag, message):
   assert out.returncode == 2
   assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1
   assert not workdir.exists()  # nothing half-written
+
+
+def test_hello_until_learned_freezes_at_the_first_correct_epoch():
+  params = hello.params_from_dict(LECTURE_WEIGHTS)
+  args = (params, hello.one_hot("hell"), hello.encode("ello"), 0.1)
+  _, losses, predicted = hello.train(*args, epochs=30, optimizer="adam")
+  _, stopped, predicted_stopped = hello.train(
+    *args, epochs=30, optimizer="adam", until_learned=True
+  )
+  correct = np.all(np.asarray(predicted) == np.asarray(hello.encode("ello")), axis=-1)
+  assert correct.any() and not correct[0]
+  first = int(np.argmax(correct))
+  np.testing.assert_allclose(stopped[: first + 1], losses[: first + 1], rtol=1e-6)
+  assert np.all(np.asarray(stopped[first:]) == float(stopped[first]))  # frozen from then on
+  assert not np.all(np.asarray(losses[first:]) == float(losses[first]))  # the full run goes on
+  # Same inputs, same numbers (bitwise).
+  _, again, _ = hello.train(*args, epochs=30, optimizer="adam", until_learned=True)
+  np.testing.assert_array_equal(again, stopped)
