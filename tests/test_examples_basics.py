@@ -218,6 +218,7 @@ def test_bad_settings_raise_before_writing(tmp_path):
   [
     ("hello", "--weights_inline={", "not valid JSON"),
     ("classify", "--cell=rnn", "--cell='rnn' is not supported"),
+    ("sine", "--epochs=abc", "flag --epochs=abc: invalid literal"),
   ],
 )
 def test_bad_flags_exit_2_with_one_line(tmp_path, module, flag, message):

@@ -209,7 +209,7 @@ def run(
   accuracy = float(np.mean(labels == predicted))
   chance = float(np.max(np.bincount(labels, minlength=num_classes)) / num_test)
   echo(
-    f"test accuracy {accuracy:.3f} on {num_test} held-out sequences "
+    f"test accuracy {accuracy:.3f} on {num_test} sequences drawn from the held-out split "
     f"(the majority class scores {chance:.3f})"
   )
   echo("confusion matrix (rows: true class, columns: predicted):")
@@ -279,4 +279,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=workdir_lib.parse_flags)

@@ -327,4 +327,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=workdir_lib.parse_flags)

@@ -3,8 +3,9 @@
 An example calls :func:`prepare` first (so a bad ``--workdir`` fails in a second,
 before any training), then writes its results with :func:`write_json` and
 :func:`save_figure` once everything is computed, so a failed run leaves nothing
-half-written. :func:`usage_errors` wraps an example's ``main`` so that a bad flag
-(any ``ValueError``) prints one line and exits with status 2.
+half-written. :func:`usage_errors` wraps an example's ``main`` so that a bad setting
+(any ``ValueError``) prints one line and exits with status 2, and :func:`parse_flags`
+does the same for a flag absl cannot parse (``--epochs=abc``, an unknown flag).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 import tempfile
 from collections.abc import Callable
 from typing import Any
+
+from absl import flags
 
 
 def prepare(workdir: str) -> str:
@@ -36,6 +39,19 @@ def prepare(workdir: str) -> str:
   except OSError as e:
     raise ValueError(f"--workdir={workdir} is not writable ({e.strerror})") from None
   return path
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, but a bad flag value is one line on stderr and exit status 2.
+
+  Pass as ``app.run(main, flags_parser=parse_flags)``.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    prog = os.path.basename(argv[0]) if argv else "example"
+    print(f"{prog}: error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 def usage_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
