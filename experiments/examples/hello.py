@@ -70,7 +70,9 @@ def define_flags() -> None:
   _F.epochs = flags.DEFINE_integer("epochs", 100, "Training epochs (one full-BPTT update each).")
   _F.optimizer = flags.DEFINE_string("optimizer", "adam", "Optimizer: sgd | adam.")
   _F.lr = flags.DEFINE_float("learning_rate", 0.1, "Learning rate of the optimizer.")
-  _F.hidden = flags.DEFINE_integer("hidden", 3, "Hidden units H (must match --weights if given).")
+  _F.hidden = flags.DEFINE_integer(
+    "hidden", 3, "Hidden units H (with --weights, their shapes decide)."
+  )
   _F.seed = flags.DEFINE_integer(
     "seed", 0, "PRNG seed for the initial weights (without --weights)."
   )
@@ -97,9 +99,9 @@ class CharRNNParams(NamedTuple):
 class Forward(NamedTuple):
   """One forward pass over a text of T letters (V = 4 letters, H hidden units)."""
 
-  hidden: jax.Array  # h_1 .. h_T
-  scores: jax.Array  # y_t = h_t W_out + b_out
-  probs: jax.Array  # softmax(y_t)
+  hidden: jax.Array  # (T, H): h_1 .. h_T
+  scores: jax.Array  # (T, V): y_t = h_t W_out + b_out
+  probs: jax.Array  # (T, V): softmax(y_t)
 
 
 def encode(text: str) -> jax.Array:
