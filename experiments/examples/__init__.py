@@ -1,0 +1,1 @@
+"""The course gallery: runnable, plotted examples of every RNN type."""
