@@ -40,19 +40,18 @@ PyTree = Any
 
 
 class CellParts(NamedTuple):
-  r"""A cell's step split at its two matmuls, so an unroll can hoist and fuse them.
+  r"""A cell's step split at its two matmuls, for the fused unroll (:mod:`rnnlab.fused`).
 
   With ``w, b = recurrent(params)`` and ``h = hidden(carry)``::
 
       carry' = update(carry, project(params, x), h @ w + b)     # b may be None
       y      = hidden(carry')
 
-  ``project`` is the input half of every pre-activation (``x W_ih + b_ih``); it
-  does not depend on the carry, so :func:`rnnlab.unroll` applies it to all
-  steps at once (one large matmul). ``update`` is the cell's nonlinearity and
-  holds no parameters, so the reverse pass of the fused unroll
-  (:mod:`rnnlab.fused`) carries only the state gradient and forms the
-  recurrent weight gradient afterwards, as one matmul over all steps.
+  ``project`` is the input half of every pre-activation (``x W_ih + b_ih``) and
+  does not depend on the carry; ``update`` is the cell's nonlinearity and holds
+  no parameters. So the fused unroll's reverse pass carries only the state
+  gradient, and forms the weight gradients afterwards, each as one matmul over
+  all steps (``project`` differentiated once over the whole sequence).
 
   Attributes:
     project: ``project(params, x (*batch, I)) -> xp (*batch, G)``.

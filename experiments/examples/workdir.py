@@ -1,0 +1,100 @@
+"""Output folders for the gallery's examples: checked before any work, written after it.
+
+An example calls :func:`prepare` first (so a bad ``--workdir`` fails in a second,
+before any training), then writes its results with :func:`write_json` and
+:func:`save_figure` once everything is computed, so a failed run leaves nothing
+half-written. :func:`usage_errors` wraps an example's ``main`` so that a bad setting
+(any ``ValueError``) prints one line and exits with status 2, and :func:`parse_flags`
+does the same for a flag absl cannot parse (``--epochs=abc``, an unknown flag).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from absl import flags
+
+
+def prepare(workdir: str) -> str:
+  """Creates ``workdir`` if needed and checks that it is a writable folder.
+
+  Raises:
+    ValueError: naming the folder and why it cannot be used.
+  """
+  if not workdir:
+    raise ValueError("--workdir must name a folder; got an empty string")
+  path = os.path.abspath(os.path.expanduser(workdir))
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f"--workdir={workdir} exists and is not a folder")
+  try:
+    os.makedirs(path, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path):
+      pass
+  except OSError as e:
+    raise ValueError(f"--workdir={workdir} is not writable ({e.strerror})") from None
+  return path
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, but a bad flag value is one line on stderr and exit status 2.
+
+  Pass as ``app.run(main, flags_parser=parse_flags)``.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    prog = os.path.basename(argv[0]) if argv else "example"
+    print(f"{prog}: error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+def usage_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
+  """Wraps an absl ``main``: a ``ValueError`` becomes one line on stderr and exit status 2."""
+
+  @functools.wraps(main)
+  def wrapped(argv: list[str]) -> Any:
+    prog = os.path.basename(argv[0]) if argv else "example"
+    try:
+      if len(argv) > 1:
+        raise ValueError(f"unexpected arguments {argv[1:]}; every option is a --flag")
+      return main(argv)
+    except ValueError as e:
+      print(f"{prog}: error: {e}", file=sys.stderr)
+      sys.exit(2)
+
+  return wrapped
+
+
+def write_json(path: str, data: Any) -> None:
+  """Writes ``data`` as indented JSON, atomically (a temporary file, then a rename)."""
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    json.dump(data, f, indent=2, sort_keys=True)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+def save_figure(fig: Any, path: str, dpi: int = 80) -> None:
+  """Saves a matplotlib figure as PNG, atomically, and closes it."""
+  import matplotlib.pyplot as plt
+
+  tmp = f"{path}.tmp.png"
+  fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+  plt.close(fig)
+  os.replace(tmp, path)
+
+
+def pyplot():
+  """``matplotlib.pyplot`` on the non-interactive Agg backend (no display needed)."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  return plt
