@@ -25,10 +25,8 @@ training character.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
-import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -40,6 +38,7 @@ from absl import app, flags
 from matplotlib.figure import Figure
 
 import rnnlab
+from experiments.examples import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
 
@@ -300,8 +299,7 @@ def run(
   plot(losses, results, os.path.join(workdir, "dates.png"))
   with open(os.path.join(workdir, "translations.txt"), "w") as f:
     f.write("\n".join(lines) + "\n")
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  workdir_lib.write_json(os.path.join(workdir, "results.json"), results)
   return results
 
 
@@ -322,32 +320,17 @@ def plot(losses: np.ndarray, results: dict[str, Any], path: str) -> None:
     xlabel="exact match (greedy decoding)",
     title=f"held-out dates: {results['exact_match']:.3f} exact match",
   )
-  fig.savefig(path, dpi=80)
+  workdir_lib.save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- entry point
 
 
-def _usage_error(message: str) -> None:
-  print(f"dates: error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
-def check_workdir(workdir: str) -> None:
-  """Creates ``workdir`` or exits 2 with one line if it cannot be written."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    _usage_error(f"--workdir={workdir!r} cannot be created ({e.strerror})")
-  if not os.access(workdir, os.W_OK):
-    _usage_error(f"--workdir={workdir!r} is not writable")
-
-
+@workdir_lib.usage_errors
 def main(argv):
   # The backend probe's INFO lines (no TPU here, ...) are noise in a course example.
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-  if len(argv) > 1:
-    _usage_error(f"unexpected arguments {argv[1:]}")
+  del argv
   steps = FLAGS.steps if FLAGS.steps is not None else (300 if FLAGS.quick else 3000)
   sizes = {
     "steps": steps,
@@ -358,19 +341,19 @@ def main(argv):
   }
   for name, value in sizes.items():
     if value < 1:
-      _usage_error(f"--{name}={value}; expected a positive integer")
+      raise ValueError(f"--{name}={value}; expected a positive integer")
   num_days = (LAST_DATE - FIRST_DATE).days + 1
   if FLAGS.test_size >= num_days // 2:
-    _usage_error(
+    raise ValueError(
       f"--test_size={FLAGS.test_size}; expected fewer than {num_days // 2} held-out dates"
     )
   if not FLAGS.learning_rate > 0:
-    _usage_error(f"--learning_rate={FLAGS.learning_rate}; expected a positive number")
-  check_workdir(FLAGS.workdir)
+    raise ValueError(f"--learning_rate={FLAGS.learning_rate}; expected a positive number")
+  workdir_lib.prepare(FLAGS.workdir)
   run(FLAGS.workdir, learning_rate=FLAGS.learning_rate, seed=FLAGS.seed, **sizes)
   print(f"wrote {os.path.join(FLAGS.workdir, 'dates.png')}, translations.txt and results.json")
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=workdir_lib.parse_flags)

@@ -21,11 +21,9 @@ character back: ``c_{t+1} ~ softmax(logits / temperature)``, where temperature
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import sys
 from typing import Any
 
 import jax
@@ -36,6 +34,7 @@ from absl import app, flags
 from matplotlib.figure import Figure
 
 import rnnlab
+from experiments.examples import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
 
@@ -218,8 +217,7 @@ def run(
   plot(losses, results, os.path.join(workdir, "generate.png"))
   with open(os.path.join(workdir, "samples.txt"), "w") as f:
     f.write("\n".join(lines))
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  workdir_lib.write_json(os.path.join(workdir, "results.json"), results)
   results["params"] = params
   return results
 
@@ -240,32 +238,17 @@ def plot(losses: np.ndarray, results: dict[str, Any], path: str) -> None:
   ax.set(xlabel="update (TBPTT window)", ylabel="cross-entropy (nats / character)")
   ax.set_title("character LSTM on Python standard-library source")
   ax.legend()
-  fig.savefig(path, dpi=80)
+  workdir_lib.save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- entry point
 
 
-def _usage_error(message: str) -> None:
-  print(f"generate: error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
-def check_workdir(workdir: str) -> None:
-  """Creates ``workdir`` or exits 2 with one line if it cannot be written."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    _usage_error(f"--workdir={workdir!r} cannot be created ({e.strerror})")
-  if not os.access(workdir, os.W_OK):
-    _usage_error(f"--workdir={workdir!r} is not writable")
-
-
+@workdir_lib.usage_errors
 def main(argv):
   # The backend probe's INFO lines (no TPU here, ...) are noise in a course example.
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-  if len(argv) > 1:
-    _usage_error(f"unexpected arguments {argv[1:]}")
+  del argv
   quick = FLAGS.quick
   sizes = {
     "steps": FLAGS.steps if FLAGS.steps is not None else (150 if quick else 2000),
@@ -277,25 +260,25 @@ def main(argv):
   }
   for name, value in sizes.items():
     if value < 1:
-      _usage_error(f"--{name}={value}; expected a positive integer")
+      raise ValueError(f"--{name}={value}; expected a positive integer")
   if not FLAGS.learning_rate > 0:
-    _usage_error(f"--learning_rate={FLAGS.learning_rate}; expected a positive number")
+    raise ValueError(f"--learning_rate={FLAGS.learning_rate}; expected a positive number")
   if not FLAGS.prompt:
-    _usage_error("--prompt is empty; expected at least one character")
+    raise ValueError("--prompt is empty; expected at least one character")
   try:
     temperatures = tuple(float(t) for t in FLAGS.temperatures)
   except ValueError:
     temperatures = (-1.0,)
   if not temperatures or any(not (t >= 0 and math.isfinite(t)) for t in temperatures):
-    _usage_error(f"--temperatures={','.join(FLAGS.temperatures)}; expected numbers >= 0")
+    raise ValueError(f"--temperatures={','.join(FLAGS.temperatures)}; expected numbers >= 0")
   stream = rnnlab.tasks.get("char_lm", 1).stream
   row_length = stream.tokens.shape[0] // sizes["batch_size"]
   if sizes["window"] >= row_length:
-    _usage_error(
+    raise ValueError(
       f"--window={sizes['window']}; expected fewer than {row_length} characters (the stream's "
       f"rows at --batch_size={sizes['batch_size']})"
     )
-  check_workdir(FLAGS.workdir)
+  workdir_lib.prepare(FLAGS.workdir)
   run(
     FLAGS.workdir,
     learning_rate=FLAGS.learning_rate,
@@ -309,4 +292,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=workdir_lib.parse_flags)

@@ -28,10 +28,8 @@ side: per-token accuracy, accuracy on the ambiguous tokens, entity-level F1.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import sys
 from typing import Any, NamedTuple
 
 import jax
@@ -42,6 +40,7 @@ from absl import app, flags
 from matplotlib.figure import Figure
 
 import rnnlab
+from experiments.examples import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
 
@@ -388,8 +387,7 @@ def run(
     for word, gold, uni, bi in zip(*rows.values(), strict=True):
       log(f"{word:12s}{gold:8s}{uni:8s}{bi:8s}")
   plot(losses, results, os.path.join(workdir, "tagging.png"))
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  workdir_lib.write_json(os.path.join(workdir, "results.json"), results)
   return results
 
 
@@ -422,32 +420,17 @@ def plot(losses: dict[str, np.ndarray], results: dict[str, Any], path: str) -> N
   )
   ax_bars.set(ylim=(0, 1.25), title="held-out sentences")
   ax_bars.legend(loc="upper center", ncols=2)
-  fig.savefig(path, dpi=80)
+  workdir_lib.save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- entry point
 
 
-def _usage_error(message: str) -> None:
-  print(f"tagging: error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
-def check_workdir(workdir: str) -> None:
-  """Creates ``workdir`` or exits 2 with one line if it cannot be written."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    _usage_error(f"--workdir={workdir!r} cannot be created ({e.strerror})")
-  if not os.access(workdir, os.W_OK):
-    _usage_error(f"--workdir={workdir!r} is not writable")
-
-
+@workdir_lib.usage_errors
 def main(argv):
   # The backend probe's INFO lines (no TPU here, ...) are noise in a course example.
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-  if len(argv) > 1:
-    _usage_error(f"unexpected arguments {argv[1:]}")
+  del argv
   steps = FLAGS.steps if FLAGS.steps is not None else (200 if FLAGS.quick else 1500)
   sizes = {
     "steps": steps,
@@ -457,12 +440,12 @@ def main(argv):
   }
   for name, value in sizes.items():
     if value < 1:
-      _usage_error(f"--{name}={value}; expected a positive integer")
+      raise ValueError(f"--{name}={value}; expected a positive integer")
   if FLAGS.hidden < 2 or FLAGS.hidden % 2:
-    _usage_error(f"--hidden={FLAGS.hidden}; expected an even integer >= 2")
+    raise ValueError(f"--hidden={FLAGS.hidden}; expected an even integer >= 2")
   if not FLAGS.learning_rate > 0:
-    _usage_error(f"--learning_rate={FLAGS.learning_rate}; expected a positive number")
-  check_workdir(FLAGS.workdir)
+    raise ValueError(f"--learning_rate={FLAGS.learning_rate}; expected a positive number")
+  workdir_lib.prepare(FLAGS.workdir)
   run(
     FLAGS.workdir, hidden=FLAGS.hidden, learning_rate=FLAGS.learning_rate, seed=FLAGS.seed, **sizes
   )
@@ -471,4 +454,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=workdir_lib.parse_flags)
