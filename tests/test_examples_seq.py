@@ -231,7 +231,7 @@ def test_bad_flags_exit_2_with_one_line(tmp_path):
   workdir = tmp_path / "out"
   cases = [  # (module, flags, what the error line names); run side by side
     ("tagging", ["--hidden=3", f"--workdir={workdir}"], "--hidden=3"),
-    ("dates", ["--steps=0", f"--workdir={workdir}"], "--steps=0"),
+    ("dates", ["--steps=0", f"--workdir={workdir}"], "--steps must be a positive int; got 0"),
     ("generate", ["--temperatures=0.5,-1", f"--workdir={workdir}"], "--temperatures=0.5,-1"),
     ("generate", ["--quick", f"--workdir={blocker}/sub"], "--workdir="),
     ("tagging", ["--steps=abc", f"--workdir={workdir}"], "--steps"),

@@ -153,14 +153,9 @@ def run(
   Returns:
     The results written to ``classify.json``.
   """
-  for label, value in (
-    ("hidden", hidden),
-    ("steps", steps),
-    ("batch_size", batch_size),
-    ("num_test", num_test),
-  ):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      raise ValueError(f"--{label} must be a positive int; got {value!r}")
+  workdir_lib.check_positive_ints(
+    hidden=hidden, steps=steps, batch_size=batch_size, num_test=num_test
+  )
   if not learning_rate > 0:
     raise ValueError(f"--learning_rate must be > 0; got {learning_rate}")
   if task.startswith("digits") and not has_sklearn():

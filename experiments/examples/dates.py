@@ -339,9 +339,7 @@ def main(argv):
     "embed": FLAGS.embed,
     "test_size": FLAGS.test_size,
   }
-  for name, value in sizes.items():
-    if value < 1:
-      raise ValueError(f"--{name}={value}; expected a positive integer")
+  workdir_lib.check_positive_ints(**sizes)
   num_days = (LAST_DATE - FIRST_DATE).days + 1
   if FLAGS.test_size >= num_days // 2:
     raise ValueError(

@@ -258,9 +258,7 @@ def main(argv):
     "embed": FLAGS.embed,
     "sample_length": FLAGS.sample_length,
   }
-  for name, value in sizes.items():
-    if value < 1:
-      raise ValueError(f"--{name}={value}; expected a positive integer")
+  workdir_lib.check_positive_ints(**sizes)
   if not FLAGS.learning_rate > 0:
     raise ValueError(f"--learning_rate={FLAGS.learning_rate}; expected a positive number")
   if not FLAGS.prompt:

@@ -198,15 +198,9 @@ def run(
   Returns:
     The results written to ``sine.json``.
   """
-  for label, value in (
-    ("num_points", num_points),
-    ("window", window),
-    ("hidden", hidden),
-    ("epochs", epochs),
-    ("batch_size", batch_size),
-  ):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      raise ValueError(f"--{label} must be a positive int; got {value!r}")
+  workdir_lib.check_positive_ints(
+    num_points=num_points, window=window, hidden=hidden, epochs=epochs, batch_size=batch_size
+  )
   if not 0 < val_split < 1:
     raise ValueError(f"--validation_split must be in (0, 1); got {val_split}")
   if not noise >= 0 or not learning_rate > 0:

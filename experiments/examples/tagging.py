@@ -438,9 +438,7 @@ def main(argv):
     "embed": FLAGS.embed,
     "eval_size": FLAGS.eval_size,
   }
-  for name, value in sizes.items():
-    if value < 1:
-      raise ValueError(f"--{name}={value}; expected a positive integer")
+  workdir_lib.check_positive_ints(**sizes)
   if FLAGS.hidden < 2 or FLAGS.hidden % 2:
     raise ValueError(f"--hidden={FLAGS.hidden}; expected an even integer >= 2")
   if not FLAGS.learning_rate > 0:

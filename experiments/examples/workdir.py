@@ -21,6 +21,13 @@ from typing import Any
 from absl import flags
 
 
+def check_positive_ints(**values: Any) -> None:
+  """Raises one line naming the first flag that is not a positive integer."""
+  for name, value in values.items():
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f"--{name} must be a positive int; got {value!r}")
+
+
 def prepare(workdir: str) -> str:
   """Creates ``workdir`` if needed and checks that it is a writable folder.
 
