@@ -14,6 +14,11 @@ Suites (``--suites``, comma-separated):
 * ``remat``: an LSTM trained on long sequences with and without gradient
   checkpointing (``unroll(remat_chunk=~sqrt(T))``): memory and time against T.
 * ``compile``: compile time of forward+backward against T (one ``lax.scan``: flat).
+* ``diagnostics``: the cost of :func:`rnnlab.diagnostics.value_and_state_grads`
+  (``||dL/dh_t||`` for every t from one backward pass) against
+  ``jax.value_and_grad`` of the same loss, per cell and shape, interleaved; and
+  the time of the other diagnostics on one sequence (Jacobian norms exact and
+  by power iteration, Lyapunov spectrum, gate statistics).
 * ``sweep``: N seeds of a small model's gradient step as N sequential calls, as
   one vmapped call, and as one vmapped call sharded over CPU devices
   (``--xla_force_host_platform_device_count``; each device count runs in a
@@ -45,9 +50,10 @@ import numpy as np
 from absl import app, flags
 
 import rnnlab
+from rnnlab import diagnostics
 from rnnlab import scan as scan_lib
 
-SUITES = ("speed", "remat", "compile", "sweep")
+SUITES = ("speed", "remat", "compile", "diagnostics", "sweep")
 CELLS = {"elman": rnnlab.elman, "lstm": rnnlab.lstm, "gru": rnnlab.gru}
 GATES = {"elman": 1, "lstm": 4, "gru": 3}
 # (B, T, I, H): research sizes; the first two are the issue's targets.
@@ -59,6 +65,8 @@ GRID = (
   (64, 100, 64, 512),
 )
 QUICK_GRID = ((4, 20, 3, 8),)
+# The diagnostics suite: the two target shapes and one where `auto` takes the fused path.
+DIAGNOSTICS_GRID = ((32, 1000, 2, 64), (64, 500, 8, 128), (32, 200, 16, 256))
 
 _SUITES = flags.DEFINE_list("suites", list(SUITES), f"Which suites to run, from {SUITES}.")
 _CELLS = flags.DEFINE_list("cells", list(CELLS), f"Cells to time, from {tuple(CELLS)}.")
@@ -269,6 +277,70 @@ def compile_suite(lengths, hidden) -> list[dict]:
   return rows
 
 
+def diagnostics_suite(shapes, cells, reps) -> list[dict]:
+  """``value_and_state_grads`` against ``value_and_grad`` (same loss), interleaved."""
+  rows = []
+  key = jax.random.key(4)
+  for B, T, I, H in shapes:
+    xs = jax.random.normal(key, (B, T, I), jnp.float32)
+    for cell_name in cells:
+      cell = CELLS[cell_name](H)
+      params = cell.init(key, I)
+
+      def loss(p, x, cell=cell):
+        return loss_of(rnnlab.unroll(cell, p, x)[0])
+
+      fns = {
+        "grad": partial(jax.jit(jax.value_and_grad(loss)), params, xs),
+        "state_grads": partial(jax.jit(diagnostics.value_and_state_grads(loss)), params, xs),
+      }
+      times = timed(fns, reps)
+      rows.append(
+        dict(
+          kind="state_grads",
+          cell=cell_name,
+          B=B,
+          T=T,
+          I=I,
+          H=H,
+          impl=scan_lib.auto_impl(cell, params),
+          grad_ms=times["grad"] * 1e3,
+          state_grads_ms=times["state_grads"] * 1e3,
+          ratio=times["state_grads"] / times["grad"],
+        )
+      )
+  return rows
+
+
+def diagnostics_cost_suite(T, H, cells, reps) -> list[dict]:
+  """Seconds of each per-sequence diagnostic on one sequence of T steps, H units."""
+  rows = []
+  key = jax.random.key(5)
+  xs = jax.random.normal(key, (T, 4), jnp.float32)
+  lags = tuple(sorted({0, 1, T // 8, T // 4, T // 2, T}))
+  for cell_name in cells:
+    cell = CELLS[cell_name](H)
+    params = cell.init(key, 4)
+    fns = {
+      "jacobian_norms exact (all lags, full spectrum)": lambda p, x, c=cell: (
+        diagnostics.jacobian_norms(c, p, x)
+      ),
+      f"jacobian_norms power ({len(lags)} lags, 30 iterations)": lambda p, x, c=cell: (
+        diagnostics.jacobian_norms(c, p, x, method="power", lags=lags)
+      ),
+      "lyapunov_spectrum (8 exponents)": lambda p, x, c=cell: diagnostics.lyapunov_spectrum(
+        c, p, x, num_exponents=8
+      ),
+      "gate_statistics": lambda p, x, c=cell: diagnostics.gate_statistics(c, p, x),
+    }
+    times = timed({k: partial(jax.jit(f), params, xs) for k, f in fns.items()}, reps)
+    rows += [
+      dict(kind="cost", cell=cell_name, T=T, H=H, diagnostic=k, ms=v * 1e3)
+      for k, v in times.items()
+    ]
+  return rows
+
+
 def sweep_measure(num_seeds: int, reps: int, shape: tuple[int, int, int, int]) -> dict:
   """One process's sweep timing: loop vs vmap vs vmap sharded over all its devices."""
   from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -381,6 +453,22 @@ def markdown(results: dict) -> str:
     lines += ["| LSTM H | T | compile s (fwd+bwd) |", "|---|---|---|"]
     lines += [f"| {r['H']} | {r['T']} | {r['compile_s']:.2f} |" for r in results["compile"]]
     lines.append("")
+  if results.get("diagnostics"):
+    lines += [
+      "| cell | B, T, I, H | unroll path | value_and_grad ms | value_and_state_grads ms | ratio |",
+      "|---|---|---|---|---|---|",
+    ]
+    for r in results["diagnostics"]:
+      if r["kind"] == "state_grads":
+        lines.append(
+          f"| {r['cell']} | {r['B']}, {r['T']}, {r['I']}, {r['H']} | {r['impl']} "
+          f"| {r['grad_ms']:.1f} | {r['state_grads_ms']:.1f} | {r['ratio']:.2f} |"
+        )
+    lines += ["", "| cell | T, H | diagnostic (one sequence) | ms |", "|---|---|---|---|"]
+    for r in results["diagnostics"]:
+      if r["kind"] == "cost":
+        lines.append(f"| {r['cell']} | {r['T']}, {r['H']} | {r['diagnostic']} | {r['ms']:.1f} |")
+    lines.append("")
   if results.get("sweep"):
     lines += [
       "| sweep (LSTM B, T, I, H) | seeds | CPU devices | loop ms | vmap ms | vmap sharded ms | loop / best |",
@@ -409,9 +497,9 @@ def parse_shapes(texts: list[str]) -> tuple[tuple[int, int, int, int], ...]:
 
 def main(argv):
   del argv
-  shapes = parse_shapes(_SHAPES.value)
+  explicit_shapes = parse_shapes(_SHAPES.value)
   if _SWEEP_WORKER.value:
-    shape = shapes[0] if shapes else (16, 100, 4, 32)
+    shape = explicit_shapes[0] if explicit_shapes else (16, 100, 4, 32)
     print(json.dumps(sweep_measure(_SEEDS.value, _REPS.value, shape)))
     return
   unknown = sorted(set(_SUITES.value) - set(SUITES))
@@ -422,7 +510,7 @@ def main(argv):
     raise app.UsageError(f"--cells: unknown {bad_cells}; expected a subset of {tuple(CELLS)}")
   quick = _QUICK.value
   reps = 2 if quick else _REPS.value
-  shapes = shapes or (QUICK_GRID if quick else GRID)
+  shapes = explicit_shapes or (QUICK_GRID if quick else GRID)
   results: dict[str, Any] = {"environment": environment()}
   suites = _SUITES.value
   if "speed" in suites:
@@ -433,6 +521,12 @@ def main(argv):
   if "compile" in suites:
     results["compile"] = compile_suite(
       (10, 100) if quick else (100, 1000, 10000), 8 if quick else 64
+    )
+  if "diagnostics" in suites:
+    diag_shapes = explicit_shapes or (QUICK_GRID if quick else DIAGNOSTICS_GRID)
+    results["diagnostics"] = diagnostics_suite(diag_shapes, _CELLS.value, reps)
+    results["diagnostics"] += diagnostics_cost_suite(
+      16 if quick else 200, 8 if quick else 64, _CELLS.value, reps
     )
   if "sweep" in suites:
     shape = (4, 10, 2, 8) if quick else (16, 100, 4, 32)

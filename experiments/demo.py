@@ -3,8 +3,9 @@ r"""Demo: how much gradient reaches step t from a loss at the last step, per cel
 Unrolls a vanilla (tanh) RNN, an LSTM and a GRU at initialisation on the same
 random input and prints ``||dL/dh_t||`` against the lag ``T - 1 - t``, where
 ``L = mean_b <h_{T-1}, v>`` for a fixed random unit readout ``v``. All ``T``
-norms come from one backward pass: a zero probe ``d_t`` is added to each state
-inside the scan (``h_t <- h_t + d_t``) and ``dL/dd_t = dL/dh_t``.
+norms come from one backward pass (:func:`rnnlab.diagnostics.state_grads`: a
+zero probe ``d_t`` is added to each state inside the scan, ``h_t <- h_t + d_t``,
+and ``dL/dd_t = dL/dh_t``).
 
     python -m experiments.demo --T=200 --hidden=64 --gain=1.0
 """
@@ -20,6 +21,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 import rnnlab
+from rnnlab import diagnostics
 
 _T = flags.DEFINE_integer("T", 200, "Sequence length (time steps).", lower_bound=2)
 _HIDDEN = flags.DEFINE_integer("hidden", 64, "Hidden size H of every cell.", lower_bound=1)
@@ -38,36 +40,15 @@ def hidden_state(carry):
 
 def hidden_grad_norms(cell: rnnlab.Cell, params, xs_BxTxI: jax.Array, readout_H: jax.Array):
   """``||dL/dh_t||`` for t = 0..T-1 (mean over the batch), from one backward pass."""
-  batch, num_steps = xs_BxTxI.shape[:2]
-  carry0 = cell.initial_carry(params, (batch,))
+  batch = xs_BxTxI.shape[0]
 
-  def loss(probes_TxBxH):
-    def probed_step(carry, x_and_probe):
-      x, probe = x_and_probe
-      carry, _ = cell.step(params, carry, x)
-      h = hidden_state(carry) + probe
-      carry = carry._replace(h=h) if isinstance(carry, rnnlab.LSTMCarry) else h
-      return carry, None
-
-    carry, _ = jax.lax.scan(probed_step, carry0, (jnp.moveaxis(xs_BxTxI, 1, 0), probes_TxBxH))
+  def loss(params, xs):
+    _, carry = rnnlab.unroll(cell, params, xs)
     return jnp.mean(hidden_state(carry) @ readout_H)
 
-  probes = jnp.zeros((num_steps, batch, readout_H.shape[0]), xs_BxTxI.dtype)
-  grads_TxBxH = jax.grad(loss)(probes)
-  # Per-sequence gradient norms, scaled back from the batch mean.
-  return jnp.mean(jnp.linalg.norm(grads_TxBxH * batch, axis=-1), axis=-1)
-
-
-def decay_rate(norms_by_lag: jax.Array) -> float:
-  """Least-squares slope of ``log norm`` against lag, over the norms above 1e-30."""
-  lags = jnp.arange(norms_by_lag.shape[0], dtype=jnp.float32)
-  keep = norms_by_lag > 1e-30
-  logs = jnp.log(jnp.where(keep, norms_by_lag, 1.0))
-  mean_lag = jnp.sum(jnp.where(keep, lags, 0)) / jnp.sum(keep)
-  mean_log = jnp.sum(jnp.where(keep, logs, 0)) / jnp.sum(keep)
-  cov = jnp.sum(jnp.where(keep, (lags - mean_lag) * (logs - mean_log), 0))
-  var = jnp.sum(jnp.where(keep, (lags - mean_lag) ** 2, 0))
-  return float(cov / var)
+  grads = diagnostics.state_grads(loss)(params, xs_BxTxI)[f"0:{cell.name}"]
+  # Per-sequence gradient norms (time first), scaled back from the batch mean.
+  return jnp.mean(diagnostics.step_norms(hidden_state(grads)) * batch, axis=-1)
 
 
 def main(argv):
@@ -98,9 +79,10 @@ def main(argv):
   for lag in lags:
     row = " ".join(f"{float(norms[name][num_steps - 1 - lag]):12.3e}" for name in CELLS)
     print(f"{lag:>6} {row}")
-  print("fitted decay per step (slope of log||dL/dh_t|| against lag, over norms > 1e-30):")
+  print("fitted decay per step (slope of log||dL/dh_t|| against lag, over nonzero norms):")
   for name in CELLS:
-    rate = decay_rate(norms[name][::-1])
+    by_lag = norms[name][::-1]
+    rate = float(diagnostics.decay_rate(jnp.log(by_lag), jnp.arange(num_steps)))
     halving = f"halves every {math.log(2) / -rate:.1f} steps" if rate < 0 else "does not decay"
     print(f"  {name:>6}: {rate:+.4f} per step (the gradient {halving})")
   print(f"({time.perf_counter() - start:.1f} s including compilation)")

@@ -3,18 +3,20 @@
 Where things live: the cell updates in :mod:`rnnlab.cells`, the unroll in
 :mod:`rnnlab.scan`, sequence layers in :mod:`rnnlab.layers`, the four RNN types
 in :mod:`rnnlab.models`, weight schemes in :mod:`rnnlab.initializers`, the
-long-dependency tasks in :mod:`rnnlab.tasks`, the training loop in :mod:`rnnlab.train`.
+long-dependency tasks in :mod:`rnnlab.tasks`, the training loop in :mod:`rnnlab.train`,
+the gradient-flow diagnostics in :mod:`rnnlab.diagnostics`.
 Exact weight conversion to and from PyTorch, flax and Keras, and flax module wrappers,
 are in :mod:`rnnlab.interop` (imported on demand: ``from rnnlab import interop``).
 """
 
-from rnnlab import cells, initializers, layers, models, scan, tasks, train
+from rnnlab import cells, diagnostics, initializers, layers, models, scan, tasks, train
 from rnnlab.cells import (
   Cell,
   ElmanParams,
   GRUParams,
   LSTMCarry,
   LSTMParams,
+  diagonal,
   elman,
   gru,
   lstm,
@@ -42,6 +44,8 @@ __all__ = [
   "bidirectional",
   "cells",
   "dense",
+  "diagnostics",
+  "diagonal",
   "elman",
   "embedding",
   "encoder_decoder",

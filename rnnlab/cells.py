@@ -61,6 +61,15 @@ class CellParts(NamedTuple):
     additive: ``update`` reads ``xp`` and ``hp`` only through ``xp + hp`` (Elman,
       LSTM; not the reset-after GRU), so the fused unroll keeps one pre-activation
       per step for its reverse pass instead of two.
+    gates: optional ``gates(carry, xp, hp) -> (gates, units)``, two dicts of
+      named arrays ``(*batch, H)`` that the step computes: ``gates`` in
+      ``[0, 1]`` (sigmoid gates: LSTM i, f, o; GRU r, z) and ``units`` in
+      ``[-1, 1]`` (tanh units). :func:`rnnlab.diagnostics.gate_values` reads them.
+    blocks: names of the column blocks of ``w`` in order, one ``(H, H)`` block
+      per gate (``("i", "f", "g", "o")`` for the LSTM), for per-gate spectra.
+    gamma: a bound on the derivative of the recurrent nonlinearity where the
+      cell is ``act(xp + hp)`` (1 for tanh, ReLU, linear), for Pascanu's bound
+      ``||dh'/dh|| <= gamma * sigma_max(w)``; None where no such bound applies.
   """
 
   project: Callable[[PyTree, Array], Array]
@@ -68,6 +77,9 @@ class CellParts(NamedTuple):
   update: Callable[[PyTree, Array, Array], PyTree]
   hidden: Callable[[PyTree], Array]
   additive: bool = False
+  gates: Callable[[PyTree, Array, Array], tuple[dict, dict]] | None = None
+  blocks: tuple[str, ...] = ()
+  gamma: float | None = None
 
 
 class Cell(NamedTuple):
@@ -143,11 +155,18 @@ class GRUParams(NamedTuple):
   b_hh: Array
 
 
+def _linear(a: Array) -> Array:
+  return a
+
+
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
   "tanh": jnp.tanh,
   "relu": jax.nn.relu,
-  "linear": lambda a: a,
+  "linear": _linear,
 }
+
+# sup |act'|, for Pascanu's bound (unknown for a user's callable).
+_GAMMAS: dict[Callable[[Array], Array], float] = {jnp.tanh: 1.0, jax.nn.relu: 1.0, _linear: 1.0}
 
 
 def _check_hidden_size(name: str, hidden_size: Any) -> int:
@@ -272,7 +291,19 @@ def elman(
   def update(h: Array, xp: Array, hp: Array) -> Array:
     return act(xp + hp)
 
-  parts = CellParts(project, _recurrent_no_bias, update, _identity, additive=True)
+  def gates(h: Array, xp: Array, hp: Array) -> tuple[dict, dict]:
+    return {}, ({"h": act(xp + hp)} if act is jnp.tanh else {})
+
+  parts = CellParts(
+    project,
+    _recurrent_no_bias,
+    update,
+    _identity,
+    additive=True,
+    gates=gates,
+    blocks=("h",),
+    gamma=_GAMMAS.get(act),
+  )
   return Cell(init, initial_carry, step_from_parts(parts), name, parts)
 
 
@@ -351,7 +382,21 @@ def lstm(
     h = jax.nn.sigmoid(a_o) * jnp.tanh(c)
     return LSTMCarry(h=h, c=c)
 
-  parts = CellParts(project, _recurrent_no_bias, update, _lstm_hidden, additive=True)
+  def gates(carry: LSTMCarry, xp: Array, hp: Array) -> tuple[dict, dict]:
+    a_i, a_f, a_g, a_o = jnp.split(xp + hp, 4, axis=-1)
+    i, f, g = jax.nn.sigmoid(a_i), jax.nn.sigmoid(a_f), jnp.tanh(a_g)
+    c = f * carry.c + i * g
+    return {"i": i, "f": f, "o": jax.nn.sigmoid(a_o)}, {"g": g, "tanh_c": jnp.tanh(c)}
+
+  parts = CellParts(
+    project,
+    _recurrent_no_bias,
+    update,
+    _lstm_hidden,
+    additive=True,
+    gates=gates,
+    blocks=("i", "f", "g", "o"),
+  )
   return Cell(init, initial_carry, step_from_parts(parts), name, parts)
 
 
@@ -439,6 +484,13 @@ def gru(
     n = jnp.tanh(gi_n + r * gh_n)
     return (1 - z) * n + z * h
 
+  def gates(h: Array, xp: Array, hp: Array) -> tuple[dict, dict]:
+    gi_r, gi_z, gi_n = jnp.split(xp, 3, axis=-1)
+    gh_r, gh_z, gh_n = jnp.split(hp, 3, axis=-1)
+    r = jax.nn.sigmoid(gi_r + gh_r)
+    z = jax.nn.sigmoid(gi_z + gh_z)
+    return {"r": r, "z": z}, {"n": jnp.tanh(gi_n + r * gh_n)}
+
   def step_reset_before(params: GRUParams, h: Array, x: Array) -> tuple[Array, Array]:
     # The reset gate scales h before the n-gate matmul: no single recurrent product to split.
     gi_r, gi_z, gi_n = jnp.split(project(params, x), 3, axis=-1)
@@ -453,8 +505,82 @@ def gru(
 
   if not reset_after:
     return Cell(init, initial_carry, step_reset_before, name)
-  parts = CellParts(project, recurrent, update, _identity)
+  parts = CellParts(project, recurrent, update, _identity, gates=gates, blocks=("r", "z", "n"))
   return Cell(init, initial_carry, step_from_parts(parts), name, parts)
+
+
+class DiagonalParams(NamedTuple):
+  """Diagonal linear recurrence parameters: ``lam (H,)``, ``w_ih (I, H)``, ``b (H,)``."""
+
+  lam: Array
+  w_ih: Array
+  b: Array
+
+
+def diagonal(
+  hidden_size: int,
+  radius: tuple[float, float] = (0.9, 0.999),
+  *,
+  input_init: inits.InitSpec = "lecun_normal",
+  bias_init: inits.InitSpec = "zeros",
+) -> Cell:
+  r"""A real diagonal linear recurrence (the building block of LRU/S4-style models).
+
+  .. math::  h' = \lambda \odot h + x W_{ih} + b, \qquad y = h'
+
+  Its state Jacobian is ``diag(lambda)`` at every step: gradients through time
+  fall exactly as ``lambda ** lag``, while the sensitivity of the state to
+  ``lambda`` itself grows as ``lambda -> 1`` (the curse of memory, Zucchet &
+  Orvieto 2024; see :func:`rnnlab.diagnostics.parameter_sensitivity`).
+
+  Args:
+    hidden_size: H.
+    radius: ``lambda`` is drawn uniformly from ``[radius[0], radius[1])``
+      (default ``(0.9, 0.999)``: long memories, as LRU's ring initialisation).
+    input_init: scheme for ``w_ih`` (default ``"lecun_normal"``).
+    bias_init: scheme for ``b`` (default ``"zeros"``).
+
+  Returns:
+    A :class:`Cell` with params :class:`DiagonalParams` and carry ``h``.
+  """
+  name = "diagonal"
+  hidden_size = _check_hidden_size(name, hidden_size)
+  low, high = radius
+  if not -1 <= low <= high <= 1:
+    raise ValueError(f"diagonal: radius must satisfy -1 <= low <= high <= 1; got {radius!r}")
+  inp = inits.input_weights(input_init, hidden_size)
+  bias = inits.bias(bias_init, hidden_size)
+
+  def init(key: Array, input_size: int, dtype: Any = jnp.float32) -> DiagonalParams:
+    input_size = _check_input_size(name, input_size)
+    dtype = check_dtype(name, dtype)
+    k_lam, k_ih, k_b = jax.random.split(key, 3)
+    return DiagonalParams(
+      lam=jax.random.uniform(k_lam, (hidden_size,), dtype, low, high),
+      w_ih=inp(k_ih, (input_size, hidden_size), dtype),
+      b=bias(k_b, (hidden_size,), dtype),
+    )
+
+  def initial_carry(params: DiagonalParams, batch_shape: int | Sequence[int] = ()) -> Array:
+    return jnp.zeros((*_batch_shape(batch_shape), params.lam.shape[0]), params.lam.dtype)
+
+  def project(params: DiagonalParams, x: Array) -> Array:
+    return _cast_input(name, params.w_ih, x) @ params.w_ih + params.b
+
+  def step(params: DiagonalParams, h: Array, x: Array) -> tuple[Array, Array]:
+    h = params.lam * h + project(params, x)
+    return h, h
+
+  def recurrent(params: DiagonalParams) -> tuple[Array, None]:
+    # The same map as a matrix, for the diagnostics (the step never forms it).
+    return jnp.diag(params.lam), None
+
+  def update(h: Array, xp: Array, hp: Array) -> Array:
+    return xp + hp
+
+  # Not `additive`, so `impl="auto"` keeps the O(H) step instead of a dense matmul.
+  parts = CellParts(project, recurrent, update, _identity, blocks=("h",), gamma=1.0)
+  return Cell(init, initial_carry, step, name, parts)
 
 
 class StackedCarry(NamedTuple):

@@ -88,6 +88,12 @@ def _valid_mask(valid: Array, leaf: Array) -> Array:
 
 IMPLS = ("auto", "fused", "scan")
 
+# Probe taps installed by `rnnlab.diagnostics` while it traces a user's loss
+# (innermost last). Every unroll given no probes calls the innermost tap, at
+# trace time, as `tap(cell, carry, num_steps, reverse)`; it returns time-major
+# probes for that unroll or None. Empty outside the diagnostics.
+PROBE_TAPS: list = []
+
 
 # The fused path wins on the CPU from this hidden size on (measured by
 # `python -m experiments.benchmark`, quoted in BUILD.md).
@@ -276,6 +282,8 @@ def unroll(
   _check_carry(cell, params, carry, jax.ShapeDtypeStruct(xs_TxBxI.shape[1:], xs_TxBxI.dtype))
   if probes is not None:
     probes = _time_major_probes(probes, carry, num_steps, len(batch_shape), time_major)
+  elif PROBE_TAPS:
+    probes = PROBE_TAPS[-1](cell, carry, num_steps, reverse)
   valid_TxB = None
   if lengths is not None:
     lengths = check_lengths(lengths, batch_shape, num_steps)

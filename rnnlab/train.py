@@ -74,6 +74,7 @@ import ml_collections
 import optax
 
 from rnnlab import cells as cells_lib
+from rnnlab import diagnostics as diag_lib
 from rnnlab import layers as layers_lib
 from rnnlab import models as models_lib
 
@@ -358,8 +359,8 @@ def clip_by_global_norm(max_norm: Any) -> optax.GradientTransformation:
 
   def update_fn(updates, state, params=None):
     del params
-    norm = _tree_norm(updates)
-    trigger = (max_norm > 0) & (norm > max_norm)
+    norm = diag_lib.global_norm(updates)
+    trigger = diag_lib.clip_fired(norm, max_norm)
     scale = jnp.where(trigger, max_norm / jnp.where(trigger, norm, 1.0), 1.0)
     updates = jax.tree.map(lambda g: jnp.where(trigger, g * scale.astype(g.dtype), g), updates)
     return updates, state
@@ -416,15 +417,6 @@ def make_optimizer(
   else:
     opt = optax.inject_hyperparams(optax.adam)(learning_rate=schedule, b1=o.b1, b2=o.b2, eps=o.eps)
   return optax.chain(clip_by_global_norm(clip), opt)
-
-
-# optax >= 0.2.6 names it optax.tree.norm and deprecates optax.global_norm.
-_tree_norm = getattr(getattr(optax, "tree", None), "norm", None) or optax.global_norm
-
-
-def _all_finite(tree: PyTree) -> Array:
-  leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]
-  return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
 
 
 def _select(pred: Array, on_true: PyTree, on_false: PyTree) -> PyTree:
@@ -640,10 +632,10 @@ def make_train(
         zeros = model.initial_carry(state.params, (batch_size,))
         carry_in = _select(fresh, zeros, state.rnn_carry)
       (loss, (outputs, carry_out)), grads = grad_fn(state.params, batch, carry_in)
-      grad_norm = _tree_norm(grads)
+      grad_norm = diag_lib.global_norm(grads)
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
-      finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(params)
+      finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & diag_lib.all_finite(params)
       keep_going = finite & (state.diverged_at < 0)
       diverged_at = jnp.where(
         (state.diverged_at < 0) & ~finite, step_index.astype(jnp.int32), state.diverged_at
@@ -658,7 +650,7 @@ def make_train(
         "loss": loss,
         "metric": task.metric(outputs, batch),
         "grad_norm": grad_norm,
-        "clipped": (hp.clip > 0) & (grad_norm > hp.clip),
+        "clipped": diag_lib.clip_fired(grad_norm, hp.clip),
         "nonfinite": ~finite,
         "learning_rate": jnp.asarray(schedule(step_index), jnp.float32),
       }

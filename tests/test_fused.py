@@ -226,11 +226,16 @@ def test_benchmark_quick_mode_writes_its_tables(tmp_path):
     assert row["ms"] > 0 and row["gflops"] > 0
     assert row["compile_s"] is None if row["impl"] == "torch" else row["compile_s"] > 0
   assert {r["remat_chunk"] for r in results["remat"]} >= {None}
+  state_rows = [r for r in results["diagnostics"] if r["kind"] == "state_grads"]
+  assert [r["cell"] for r in state_rows] == ["elman"]
+  assert state_rows[0]["ratio"] > 0 and state_rows[0]["grad_ms"] > 0
+  assert len([r for r in results["diagnostics"] if r["kind"] == "cost"]) == 4
   assert [r["devices"] for r in results["sweep"]] == [2]
   assert "vmap-sharded" in results["sweep"][0]
   text = table.read_text()
   assert "| elman | 4, 20, 3, 8 | fwd+bwd | rnnlab-fused |" in text
   assert "remat_chunk" in text and "compile s" in text
+  assert "value_and_state_grads ms" in text and "lyapunov_spectrum" in text
 
 
 def test_benchmark_rejects_bad_flags():
