@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -183,8 +184,21 @@ def step_norms(state_grads: PyTree) -> PyTree:
   """``||dL/dc_t||`` over the feature (last) axis of every leaf: ``(T, *batch)`` each.
 
   For the LSTM the ``h`` and ``c`` leaves give ``||dL/dh_t||`` and ``||dL/dc_t||``.
+  Scaled before squaring, so vanishing gradients keep their value down to
+  float32's smallest numbers (``jnp.linalg.norm`` squares entries of ``1e-20``
+  to zero).
   """
-  return jax.tree.map(lambda g: jnp.linalg.norm(g, axis=-1), state_grads)
+  return jax.tree.map(partial(norm, axis=-1), state_grads)
+
+
+def norm(x: Array, axis: int | None = None) -> Array:
+  """The 2-norm of ``x`` (over ``axis``, or all of it) without under- or overflow."""
+  x = jnp.asarray(x)
+  top = jnp.max(jnp.abs(x), axis=axis, keepdims=True)
+  safe = jnp.where(top > 0, top, 1).astype(x.dtype)
+  scaled = jnp.linalg.norm(x / safe, axis=axis, keepdims=True)
+  out = jnp.where(top > 0, top * scaled, 0)
+  return jnp.squeeze(out, axis=axis) if axis is not None else out.reshape(())
 
 
 # --------------------------------------------------------------------------
@@ -213,6 +227,7 @@ class JacobianNorms(NamedTuple):
 
 
 JACOBIAN_METHODS = ("exact", "power")
+JACOBIAN_STATES = ("carry", "hidden")
 
 
 def _as_time_major(name: str, xs: Array, time_major: bool) -> Array:
@@ -261,15 +276,18 @@ def _trajectory(step, vec0, xs):
   return before, last
 
 
-def _jacobian_exact(step, vec0, xs):
+def _jacobian_exact(step, vec0, xs, index):
   before, _ = _trajectory(step, vec0, xs)
   n = vec0.shape[0]
+
+  def block_svd(prod):
+    return jnp.linalg.svd(prod[index][:, index], compute_uv=False)
 
   def body(state, inputs):
     # P = dc_T/dc_t, kept as P * exp(log_scale) with ||P||_F = 1.
     prod, log_scale = state
     c_prev, x = inputs
-    s = jnp.linalg.svd(prod, compute_uv=False)
+    s = block_svd(prod)
     out = (jnp.log(s) + log_scale, jnp.log(jnp.linalg.norm(s)) + log_scale)
     prod = prod @ jax.jacfwd(step)(c_prev, x)  # dc_T/dc_{t-1} = dc_T/dc_t J_t
     norm = jnp.linalg.norm(prod)
@@ -280,13 +298,13 @@ def _jacobian_exact(step, vec0, xs):
   init = (eye, 0.5 * jnp.log(jnp.asarray(n, vec0.dtype)))
   (prod, log_scale), (log_sv, log_fro) = jax.lax.scan(body, init, (before, xs), reverse=True)
   # The reverse scan stacks lag T-t at index t-1; flip to lag order and append lag T.
-  s = jnp.linalg.svd(prod, compute_uv=False)
+  s = block_svd(prod)
   log_sv = jnp.concatenate([log_sv[::-1], (jnp.log(s) + log_scale)[None]])
   log_fro = jnp.concatenate([log_fro[::-1], (jnp.log(jnp.linalg.norm(s)) + log_scale)[None]])
   return log_sv[:, 0], log_fro, log_sv
 
 
-def _jacobian_power(step, vec0, xs, lags, num_iters, key):
+def _jacobian_power(step, vec0, xs, lags, num_iters, key, index):
   num_steps, n = xs.shape[0], vec0.shape[0]
 
   def final(probes):  # probes (T+1, n): probes[t] is added to c_t, t = 0..T
@@ -302,11 +320,11 @@ def _jacobian_power(step, vec0, xs, lags, num_iters, key):
   vjp = jax.linear_transpose(jvp, zeros)
   times = num_steps - lags
 
-  def forward(t, v):  # (dc_T/dc_t) v
-    return jvp(zeros.at[t].set(v))
+  def forward(t, v):  # (dc_T/dc_t) v, on the selected block
+    return jvp(zeros.at[t, index].set(v))[index]
 
   def backward(t, u):  # (dc_T/dc_t)^T u
-    return vjp(u)[0][t]
+    return vjp(jnp.zeros((n,), vec0.dtype).at[index].set(u))[0][t, index]
 
   def log_norm_and_unit(v):
     # Scale by max |v| first: squaring entries of 1e-20 would underflow.
@@ -322,7 +340,7 @@ def _jacobian_power(step, vec0, xs, lags, num_iters, key):
     v, _ = jax.lax.scan(body, log_norm_and_unit(v)[1], None, length=num_iters)
     return log_norm_and_unit(forward(t, v))[0]
 
-  v0 = jax.random.normal(key, (lags.shape[0], n), vec0.dtype)
+  v0 = jax.random.normal(key, (lags.shape[0], index.shape[0]), vec0.dtype)
   return jax.vmap(iterate)(times, v0)
 
 
@@ -336,13 +354,17 @@ def jacobian_norms(
   lags: Sequence[int] | Array | None = None,
   num_iters: int = 30,
   key: Array | None = None,
+  state: str = "carry",
   time_major: bool = False,
 ) -> JacobianNorms:
   r"""``||dc_T/dc_t||`` for the lags ``T - t`` along the trajectory that ``xs`` drives.
 
   ``dc_T/dc_t = J_T J_{T-1} ... J_{t+1}``: how a change in the state at step
-  ``t`` reaches the final state. The state is the whole carry (``n = H``, or
-  ``2H`` for the LSTM's ``(h, c)``).
+  ``t`` reaches the final state. ``state="carry"`` (default) takes the whole
+  carry (``n = H``, or ``2H`` for the LSTM's ``(h, c)``); ``state="hidden"``
+  the block ``dh_T/dh_t`` of the same product (for the LSTM: how ``h_t`` reaches
+  ``h_T`` through both paths, with ``c_t`` held; equal to the carry for Elman
+  and GRU).
 
   ``method="exact"`` (small ``n``): every ``J_t`` by ``jacfwd``, the product
   accumulated backwards from ``T`` with its scale kept in log space, and the
@@ -362,8 +384,16 @@ def jacobian_norms(
     lags: the lags to report (``0 <= lag <= T``); default all of ``0..T``.
     num_iters: power iterations per lag (power method).
     key: PRNG key for the power method's start vectors (default ``key(0)``).
+    state: ``"carry"`` or ``"hidden"`` (cells with :class:`~rnnlab.cells.CellParts`).
     time_major: layout of ``xs``.
   """
+  if state not in JACOBIAN_STATES:
+    raise ValueError(f"jacobian_norms: state={state!r}; expected one of {JACOBIAN_STATES}")
+  if state == "hidden" and getattr(cell, "parts", None) is None:
+    raise ValueError(
+      f"jacobian_norms: state='hidden' needs a cell with CellParts to find h; {cell.name} has "
+      "none (use state='carry')"
+    )
   if method not in JACOBIAN_METHODS:
     raise ValueError(f"jacobian_norms: method={method!r}; expected one of {JACOBIAN_METHODS}")
   num_steps = _as_time_major("jacobian_norms", xs, time_major).shape[0]
@@ -383,11 +413,14 @@ def jacobian_norms(
 
   def one(xs_TxI, carry0):
     vec0, step = _flat_step(cell, params, carry0)
+    index = np.arange(vec0.shape[0])
+    if state == "hidden":
+      index = _hidden_index(cell, carry0)
     if method == "exact":
-      log_spec, log_fro, log_sv = _jacobian_exact(step, vec0, xs_TxI)
+      log_spec, log_fro, log_sv = _jacobian_exact(step, vec0, xs_TxI, index)
       index = jnp.asarray(lags_np)
       return log_spec[index], log_fro[index], log_sv[index]
-    log_spec = _jacobian_power(step, vec0, xs_TxI, jnp.asarray(lags_np), num_iters, key)
+    log_spec = _jacobian_power(step, vec0, xs_TxI, jnp.asarray(lags_np), num_iters, key, index)
     nan = jnp.full_like(log_spec, jnp.nan)
     return log_spec, nan, jnp.zeros((lags_np.shape[0], 0), vec0.dtype)
 
@@ -397,6 +430,20 @@ def jacobian_norms(
   batch_shape = log_spec.shape[:-1]
   lags_arr = jnp.broadcast_to(jnp.asarray(lags_np), (*batch_shape, lags_np.shape[0]))
   return JacobianNorms(lags_arr, log_spec, log_fro, log_sv)
+
+
+def _hidden_index(cell: Cell, carry: PyTree) -> np.ndarray:
+  """Where ``parts.hidden(carry)`` sits in ``ravel_pytree(carry)`` (it must be a carry leaf)."""
+  leaves, h = jax.tree.leaves(carry), cell.parts.hidden(carry)
+  offset = 0
+  for leaf in leaves:
+    if leaf is h:
+      return np.arange(offset, offset + leaf.size)
+    offset += leaf.size
+  raise ValueError(
+    f"jacobian_norms: state='hidden' needs {cell.name}'s parts.hidden to return a leaf of "
+    "the carry (use state='carry')"
+  )
 
 
 def decay_rate(log_norms: Array, lags: Array) -> Array:
@@ -747,6 +794,7 @@ def curse_of_memory_closed_form(lam: Array) -> Array:
 
 __all__ = [
   "JACOBIAN_METHODS",
+  "JACOBIAN_STATES",
   "JacobianNorms",
   "all_finite",
   "clip_fired",
@@ -758,6 +806,7 @@ __all__ = [
   "jacobian_norms",
   "lyapunov_spectrum",
   "memory_horizon",
+  "norm",
   "parameter_sensitivity",
   "recurrent_spectra",
   "state_grads",

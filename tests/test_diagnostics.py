@@ -19,7 +19,7 @@ B, T, I = 3, 6, 2
 
 # Jitted once per cell object, so the tests that share a cell share the compile.
 jacobian_norms = jax.jit(
-  diag.jacobian_norms, static_argnums=0, static_argnames=("method", "lags", "num_iters")
+  diag.jacobian_norms, static_argnums=0, static_argnames=("method", "lags", "num_iters", "state")
 )
 lyapunov_spectrum = jax.jit(
   diag.lyapunov_spectrum, static_argnums=0, static_argnames=("num_exponents", "transient")
@@ -127,7 +127,9 @@ def test_probe_gradients_equal_one_perturbation_at_a_time(model_setup, lengths):
     g = state["0:elman"]
     assert np.all(g[3:, 1] == 0) and np.all(g[:, 2] == 0) and np.any(g[:3, 1] != 0)
   norms = diag.step_norms(state)
-  np.testing.assert_allclose(norms["1:lstm"].c, np.linalg.norm(state["1:lstm"].c, axis=-1))
+  np.testing.assert_allclose(
+    norms["1:lstm"].c, np.linalg.norm(state["1:lstm"].c, axis=-1), rtol=1e-6
+  )
 
 
 def test_state_grads_under_vmap_and_with_aux():
@@ -488,3 +490,38 @@ def test_diagonal_cell():
   np.testing.assert_allclose(spectra["pascanu_bound"], params.lam.max(), rtol=1e-6)
   with pytest.raises(ValueError, match=r"radius must satisfy -1 <= low <= high <= 1"):
     rnnlab.diagonal(4, radius=(0.5, 1.5))
+
+
+def test_lstm_hidden_block_and_whole_carry_match_jacrev():
+  cell = rnnlab.lstm(3)
+  params = randomize(cell.init(jax.random.key(0), I), 22)
+  xs = randomize(jnp.zeros((8, I)), 23, 1.0)
+  carry0 = cell.initial_carry(params)
+
+  def final(h0, c0):
+    carry = rnnlab.LSTMCarry(h0, c0)
+    return rnnlab.unroll(cell, params, xs, carry, impl="scan")[1]
+
+  jac = jax.jit(jax.jacrev(final, argnums=(0, 1)))(carry0.h, carry0.c)
+  # dc_8/dc_0 as a (6, 6) matrix over (h, c); its (h, h) block is dh_8/dh_0 with c_0 held.
+  whole = np.block([[jac.h[0], jac.h[1]], [jac.c[0], jac.c[1]]])
+  for state, matrix in (("carry", whole), ("hidden", np.asarray(jac.h[0]))):
+    jn = jacobian_norms(cell, params, xs, state=state, lags=(8,))
+    s = np.linalg.svd(matrix, compute_uv=False)
+    # float32: singular values far below the largest are only known to ~1e-6 of it.
+    np.testing.assert_allclose(np.exp(jn.log_singular_values[0]), s, rtol=1e-4, atol=1e-6 * s[0])
+    power = jacobian_norms(cell, params, xs, method="power", state=state, lags=(8,), num_iters=80)
+    np.testing.assert_allclose(power.log_spectral, np.log(s[:1]), atol=1e-3)
+  with pytest.raises(ValueError, match="state='cell'"):
+    diag.jacobian_norms(cell, params, xs, state="cell")
+
+
+def test_step_norms_keep_vanishing_and_huge_gradients():
+  grads = {"a": jnp.stack([jnp.full((2, 3), 1e-25), jnp.full((2, 3), 3e30), jnp.zeros((2, 3))])}
+  norms = diag.step_norms(grads)["a"]  # (T=3, B=2)
+  np.testing.assert_allclose(norms[0], np.sqrt(3) * 1e-25, rtol=1e-6)
+  np.testing.assert_allclose(norms[1], np.sqrt(3) * 3e30, rtol=1e-6)
+  np.testing.assert_array_equal(norms[2], 0.0)
+  # jnp.linalg.norm squares 1e-25 to zero.
+  assert float(jnp.linalg.norm(grads["a"][0, 0])) == 0.0
+  np.testing.assert_allclose(diag.norm(jnp.array([3e-30, 4e-30])), 5e-30, rtol=1e-6)
