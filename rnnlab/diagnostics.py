@@ -276,9 +276,14 @@ def _trajectory(step, vec0, xs):
   return before, last
 
 
+def _linalg_dtype(dtype) -> Any:
+  """float32 at least: the linear algebra (svd, qr, eig) has no bfloat16 kernels."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
 def _jacobian_exact(step, vec0, xs, index):
   before, _ = _trajectory(step, vec0, xs)
-  n = vec0.shape[0]
+  n, dtype = vec0.shape[0], _linalg_dtype(vec0.dtype)
 
   def block_svd(prod):
     return jnp.linalg.svd(prod[index][:, index], compute_uv=False)
@@ -289,13 +294,13 @@ def _jacobian_exact(step, vec0, xs, index):
     c_prev, x = inputs
     s = block_svd(prod)
     out = (jnp.log(s) + log_scale, jnp.log(jnp.linalg.norm(s)) + log_scale)
-    prod = prod @ jax.jacfwd(step)(c_prev, x)  # dc_T/dc_{t-1} = dc_T/dc_t J_t
+    prod = prod @ jax.jacfwd(step)(c_prev, x).astype(dtype)  # dc_T/dc_{t-1} = dc_T/dc_t J_t
     norm = jnp.linalg.norm(prod)
     safe = jnp.where(norm > 0, norm, 1.0)
     return (prod / safe, log_scale + jnp.where(norm > 0, jnp.log(safe), -jnp.inf)), out
 
-  eye = jnp.eye(n, dtype=vec0.dtype) / jnp.sqrt(jnp.asarray(n, vec0.dtype))
-  init = (eye, 0.5 * jnp.log(jnp.asarray(n, vec0.dtype)))
+  eye = jnp.eye(n, dtype=dtype) / jnp.sqrt(jnp.asarray(n, dtype))
+  init = (eye, 0.5 * jnp.log(jnp.asarray(n, dtype)))
   (prod, log_scale), (log_sv, log_fro) = jax.lax.scan(body, init, (before, xs), reverse=True)
   # The reverse scan stacks lag T-t at index t-1; flip to lag order and append lag T.
   s = block_svd(prod)
@@ -517,6 +522,7 @@ def recurrent_spectra(cell: Cell, params: PyTree) -> dict[str, Any]:
       "built-in elman, lstm, gru (reset_after=True) and diagonal cells have them"
     )
   w, _ = parts.recurrent(params)
+  w = w.astype(_linalg_dtype(w.dtype))
   blocks = jnp.split(w, len(parts.blocks), axis=-1)
   radius = {n: jnp.max(jnp.abs(_eigvals(b))) for n, b in zip(parts.blocks, blocks, strict=True)}
   sigma = {n: jnp.linalg.norm(b, ord=2) for n, b in zip(parts.blocks, blocks, strict=True)}
@@ -575,17 +581,19 @@ def lyapunov_spectrum(
       raise ValueError(
         f"lyapunov_spectrum: num_exponents={num_exponents} must lie in [1, n={n}] (the state size)"
       )
-    q0, _ = jnp.linalg.qr(jax.random.normal(key, (n, num_exponents), vec0.dtype))
+    dtype = _linalg_dtype(vec0.dtype)
+    q0, _ = jnp.linalg.qr(jax.random.normal(key, (n, num_exponents), dtype))
 
     def body(state, inputs):
       c, q, total = state
       x, t = inputs
       c_next, lin = jax.linearize(lambda c: step(c, x), c)
-      q, r = jnp.linalg.qr(jax.vmap(lin, in_axes=1, out_axes=1)(q))
+      pushed = jax.vmap(lin, in_axes=1, out_axes=1)(q.astype(vec0.dtype)).astype(dtype)
+      q, r = jnp.linalg.qr(pushed)
       logs = jnp.log(jnp.abs(jnp.diagonal(r)))
       return (c_next, q, total + jnp.where(t >= transient, logs, 0)), None
 
-    init = (vec0, q0, jnp.zeros((num_exponents,), vec0.dtype))
+    init = (vec0, q0, jnp.zeros((num_exponents,), dtype))
     (_, _, total), _ = jax.lax.scan(body, init, (xs_TxI, jnp.arange(num_steps)))
     return -jnp.sort(-total / (num_steps - transient))
 

@@ -33,6 +33,11 @@ def randomize(tree, seed, scale=0.6):
   return jax.tree.map(lambda l: jnp.asarray(scale * rng.standard_normal(l.shape), l.dtype), tree)
 
 
+def random_params(cell, seed, scale=0.6):
+  """Random parameters of ``cell``'s shapes (no eager init: cheaper in tests)."""
+  return randomize(jax.eval_shape(lambda: cell.init(jax.random.key(0), I)), seed, scale)
+
+
 def orthogonal(n, seed):
   q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, n)))
   return jnp.asarray(q, jnp.float32)
@@ -140,7 +145,7 @@ def test_state_grads_under_vmap_and_with_aux():
     ys, _ = rnnlab.unroll(cell, params, xs)
     return jnp.sum(ys[:, -1] ** 2), ys
 
-  params = randomize(jax.eval_shape(lambda: cell.init(jax.random.key(0), I)), 4)
+  params = random_params(cell, 4)
   members = jax.tree.map(lambda p: jnp.stack([p, 2 * p]), params)
   batched = jax.jit(jax.vmap(diag.state_grads(loss, has_aux=True), in_axes=(0, None)))(members, xs)
   solo_fn = jax.jit(diag.value_and_state_grads(loss, has_aux=True))
@@ -168,7 +173,7 @@ N = 5
 
 def linear_cell(w_hh):
   cell = rnnlab.elman(N, "linear")
-  return cell, cell.init(jax.random.key(0), I)._replace(w_hh=w_hh)
+  return cell, random_params(cell, 0)._replace(w_hh=w_hh)
 
 
 @pytest.mark.parametrize("g", [0.8, 1.25])
@@ -207,7 +212,7 @@ def test_memory_horizon_and_decay_rate_of_a_geometric_decay():
 @pytest.fixture(scope="module")
 def tanh_setup():
   cell = rnnlab.elman(N, "tanh")
-  params = randomize(cell.init(jax.random.key(0), I), 5, 0.7)
+  params = random_params(cell, 5, 0.7)
   xs = randomize(jnp.zeros((30, I)), 6, 1.0)
   return cell, params, xs
 
@@ -250,7 +255,7 @@ def test_jacobian_norms_do_not_underflow_on_long_vanishing_products():
 
 def test_recurrent_spectra_per_gate_block():
   cell = rnnlab.lstm(3)
-  params = randomize(cell.init(jax.random.key(0), I), 8)
+  params = random_params(cell, 8)
   spectra = diag.recurrent_spectra(cell, params)
   assert list(spectra["sigma_max"]) == ["i", "f", "g", "o"]
   w = np.asarray(params.w_hh)
@@ -262,7 +267,7 @@ def test_recurrent_spectra_per_gate_block():
     )
   assert np.isnan(spectra["pascanu_bound"])
   gru = rnnlab.gru(3)
-  assert list(diag.recurrent_spectra(gru, gru.init(jax.random.key(0), I))["sigma_max"]) == [
+  assert list(diag.recurrent_spectra(gru, random_params(gru, 0))["sigma_max"]) == [
     "r",
     "z",
     "n",
@@ -315,7 +320,7 @@ def test_lstm_with_forget_open_and_input_shut_carries_the_gradient_undiminished(
     _, carry = rnnlab.unroll(cell, params, xs)
     return jnp.sum(carry.c @ v)
 
-  base = randomize(cell.init(jax.random.key(0), I), 12)
+  base = random_params(cell, 12)
   pinned = base._replace(b=base.b.at[0:3].set(-30.0).at[3:6].set(30.0))
   fn = jax.jit(diag.state_grads(loss))
   grads = fn(pinned, xs)["0:lstm"]
@@ -338,7 +343,7 @@ def test_gru_with_update_gate_pinned_to_one_carries_the_gradient_undiminished():
   def loss(params, xs):
     return jnp.sum(rnnlab.unroll(cell, params, xs)[1] @ v)
 
-  params = randomize(cell.init(jax.random.key(0), I), 14)
+  params = random_params(cell, 14)
   pinned = params._replace(b_ih=params.b_ih.at[3:6].set(30.0))
   grads = jax.jit(diag.state_grads(loss))(pinned, xs)["0:gru"]
   np.testing.assert_allclose(grads, np.broadcast_to(v, grads.shape), rtol=1e-5)
@@ -352,7 +357,7 @@ def sigmoid(a):
 
 def test_gate_values_match_numpy_equations_and_statistics_respect_lengths():
   cell = rnnlab.lstm(3)
-  params = randomize(cell.init(jax.random.key(0), I), 15, 1.0)
+  params = random_params(cell, 15, 1.0)
   xs = randomize(jnp.zeros((2, 5, I)), 16, 1.0)
   gates, units = gate_values(cell, params, xs)
   w_ih, w_hh, b = (np.asarray(a, np.float64) for a in params)
@@ -380,7 +385,7 @@ def test_gate_values_match_numpy_equations_and_statistics_respect_lengths():
 
 def test_saturation_of_tanh_units():
   cell = rnnlab.elman(4, "tanh")
-  params = randomize(cell.init(jax.random.key(0), I), 17)
+  params = random_params(cell, 17)
   xs = randomize(jnp.zeros((2, 8, I)), 18, 1.0)
   calm = gate_statistics(cell, params, xs)["units"]["h"]
   loud = gate_statistics(cell, params._replace(w_ih=100 * params.w_ih), xs)["units"]["h"]
@@ -393,10 +398,10 @@ def test_saturation_of_tanh_units():
 def test_gate_errors():
   gru = rnnlab.gru(3, reset_after=False)
   with pytest.raises(ValueError, match="does not expose its gates"):
-    diag.gate_values(gru, gru.init(jax.random.key(0), I), jnp.zeros((4, I)))
+    diag.gate_values(gru, random_params(gru, 0), jnp.zeros((4, I)))
   stack = rnnlab.stack_cells([rnnlab.elman(3)])
   with pytest.raises(ValueError, match="no CellParts with named gate blocks"):
-    diag.recurrent_spectra(stack, stack.init(jax.random.key(0), I))
+    diag.recurrent_spectra(stack, random_params(stack, 0))
 
 
 # ---------------------------------------------------------------------------
@@ -494,7 +499,7 @@ def test_diagonal_cell():
 
 def test_lstm_hidden_block_and_whole_carry_match_jacrev():
   cell = rnnlab.lstm(3)
-  params = randomize(cell.init(jax.random.key(0), I), 22)
+  params = random_params(cell, 22)
   xs = randomize(jnp.zeros((8, I)), 23, 1.0)
   carry0 = cell.initial_carry(params)
 
@@ -525,3 +530,23 @@ def test_step_norms_keep_vanishing_and_huge_gradients():
   # jnp.linalg.norm squares 1e-25 to zero.
   assert float(jnp.linalg.norm(grads["a"][0, 0])) == 0.0
   np.testing.assert_allclose(diag.norm(jnp.array([3e-30, 4e-30])), 5e-30, rtol=1e-6)
+
+
+def test_bfloat16_params_run_the_linear_algebra_in_float32():
+  cell = rnnlab.lstm(3)
+  params = random_params(cell, 24)
+  xs = randomize(jnp.zeros((6, I)), 25, 1.0)
+  low = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
+  exact = jacobian_norms(cell, low, xs.astype(jnp.bfloat16), lags=(1, 6))
+  assert exact.log_spectral.dtype == jnp.float32
+  reference = jacobian_norms(
+    cell, jax.tree.map(lambda a: a.astype(jnp.float32), low), xs, lags=(1, 6)
+  )
+  np.testing.assert_allclose(exact.log_spectral, reference.log_spectral, atol=0.05)
+  lyap = lyapunov_spectrum(cell, low, xs.astype(jnp.bfloat16), num_exponents=2)
+  assert lyap.shape == (2,) and bool(jnp.all(jnp.isfinite(lyap)))
+  np.testing.assert_allclose(
+    diag.recurrent_spectra(cell, low)["sigma_max"]["f"],
+    np.linalg.norm(np.asarray(low.w_hh[:, 3:6], np.float32), 2),
+    rtol=1e-5,
+  )
