@@ -103,13 +103,20 @@ class Cell(NamedTuple):
   parts: CellParts | None = None
 
 
+def preactivations(
+  parts: CellParts, params: PyTree, carry: PyTree, x: Array
+) -> tuple[Array, Array]:
+  """``(xp, hp)``: the input and recurrent halves of a step's pre-activations."""
+  w, b = parts.recurrent(params)
+  hp = parts.hidden(carry) @ w
+  return parts.project(params, x), hp if b is None else hp + b
+
+
 def step_from_parts(parts: CellParts) -> Callable[..., tuple[PyTree, Array]]:
   """The ``step`` that ``parts`` describe (so the two can never disagree)."""
 
   def step(params: PyTree, carry: PyTree, x: Array) -> tuple[PyTree, Array]:
-    w, b = parts.recurrent(params)
-    hp = parts.hidden(carry) @ w
-    carry = parts.update(carry, parts.project(params, x), hp if b is None else hp + b)
+    carry = parts.update(carry, *preactivations(parts, params, carry, x))
     return carry, parts.hidden(carry)
 
   return step

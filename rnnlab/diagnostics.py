@@ -45,7 +45,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from rnnlab import scan as scan_lib
-from rnnlab.cells import Cell
+from rnnlab.cells import Cell, preactivations
 
 Array = jax.Array
 PyTree = Any
@@ -247,7 +247,7 @@ def _per_sequence(name, cell, params, xs, carry, time_major, fn):
   if carry is None:
     carry = cell.initial_carry(params, batch_shape)
   x_spec = jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype)
-  scan_lib._check_carry(cell, params, carry, x_spec)
+  scan_lib._check_carry(cell, params, carry, x_spec, name)
   size = math.prod(batch_shape)
   xs_flat = xs.reshape(xs.shape[0], size, xs.shape[-1])
   carry_flat = jax.tree.map(lambda c: c.reshape(size, *c.shape[len(batch_shape) :]), carry)
@@ -625,13 +625,11 @@ def gate_values(
   xs = _as_time_major("gate_values", xs, time_major)
   if carry is None:
     carry = cell.initial_carry(params, tuple(xs.shape[1:-1]))
-  scan_lib._check_carry(cell, params, carry, jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype))
-  w, b = parts.recurrent(params)
+  x_spec = jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype)
+  scan_lib._check_carry(cell, params, carry, x_spec, "gate_values")
 
   def body(c, x):
-    xp = parts.project(params, x)
-    hp = parts.hidden(c) @ w
-    hp = hp if b is None else hp + b
+    xp, hp = preactivations(parts, params, c, x)
     return parts.update(c, xp, hp), parts.gates(c, xp, hp)
 
   _, values = jax.lax.scan(body, carry, xs)

@@ -32,25 +32,27 @@ def _signature(tree: PyTree):
   return jax.tree.structure(tree), [(tuple(l.shape), jnp.dtype(l.dtype)) for l in leaves]
 
 
-def _check_carry(cell: Cell, params: PyTree, carry: PyTree, x: Array) -> None:
+def _check_carry(
+  cell: Cell, params: PyTree, carry: PyTree, x: Array, caller: str = "unroll"
+) -> None:
   """Raises a clear error unless ``carry`` fits ``cell`` and one step keeps its signature."""
   batch_shape = tuple(x.shape[:-1])
   expected = jax.eval_shape(partial(cell.initial_carry, batch_shape=batch_shape), params)
   if _signature(carry) != _signature(expected):
     raise ValueError(
-      f"unroll: the carry {_describe(carry)} does not fit {cell.name} on xs with batch shape "
+      f"{caller}: the carry {_describe(carry)} does not fit {cell.name} on xs with batch shape "
       f"{batch_shape}; expected {_describe(expected)} (pass carry=None for zeros)"
     )
   try:
     new_carry, _ = jax.eval_shape(cell.step, params, carry, x)
   except (TypeError, ValueError) as e:
     raise ValueError(
-      f"unroll: {cell.name}.step(params, carry, x) fails for the carry {_describe(carry)} "
+      f"{caller}: {cell.name}.step(params, carry, x) fails for the carry {_describe(carry)} "
       f"and x of shape {tuple(x.shape)} (batch shape {batch_shape}): {e}"
     ) from e
   if _signature(new_carry) != _signature(carry):
     raise ValueError(
-      f"unroll: {cell.name}.step maps the carry {_describe(carry)} to "
+      f"{caller}: {cell.name}.step maps the carry {_describe(carry)} to "
       f"{_describe(new_carry)}; the carry must keep its structure, shape and dtype. "
       f"Pass carry=None or cell.initial_carry(params, batch_shape={batch_shape})."
     )

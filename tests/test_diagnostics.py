@@ -465,6 +465,8 @@ def test_jacobian_norms_errors(tanh_setup):
     diag.jacobian_norms(cell, params, xs, method="power", num_iters=0)
   with pytest.raises(ValueError, match="xs must have shape"):
     diag.jacobian_norms(cell, params, jnp.zeros((I,)))
+  with pytest.raises(ValueError, match=r"jacobian_norms: elman.step\(params, carry, x\) fails"):
+    diag.jacobian_norms(cell, params, jnp.zeros((4, I + 1)))
 
 
 def test_diagnostics_vmap_over_members(tanh_setup):
