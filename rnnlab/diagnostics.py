@@ -88,11 +88,11 @@ def _structure(tree: PyTree):
 
 @contextlib.contextmanager
 def _tapped(tap: _Tap):
-  scan_lib.PROBE_TAPS.append(tap)
+  scan_lib.probe_taps().append(tap)
   try:
     yield tap
   finally:
-    scan_lib.PROBE_TAPS.remove(tap)
+    scan_lib.probe_taps().remove(tap)
 
 
 def _label(specs: Sequence[_ProbeSpec]) -> list[str]:

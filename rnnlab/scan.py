@@ -7,6 +7,7 @@ with the sequence length and the whole unroll composes with ``jit``, ``vmap``,
 
 from __future__ import annotations
 
+import threading
 from functools import partial
 from typing import Any
 
@@ -93,8 +94,17 @@ IMPLS = ("auto", "fused", "scan")
 # Probe taps installed by `rnnlab.diagnostics` while it traces a user's loss
 # (innermost last). Every unroll given no probes calls the innermost tap, at
 # trace time, as `tap(cell, carry, num_steps, reverse)`; it returns time-major
-# probes for that unroll or None. Empty outside the diagnostics.
-PROBE_TAPS: list = []
+# probes for that unroll or None. Empty outside the diagnostics. One stack per
+# thread (`probe_taps()`), so that losses traced on several threads at once (a
+# sweep compiling its next programs in the background) never see each other's taps.
+_TAPS = threading.local()
+
+
+def probe_taps() -> list:
+  """This thread's stack of probe taps (see :mod:`rnnlab.diagnostics`)."""
+  if not hasattr(_TAPS, "stack"):
+    _TAPS.stack = []
+  return _TAPS.stack
 
 
 # The fused path wins on the CPU from this hidden size on (measured by
@@ -284,8 +294,8 @@ def unroll(
   _check_carry(cell, params, carry, jax.ShapeDtypeStruct(xs_TxBxI.shape[1:], xs_TxBxI.dtype))
   if probes is not None:
     probes = _time_major_probes(probes, carry, num_steps, len(batch_shape), time_major)
-  elif PROBE_TAPS:
-    probes = PROBE_TAPS[-1](cell, carry, num_steps, reverse)
+  elif probe_taps():
+    probes = probe_taps()[-1](cell, carry, num_steps, reverse)
   valid_TxB = None
   if lengths is not None:
     lengths = check_lengths(lengths, batch_shape, num_steps)

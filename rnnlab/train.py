@@ -295,8 +295,10 @@ def _make_eval_task(config: ml_collections.ConfigDict):
   return tasks.get(config.task.name, config.task.length, **kwargs)
 
 
-def _make_cell(config: ml_collections.ConfigDict, gain: Any) -> cells_lib.Cell:
+def make_cell(config: ml_collections.ConfigDict, gain: Any = None) -> cells_lib.Cell:
+  """One recurrent cell as ``config.model`` describes it (``gain`` overrides ``model.gain``)."""
   m = config.model
+  gain = m.gain if gain is None else gain
   kwargs = dict(recurrent_init=m.recurrent_init, gain=gain, input_init=m.input_init)
   if m.cell == "elman":
     return cells_lib.elman(m.hidden_size, m.nonlinearity, **kwargs)
@@ -322,7 +324,7 @@ def make_model(config: ml_collections.ConfigDict, task: Any = None) -> Model:
   num_layers = config.model.num_layers
 
   def stack(gain):
-    return layers_lib.stacked([_make_cell(config, gain) for _ in range(num_layers)])
+    return layers_lib.stacked([make_cell(config, gain) for _ in range(num_layers)])
 
   layer = stack(config.model.gain)
   readout = layers_lib.dense(task.output_size)
@@ -521,53 +523,53 @@ class TrainState(NamedTuple):
   diverged_at: Array
 
 
-def make_train(
+class Trainer(NamedTuple):
+  """The training loop in pieces, for runners that checkpoint between chunks of steps.
+
+  ``train(key, hp)`` of :func:`make_train` is ``finish(run(init(key, hp), key, hp,
+  arange(num_steps))...)``; cutting ``arange(num_steps)`` into consecutive chunks
+  gives the same updates (each step reads only its own index and the state), so
+  a runner can save the state between chunks and resume. All three are pure and
+  unjitted: jit, vmap and shard them as a whole.
+
+  Attributes:
+    init: ``init(key, hparams) -> TrainState``, the parameters at initialisation.
+    run: ``run(state, key, hparams, steps) -> (state, records)``: the updates at
+      the int32 step indices ``steps`` (one ``lax.scan``); ``records`` holds
+      the per-step metrics, each ``(len(steps),)``.
+    finish: ``finish(state, key, hparams) -> dict``: ``diverged_at`` and, when
+      ``config.eval.num_batches``, ``eval_loss``, ``eval_metric`` and ``solved``.
+    model: the :class:`Model`.
+    task: the training task.
+    eval_task: the held-out task (``config.eval.task_kwargs`` applied).
+  """
+
+  init: Callable[..., TrainState]
+  run: Callable[..., tuple[TrainState, dict]]
+  finish: Callable[..., dict]
+  model: Model
+  task: Any
+  eval_task: Any
+
+
+def split_key(key: Array) -> tuple[Array, Array, Array, Array]:
+  """``k_init, k_data, k_eval, k_diag``: the run key's four streams (see the module doc)."""
+  k_init, k_data, k_eval, k_diag = jax.random.split(key, 4)
+  return k_init, k_data, k_eval, k_diag
+
+
+def make_trainer(
   config: ml_collections.ConfigDict,
   step_stats: Callable[[PyTree, PyTree, Array], dict] | None = None,
-  diagnostics: Callable[[PyTree, Any], PyTree] | None = None,
   *,
   task: Any = None,
-) -> Callable[..., tuple[PyTree, dict]]:
-  """Builds ``train(key, hparams=None) -> (params, metrics)``, the whole run as one function.
-
-  Args:
-    config: a config like :func:`default_config`'s (checked here; closed over, never mutated).
-    step_stats: optional ``(grads, updates, loss) -> dict`` of extra per-step
-      scalars (e.g. training-time gradient statistics); ``grads`` are before
-      clipping, ``updates`` the optimizer's output. Each entry is recorded
-      every step under its own name, which must not shadow a built-in metric.
-    diagnostics: optional ``(params, batch) -> pytree`` evaluated on a fixed
-      held-out batch at update counts ``0, e, 2e, ..., num_steps`` with
-      ``e = config.diagnostics_every`` (the loop becomes a scan over
-      ``num_steps / e`` chunks of an inner scan of ``e`` steps, so nothing is
-      computed at other steps, even under ``vmap``).
-    task: an :class:`rnnlab.tasks.Task`; default ``rnnlab.tasks.get`` of ``config.task``.
-
-  Returns:
-    ``train(key, hparams=None)``, already wrapped in ``jax.jit`` (so a plain call
-    compiles the whole run once), and free to be jitted or vmapped again. ``hparams`` is an
-    :class:`HParams` of scalars (default :func:`default_hparams`). It returns the
-    final params and a dict of metrics: ``loss``, ``metric``, ``grad_norm``,
-    ``clipped``, ``nonfinite``, ``learning_rate`` (and the ``step_stats``
-    entries), each ``(num_steps,)``; ``diverged_at`` (int32, -1 if never);
-    ``eval_loss``, ``eval_metric`` and ``solved`` on ``config.eval.num_batches``
-    held-out batches after training (absent when 0); ``diagnostics`` and
-    ``diagnostics_step`` when ``diagnostics`` is given.
-
-  With ``config.tbptt`` set, each step's gradient is TBPTT(k1, k2) over the
-  sampled batch (:func:`tbptt_outputs`, one update per batch). If the task is a
-  stream (``task.stream`` is not None), consecutive steps read consecutive
-  chunks of each stream and the recurrent state is carried from one step to the
-  next (gradient stopped); otherwise every batch starts from zeros.
-  """
+) -> Trainer:
+  """The :class:`Trainer` of ``config``: arguments as :func:`make_train` (no diagnostics)."""
   check_config(config)
   task_is_default = task is None
   task = _make_task(config) if task is None else task
   model = make_model(config, task)
-  num_steps, batch_size = config.num_steps, config.batch_size
-  every = config.diagnostics_every if diagnostics is not None else 0
-  if diagnostics is not None and not every:
-    _fail("diagnostics_every", every, "a positive divisor of num_steps when diagnostics is given")
+  batch_size = config.batch_size
   tbptt = config.tbptt.k1 is not None
   eval_task = _make_eval_task(config) if task_is_default else task
   stream = getattr(task, "stream", None) if tbptt else None
@@ -614,14 +616,20 @@ def make_train(
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-  def train(key: Array, hparams: HParams | None = None) -> tuple[PyTree, dict]:
+  def init(key: Array, hparams: HParams | None = None) -> TrainState:
+    hp = _check_hparams(default_hparams(config) if hparams is None else hparams)
+    tx = make_optimizer(config, hp.learning_rate, hp.clip)
+    params = model.init(split_key(key)[0], hp.gain)
+    rnn_carry = () if stream is None else model.initial_carry(params, (batch_size,))
+    return TrainState(params, tx.init(params), rnn_carry, jnp.asarray(-1, jnp.int32))
+
+  def run(
+    state: TrainState, key: Array, hparams: HParams | None, steps: Array
+  ) -> tuple[TrainState, dict]:
     hp = _check_hparams(default_hparams(config) if hparams is None else hparams)
     tx = make_optimizer(config, hp.learning_rate, hp.clip)
     schedule = make_schedule(config, hp.learning_rate)
-    k_init, k_data, k_eval, k_diag = jax.random.split(key, 4)
-    params = model.init(k_init, hp.gain)
-    rnn_carry = () if stream is None else model.initial_carry(params, (batch_size,))
-    state = TrainState(params, tx.init(params), rnn_carry, jnp.asarray(-1, jnp.int32))
+    k_data = split_key(key)[1]
 
     def step(state: TrainState, step_index: Array):
       batch = sample(k_data, step_index)
@@ -662,15 +670,85 @@ def make_train(
         record.update(extra)
       return new_state, record
 
+    return jax.lax.scan(step, state, jnp.asarray(steps, jnp.int32))
+
+  def finish(state: TrainState, key: Array, hparams: HParams | None = None) -> dict:
+    del hparams  # the evaluation does not depend on them; kept for a uniform signature
+    result = {"diverged_at": state.diverged_at}
+    if config.eval.num_batches:
+      scores = _evaluate(
+        model,
+        eval_task,
+        state.params,
+        split_key(key)[2],
+        config.eval.batch_size,
+        config.eval.num_batches,
+      )
+      result["eval_loss"] = scores["loss"]
+      result["eval_metric"] = scores["metric"]
+      result["solved"] = jnp.asarray(task.solved(scores["loss"], scores["metric"]))
+    return result
+
+  return Trainer(init, run, finish, model, task, eval_task)
+
+
+def make_train(
+  config: ml_collections.ConfigDict,
+  step_stats: Callable[[PyTree, PyTree, Array], dict] | None = None,
+  diagnostics: Callable[[PyTree, Any], PyTree] | None = None,
+  *,
+  task: Any = None,
+) -> Callable[..., tuple[PyTree, dict]]:
+  """Builds ``train(key, hparams=None) -> (params, metrics)``, the whole run as one function.
+
+  Args:
+    config: a config like :func:`default_config`'s (checked here; closed over, never mutated).
+    step_stats: optional ``(grads, updates, loss) -> dict`` of extra per-step
+      scalars (e.g. training-time gradient statistics); ``grads`` are before
+      clipping, ``updates`` the optimizer's output. Each entry is recorded
+      every step under its own name, which must not shadow a built-in metric.
+    diagnostics: optional ``(params, batch) -> pytree`` evaluated on a fixed
+      held-out batch at update counts ``0, e, 2e, ..., num_steps`` with
+      ``e = config.diagnostics_every`` (the loop becomes a scan over
+      ``num_steps / e`` chunks of an inner scan of ``e`` steps, so nothing is
+      computed at other steps, even under ``vmap``).
+    task: an :class:`rnnlab.tasks.Task`; default ``rnnlab.tasks.get`` of ``config.task``.
+
+  Returns:
+    ``train(key, hparams=None)``, already wrapped in ``jax.jit`` (so a plain call
+    compiles the whole run once), and free to be jitted or vmapped again. ``hparams`` is an
+    :class:`HParams` of scalars (default :func:`default_hparams`). It returns the
+    final params and a dict of metrics: ``loss``, ``metric``, ``grad_norm``,
+    ``clipped``, ``nonfinite``, ``learning_rate`` (and the ``step_stats``
+    entries), each ``(num_steps,)``; ``diverged_at`` (int32, -1 if never);
+    ``eval_loss``, ``eval_metric`` and ``solved`` on ``config.eval.num_batches``
+    held-out batches after training (absent when 0); ``diagnostics`` and
+    ``diagnostics_step`` when ``diagnostics`` is given.
+
+  With ``config.tbptt`` set, each step's gradient is TBPTT(k1, k2) over the
+  sampled batch (:func:`tbptt_outputs`, one update per batch). If the task is a
+  stream (``task.stream`` is not None), consecutive steps read consecutive
+  chunks of each stream and the recurrent state is carried from one step to the
+  next (gradient stopped); otherwise every batch starts from zeros.
+  :func:`make_trainer` gives the same loop in pieces (for checkpointing runners).
+  """
+  trainer = make_trainer(config, step_stats, task=task)
+  num_steps = config.num_steps
+  every = config.diagnostics_every if diagnostics is not None else 0
+  if diagnostics is not None and not every:
+    _fail("diagnostics_every", every, "a positive divisor of num_steps when diagnostics is given")
+
+  def train(key: Array, hparams: HParams | None = None) -> tuple[PyTree, dict]:
+    state = trainer.init(key, hparams)
     steps = jnp.arange(num_steps, dtype=jnp.int32)
     metrics: dict[str, Any] = {}
     if not every:
-      state, records = jax.lax.scan(step, state, steps)
+      state, records = trainer.run(state, key, hparams, steps)
     else:
-      diag_batch = eval_task.sample(k_diag, config.eval.batch_size)
+      diag_batch = trainer.eval_task.sample(split_key(key)[3], config.eval.batch_size)
 
       def chunk(state, chunk_steps):
-        state, records = jax.lax.scan(step, state, chunk_steps)
+        state, records = trainer.run(state, key, hparams, chunk_steps)
         return state, (records, diagnostics(state.params, diag_batch))
 
       first = diagnostics(state.params, diag_batch)
@@ -681,14 +759,7 @@ def make_train(
       )
       metrics["diagnostics_step"] = jnp.arange(0, num_steps + 1, every, dtype=jnp.int32)
     metrics.update(records)
-    metrics["diverged_at"] = state.diverged_at
-    if config.eval.num_batches:
-      result = _evaluate(
-        model, eval_task, state.params, k_eval, config.eval.batch_size, config.eval.num_batches
-      )
-      metrics["eval_loss"] = result["loss"]
-      metrics["eval_metric"] = result["metric"]
-      metrics["solved"] = jnp.asarray(task.solved(result["loss"], result["metric"]))
+    metrics.update(trainer.finish(state, key, hparams))
     return state.params, metrics
 
   # Compiled as one program whether or not the caller wraps it in jit (see the module

@@ -1,0 +1,1 @@
+"""Config files for ``experiments.run`` (``--config=experiments/configs/<name>.py:<arg>``)."""

@@ -1,0 +1,347 @@
+"""The sweep report: typed CSV reading, every figure written, readings computed from the data.
+
+A synthetic workdir stands in for a sweep: 3 cells x 2 T x 2 clips x 2 seeds,
+where the LSTM solves every run, the Elman cell none and the GRU only the
+shorter T; gradients decay at known exact rates (``ln ||dL/dh_t|| = rate * lag``)
+and the gain scan's Elman Pascanu bound equals the gain.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+from rnnlab import report
+
+CELLS = ("elman", "lstm", "gru")
+TS = (5, 10)
+CLIPS = (0.0, 1.0)
+SEEDS = (0, 1)
+STEPS = 30
+BASELINE = 1 / 6
+RATES = {"elman": -0.5, "lstm": -0.1, "gru": -0.3}  # ln-norm slope per step at init
+GAINS = (0.5, 0.8, 1.25, 2.0)  # the Pascanu threshold (gain 1) lies between grid points
+
+SUMMARY = [
+  "member",
+  "group",
+  "cell",
+  "task",
+  "T",
+  "hidden",
+  "gain",
+  "lr",
+  "clip",
+  "seed",
+  "final_loss",
+  "final_metric",
+  "baseline",
+  "solved",
+  "steps_to_solve",
+  "diverged_at",
+  "clip_fraction",
+  "decay_rate_init",
+  "decay_rate",
+  "memory_horizon_init",
+  "memory_horizon",
+  "spectral_radius_init",
+  "spectral_radius",
+  "lyapunov_init",
+  "lyapunov",
+]
+MEMBER = ["member", "cell", "T", "gain", "lr", "clip", "seed"]
+METRICS = [*MEMBER, "step", "loss", "metric", "grad_norm", "clipped", "nonfinite", "learning_rate"]
+GRADIENTS = [*MEMBER, "phase", "lag", "log_grad_norm"]
+GAIN_SCAN = [
+  "cell",
+  "T",
+  "gain",
+  "seed",
+  "decay_rate",
+  "memory_horizon",
+  "spectral_radius",
+  "sigma_max",
+  "pascanu_bound",
+  "lyapunov",
+]
+
+
+def fmt(value):
+  """As the sweep writes values: bools True/False, floats with '.9g'."""
+  if isinstance(value, bool | np.bool_):
+    return str(bool(value))
+  if isinstance(value, float | np.floating):
+    return format(float(value), ".9g")
+  return str(value)
+
+
+def write_csv(path, columns, rows):
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([fmt(v) for v in row] for row in rows)
+
+
+def make_workdir(path, diverge=False, gain_scan=True):
+  """Writes the synthetic sweep tables into ``path``; ``diverge``: one Elman run blows up."""
+  rng = np.random.default_rng(0)
+  short = min(TS)
+  summary, metrics, gradients = [], [], []
+  member = 0
+  for cell in CELLS:
+    for T in TS:
+      for clip in CLIPS:
+        for seed in SEEDS:
+          solves = cell == "lstm" or (cell == "gru" and short == T)
+          steps = np.arange(STEPS)
+          noise = 1 + 0.05 * rng.standard_normal(STEPS)
+          loss = BASELINE * (np.exp(-steps / 5) + 0.003 if solves else np.ones(STEPS)) * noise
+          diverged_at = -1
+          if diverge and cell == "elman" and short == T and clip == 0 and seed == 1:
+            diverged_at = 20
+            loss[diverged_at:] = np.nan
+          final = float(loss[-1]) if np.isfinite(loss[-1]) else math.nan
+          fraction = {"elman": 0.25, "lstm": 0.05, "gru": 0.1}[cell] if clip else 0.0
+          rate = RATES[cell]
+          summary.append(
+            [
+              member,
+              f"{cell}_T{T}",
+              cell,
+              "adding",
+              T,
+              8,
+              1.0,
+              0.002,
+              clip,
+              seed,
+              final,
+              final,
+              BASELINE,
+              solves,
+              12 if solves else -1,
+              diverged_at,
+              fraction,
+              rate,
+              rate / 2,
+              3,
+              6,
+              1.0,
+              1.1,
+              -0.2,
+              -0.1,
+            ]
+          )
+          for s in steps:
+            clipped = bool(clip) and rng.random() < fraction
+            ident = [member, cell, T, 1.0, 0.002, clip, seed]
+            nonfinite = not np.isfinite(loss[s])
+            metrics.append([*ident, s, loss[s], loss[s], 1.0, clipped, nonfinite, 0.002])
+          for phase, r in (("init", rate), ("trained", rate / 2)):
+            for lag in range(T):
+              gradients.append(
+                [member, cell, T, 1.0, 0.002, clip, seed, phase, lag, r * lag - seed]
+              )
+          member += 1
+  write_csv(os.path.join(path, "summary.csv"), SUMMARY, summary)
+  write_csv(os.path.join(path, "metrics.csv"), METRICS, metrics)
+  write_csv(os.path.join(path, "gradients.csv"), GRADIENTS, gradients)
+  if gain_scan:
+    scan = []
+    for cell in CELLS:
+      for gain in GAINS:
+        for seed in SEEDS:
+          decay = math.log(gain) - 0.1 if cell == "elman" else -0.1 - 0.01 * seed
+          bound = gain if cell == "elman" else math.nan
+          scan.append([cell, TS[-1], gain, seed, decay, 4, gain, gain, bound, decay + 0.05])
+    write_csv(os.path.join(path, "gain_scan.csv"), GAIN_SCAN, scan)
+  config = {
+    "preset": "quick",
+    "task": {"name": "adding", "kwargs": {}},
+    "model": {"hidden_size": 8, "gain": 1.0},
+    "train": {"optimizer": "adam", "learning_rate": 0.002, "num_steps": STEPS, "clip": 1.0},
+    "sweep": {"cell": list(CELLS), "T": list(TS), "clip": list(CLIPS), "seeds": len(SEEDS)},
+  }
+  with open(os.path.join(path, "config.json"), "w") as f:
+    json.dump(config, f)
+  return path
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+  """The synthetic workdir and its report in PNG and SVG: ``(workdir, paths, report text)``."""
+  workdir = make_workdir(str(tmp_path_factory.mktemp("full")))
+  paths = report.write_report(workdir, formats=("png", "svg"), dpi=50)
+  with open(os.path.join(workdir, "report.md")) as f:
+    return workdir, paths, f.read()
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+  """One diverged run (NaN losses) and no gain_scan.csv; written with warnings as errors."""
+  workdir = make_workdir(str(tmp_path_factory.mktemp("broken")), diverge=True, gain_scan=False)
+  with warnings.catch_warnings(record=True) as record:
+    warnings.simplefilter("always")
+    paths = report.write_report(workdir, formats=("png",), dpi=50)
+  noisy = [f"{w.category.__name__}: {w.message}" for w in record]
+  with open(os.path.join(workdir, "report.md")) as f:
+    return workdir, paths, f.read(), noisy
+
+
+# ---------------------------------------------------------------------------
+# read_table.
+# ---------------------------------------------------------------------------
+
+
+def test_read_table_round_trips_types(tmp_path):
+  path = tmp_path / "t.csv"
+  path.write_text(
+    "member,cell,gain,loss,solved,extra_int,extra_float,extra_bool,extra_str\n"
+    "0,elman,1,nan,True,7,-inf,False,a b\n"
+    "1,lstm,0.5,inf,False,-3,2.5e-300,True,x\n"
+  )
+  t = report.read_table(path)
+  assert list(t) == path.read_text().splitlines()[0].split(",")
+  assert t["member"].dtype == np.int64 and t["member"].tolist() == [0, 1]
+  assert t["extra_int"].dtype == np.int64 and t["extra_int"].tolist() == [7, -3]
+  # A known float column stays float even when every value prints as an integer.
+  assert t["gain"].dtype == np.float64 and t["gain"].tolist() == [1.0, 0.5]
+  assert np.isnan(t["loss"][0]) and t["loss"][1] == np.inf
+  assert t["extra_float"].dtype == np.float64
+  assert t["extra_float"][0] == -np.inf and t["extra_float"][1] == 2.5e-300
+  assert t["solved"].dtype == np.bool_ and t["solved"].tolist() == [True, False]
+  assert t["extra_bool"].dtype == np.bool_ and t["extra_bool"].tolist() == [False, True]
+  assert t["cell"].dtype.kind == "U" and t["cell"].tolist() == ["elman", "lstm"]
+  assert t["extra_str"].tolist() == ["a b", "x"]
+
+
+def test_read_table_header_only_missing_and_ragged(tmp_path):
+  empty = tmp_path / "empty.csv"
+  empty.write_text(",".join(GAIN_SCAN) + "\n")
+  t = report.read_table(empty)
+  assert list(t) == GAIN_SCAN and all(v.shape == (0,) for v in t.values())
+  assert t["T"].dtype == np.int64 and t["gain"].dtype == np.float64
+  missing = tmp_path / "nope.csv"
+  with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+    report.read_table(missing)
+  ragged = tmp_path / "ragged.csv"
+  ragged.write_text("a,b\n1,2\n3\n")
+  with pytest.raises(ValueError, match="line 3"):
+    report.read_table(ragged)
+
+
+def test_read_table_reads_what_the_generator_wrote(full):
+  workdir, _, _ = full
+  s = report.read_table(os.path.join(workdir, "summary.csv"))
+  assert list(s) == SUMMARY and s["member"].tolist() == list(range(24))
+  assert s["clip"].dtype == np.float64 and s["solved"].dtype == np.bool_
+  g = report.read_table(os.path.join(workdir, "gradients.csv"))
+  assert set(g["phase"].tolist()) == {"init", "trained"}
+
+
+# ---------------------------------------------------------------------------
+# Figures and the report.
+# ---------------------------------------------------------------------------
+
+
+def test_write_report_writes_every_figure_in_every_format(full):
+  workdir, paths, text = full
+  expected = [
+    os.path.join(workdir, "figures", f"{name}.{fmt}")
+    for name in report.FIGURES
+    for fmt in ("png", "svg")
+  ]
+  assert paths == [*expected, os.path.join(workdir, "report.md")]
+  for name in report.FIGURES:
+    with open(os.path.join(workdir, "figures", f"{name}.png"), "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(os.path.join(workdir, "figures", f"{name}.svg")) as f:
+      assert "<svg" in f.read()
+    assert f"](figures/{name}.png)" in text and f"(figures/{name}.svg)" in text
+  leftovers = [f for f in os.listdir(os.path.join(workdir, "figures")) if f.endswith(".tmp")]
+  assert not leftovers
+
+
+def table_rows(text, cell):
+  return [line for line in text.splitlines() if line.startswith(f"| {cell} |")]
+
+
+def test_report_success_table(full):
+  _, _, text = full
+  assert "| cell | clip | T = 5 | T = 10 |" in text
+  for cell, at in (("LSTM", ("100%", "100%")), ("Elman", ("0%", "0%")), ("GRU", ("100%", "0%"))):
+    rows = table_rows(text, cell)
+    assert len(rows) == 2  # clip off and clip 1
+    for row in rows:
+      entries = [e.strip() for e in row.strip("|").split("|")][2:]
+      solved = "2/2" if at[0] == "100%" else "0/2"
+      assert entries[0].startswith(f"{at[0]} ({solved})")
+      solved = "2/2" if at[1] == "100%" else "0/2"
+      assert entries[1].startswith(f"{at[1]} ({solved})")
+
+
+def test_report_readings_are_computed(full):
+  _, _, text = full
+  # Gradient decay at init: exp(rate) per step, halving every ln 2 / -rate steps.
+  for rate in RATES.values():
+    halving = f"{math.log(2) / -rate:.3g}"
+    assert f"by a factor {math.exp(rate):.3g} per step (halves every {halving} steps)" in text
+  assert "the Elman gradient shrinks by a factor 0.607 per step (halves every 1.39 steps)" in text
+  assert "At lag 9 the median norm is 10^-2.0 (Elman), 10^-0.4 (LSTM) and 10^-1.2 (GRU)" in text
+  # After training the rates halve: the Elman norm halves every 2.77 steps.
+  assert f"halves every {math.log(2) / 0.25:.3g} steps" in text
+  assert "brought the decay rate of Elman, LSTM and GRU closer to 0" in text
+  # The Pascanu bound = gain crosses 1 at gain 1, between the grid points 0.8 and 1.25.
+  assert "crosses 1 at gain 1.00" in text
+  # The Elman decay rate ln(g) - 0.1, linearly interpolated between 0.8 and 1.25.
+  y0, y1 = math.log(0.8) - 0.1, math.log(1.25) - 0.1
+  assert f"decay rate crosses 0 at gain {0.8 - y0 * 0.45 / (y1 - y0):.2f}" in text
+  assert "(decay -0.793/step at gain 0.5" in text  # ln(0.5) - 0.1
+  assert "grows at every scanned gain (+0.593/step at gain 2)" in text  # ln(2) - 0.1
+  assert "The LSTM's decay rate stays at about -0.105/step over gains 0.5–2" in text
+  assert "LSTM solves every run at every T up to 10" in text
+  assert "Elman solves no run at any T" in text
+  assert "GRU solves every run up to T = 5 and none from T = 10 on" in text
+  assert "Clipping (threshold 1) fired on 25% of Elman steps at T = 10" in text
+  assert "None of the 24 runs diverged." in text
+  assert "Figure skipped" not in text
+
+
+def test_diverged_run_is_reported_without_warnings(broken):
+  workdir, paths, text, noisy = broken
+  assert not noisy, noisy
+  assert "1 of 24 runs diverged (non-finite loss): Elman T = 5 (clip 0, seed 1, step 20)" in text
+  # The training curves show clip-on runs only; the clipping section counts the diverged run.
+  assert "Runs that diverged: 1 without clipping, 0 with it." in text
+  assert "1 diverged" in text  # in the success table
+  assert os.path.join(workdir, "figures", "training_curves.png") in paths
+
+
+def test_missing_gain_scan_skips_its_figure(broken):
+  workdir, paths, text, _ = broken
+  assert "Figure skipped: `gain_scan.csv` is missing from the workdir" in text
+  assert not any("decay_vs_gain" in p for p in paths)
+  assert "figures/decay_vs_gain" not in text
+  assert len(paths) == len(report.FIGURES)  # four figures and report.md
+
+
+def test_plots_return_none_without_their_data(tmp_path):
+  workdir = make_workdir(str(tmp_path))
+  summary = report.read_table(os.path.join(workdir, "summary.csv"))
+  metrics = report.read_table(os.path.join(workdir, "metrics.csv"))
+  off = {k: v[summary["clip"] == 0] for k, v in summary.items()}
+  assert report.plot_clipping(off, metrics) is None
+  scan = tmp_path / "empty.csv"
+  scan.write_text(",".join(GAIN_SCAN) + "\n")
+  assert report.plot_decay_vs_gain(report.read_table(scan)) is None
+  assert report.plot_grad_vs_lag({}, summary) is None
+  # One cell and one T only still draws.
+  one = {k: v[(summary["cell"] == "gru") & (summary["T"] == 10)] for k, v in summary.items()}
+  assert report.plot_success_vs_T(one) is not None
