@@ -37,8 +37,10 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
@@ -53,7 +55,8 @@ import rnnlab
 from rnnlab import diagnostics
 from rnnlab import scan as scan_lib
 
-SUITES = ("speed", "remat", "compile", "diagnostics", "sweep")
+SUITES = ("speed", "remat", "compile", "diagnostics", "sweep", "runner")
+DEFAULT_SUITES = SUITES[:-1]  # "runner" launches the experiment runner: ask for it by name
 CELLS = {"elman": rnnlab.elman, "lstm": rnnlab.lstm, "gru": rnnlab.gru}
 GATES = {"elman": 1, "lstm": 4, "gru": 3}
 # (B, T, I, H): research sizes; the first two are the issue's targets.
@@ -68,7 +71,12 @@ QUICK_GRID = ((4, 20, 3, 8),)
 # The diagnostics suite: the two target shapes and one where `auto` takes the fused path.
 DIAGNOSTICS_GRID = ((32, 1000, 2, 64), (64, 500, 8, 128), (32, 200, 16, 256))
 
-_SUITES = flags.DEFINE_list("suites", list(SUITES), f"Which suites to run, from {SUITES}.")
+_SUITES = flags.DEFINE_list(
+  "suites", list(DEFAULT_SUITES), f"Which suites to run, from {SUITES} (default: all but runner)."
+)
+_ROUNDS = flags.DEFINE_integer(
+  "runner_rounds", 3, "runner suite: alternating rounds per device count.", lower_bound=1
+)
 _CELLS = flags.DEFINE_list("cells", list(CELLS), f"Cells to time, from {tuple(CELLS)}.")
 _SHAPES = flags.DEFINE_list(
   "shapes", [], "Override the grid: shapes as B:T:I:H, e.g. --shapes=32:1000:2:64,64:500:8:128."
@@ -391,6 +399,53 @@ def sweep_suite(num_seeds, reps, device_counts, shape) -> list[dict]:
   return rows
 
 
+RUNNER_CHUNK = re.compile(r"\] (\S+): step (\d+)/\d+ \(([\d.]+)s\)")
+
+
+def runner_suite(device_counts: list[int], rounds: int, quick: bool) -> list[dict]:
+  """The experiment runner on 1, 2, ... XLA devices: one group (LSTM, T=40, 10 members).
+
+  Each launch is a fresh process (the device count is fixed when JAX starts),
+  alternating device counts round by round. ``chunk_s``: median seconds per chunk
+  of 100 updates, leaving out each group's first chunk; ``total_s``: the whole
+  launch, compilation included (median over rounds).
+  """
+  steps, chunk = (40, 10) if quick else (600, 100)
+  args = [
+    "--config=experiments/configs/vanishing.py:cell=lstm,T=40",
+    f"--config.train.num_steps={steps}",
+    f"--config.run.chunk_steps={chunk}",
+    "--config.diagnostics.gain_scan=()",
+    "--config.run.plots=False",
+    "--config.run.checkpoint_seconds=1e9",
+  ]
+  times: dict[int, dict[str, list[float]]] = {d: {"chunk": [], "total": []} for d in device_counts}
+  for _ in range(rounds):
+    for count in device_counts:
+      with tempfile.TemporaryDirectory() as workdir:
+        command = [sys.executable, "-m", "experiments.run", *args, f"--workdir={workdir}"]
+        command.append(f"--config.run.devices={count}")
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        total = time.perf_counter() - start
+      if done.returncode != 0:
+        raise RuntimeError(f"runner with {count} devices failed:\n{done.stderr[-2000:]}")
+      chunks = RUNNER_CHUNK.findall(done.stderr)
+      times[count]["chunk"] += [float(s) for _, step, s in chunks if int(step) > chunk]
+      times[count]["total"].append(total)
+  base = float(np.median(times[device_counts[0]]["chunk"]))
+  return [
+    dict(
+      devices=count,
+      members=10,
+      chunk_s=float(np.median(t["chunk"])),
+      total_s=float(np.median(t["total"])),
+      speedup=base / float(np.median(t["chunk"])),
+    )
+    for count, t in times.items()
+  ]
+
+
 def environment() -> dict:
   info = dict(
     date=time.strftime("%Y-%m-%d"),
@@ -482,6 +537,17 @@ def markdown(results: dict) -> str:
         f"| {r['loop'] / best:.2f} |"
       )
     lines.append("")
+  if results.get("runner"):
+    lines += [
+      "| experiment runner (LSTM H=32, T=40, 10 members) | CPU devices | s per 100 updates | launch s | speed-up |",
+      "|---|---|---|---|---|",
+    ]
+    for r in results["runner"]:
+      lines.append(
+        f"| lstm_T40 | {r['devices']} | {r['chunk_s']:.2f} | {r['total_s']:.1f} "
+        f"| {r['speedup']:.2f} |"
+      )
+    lines.append("")
   return "\n".join(lines)
 
 
@@ -534,6 +600,9 @@ def main(argv):
     results["sweep"] = sweep_suite(
       4 if quick else _SEEDS.value, reps, [int(d) for d in devices], shape
     )
+  if "runner" in suites:
+    counts = sorted({1, *(int(d) for d in _DEVICES.value)})
+    results["runner"] = runner_suite(counts, 1 if quick else _ROUNDS.value, quick)
   table = markdown(results)
   print(table)
   try:

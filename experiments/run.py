@@ -94,7 +94,7 @@ def main(argv: list[str]) -> None:
   from rnnlab import sweep  # noqa: PLC0415  (after the flags: JAX must not start before)
 
   try:
-    sweep.configure_devices(raw.run.devices)
+    sweep.configure_devices(raw.run.devices, raw.run.cpu_opt_level)
     if raw.run.distributed:
       import jax  # noqa: PLC0415
 
@@ -106,6 +106,8 @@ def main(argv: list[str]) -> None:
     sys.exit(2)
   start = time.perf_counter()
   out = sweep.run(config, workdir)
+  if not out["paths"]:  # another host of a multi-host launch: process 0 writes
+    return
   if config.run.plots:
     from rnnlab import report  # noqa: PLC0415
 
@@ -113,6 +115,8 @@ def main(argv: list[str]) -> None:
   print(f"done in {time.perf_counter() - start:.0f}s: {len(out['paths'])} files in {workdir}")
   for path in out["paths"]:
     print(f"  {os.path.relpath(path, workdir)}")
+  if config.run.plots:
+    print(f"read {os.path.join(workdir, 'report.md')}")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ SUMMARY_COLUMNS = (
   "seed",
   "final_loss",
   "final_metric",
+  "initial_loss",
   "baseline",
   "solved",
   "steps_to_solve",
@@ -102,6 +103,7 @@ GAIN_SCAN_COLUMNS = (
 )
 # Fields that change no number of the sweep: a workdir may be resumed with other values.
 RUN_ONLY_FIELDS = ("checkpoint_seconds", "compile_threads", "devices", "distributed", "plots")
+# (run.cpu_opt_level is not among them: it changes XLA's code and so the last bits.)
 
 
 class Member(NamedTuple):
@@ -314,15 +316,45 @@ def groups(config: ml_collections.ConfigDict) -> list[Group]:
 # --------------------------------------------------------------------------
 
 
-def configure_devices(devices: int) -> None:
+ACCELERATOR_PLUGINS = ("jax-cuda12-plugin", "jax-cuda13-plugin", "jax-rocm-plugin", "libtpu")
+
+
+def _accelerator_installed() -> bool:
+  import importlib.metadata  # noqa: PLC0415
+
+  for name in ACCELERATOR_PLUGINS:
+    try:
+      importlib.metadata.version(name)
+      return True
+    except importlib.metadata.PackageNotFoundError:
+      continue
+  return False
+
+
+def configure_devices(devices: int, cpu_opt_level: int | None = None) -> None:
   """Before JAX starts: on a CPU-only host, split the CPU into XLA devices for the sweep axis.
 
-  ``devices=0`` gives one device per core the process may use; a positive
-  number that many. Other backends keep their own devices. Call it before
-  anything touches a JAX backend (it raises otherwise).
+  ``devices=0`` gives one device per core the process may use (at least 2); a
+  positive number that many. ``cpu_opt_level`` sets XLA's
+  ``--xla_backend_optimization_level`` (LLVM's) when no accelerator plugin is
+  installed: 1 compiles the runner's programs about twice as fast as XLA's
+  default, at the same training speed at these sizes (BUILD.md). Other backends
+  keep their own devices and flags. Call it before anything touches a JAX
+  backend.
   """
+  if not _is_int(devices) or devices < 0:
+    _fail("run.devices", devices, "an int >= 0 (0: all devices)")
+  if cpu_opt_level is not None and (not _is_int(cpu_opt_level) or not 0 <= cpu_opt_level <= 3):
+    _fail("run.cpu_opt_level", cpu_opt_level, "None or an int in [0, 3]")
   if os.environ.get("JAX_PLATFORMS", "cpu") not in ("", "cpu"):
     return
+  flags = os.environ.get("XLA_FLAGS", "")
+  if (
+    cpu_opt_level is not None
+    and "xla_backend_optimization_level" not in flags
+    and not _accelerator_installed()
+  ):
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level={cpu_opt_level}".strip()
   if not devices:
     # At least two, even on one core: a sweep's numbers are then the same on every CPU
     # host (see _Waves), since a 1-device mesh compiles through XLA's single-device
@@ -554,6 +586,7 @@ class GroupResult(NamedTuple):
   group: Group
   records: dict[str, np.ndarray]  # (N, num_steps) per-step metrics
   finish: dict[str, np.ndarray]  # (N,) diverged_at, eval_loss, eval_metric, solved
+  init_finish: dict[str, np.ndarray]  # the same evaluation at initialisation
   init: dict[str, np.ndarray]  # diagnostics at initialisation
   trained: dict[str, np.ndarray]  # diagnostics after training
   baseline: float
@@ -576,11 +609,12 @@ def _keys(seeds: Sequence[int]) -> Array:
 class Programs(NamedTuple):
   """The compiled pieces of one ``(cell, T)``, each vmapped over members (jit caches by shape).
 
-  ``init(key_data, hp) -> TrainState``, ``diagnose(params, key_data) -> dict``
-  (used at initialisation, after training and by the gain scan),
-  ``chunk(state, key_data, hp, steps) -> (state, records)`` (donates ``state``),
-  ``finish(state, key_data, hp) -> dict``; ``abstract`` holds one member's
-  shapes of ``state``, ``diagnose``, ``records`` and ``finish``.
+  ``init(key_data, hp) -> TrainState``; ``diagnose(params, key_data) -> dict``
+  (at initialisation, after training and in the gain scan); ``chunk(state,
+  key_data, hp, steps) -> (state, records)`` (donates ``state``); ``finish(state,
+  key_data, hp) -> dict``, the held-out evaluation (at initialisation and after
+  training). ``abstract`` holds one member's shapes of ``state``, ``diagnose``,
+  ``records`` and ``finish``.
   """
 
   trainer: train_lib.Trainer
@@ -634,11 +668,11 @@ def _build_programs(config: ml_collections.ConfigDict, cell: str, T: int, mesh) 
   def diagnose_all(params, key_data):
     return jax.vmap(diagnose)(params, wrap(key_data))
 
-  def chunk_all(state, key_data, hp, steps):
-    return jax.vmap(trainer.run, in_axes=(0, 0, 0, None))(state, wrap(key_data), hp, steps)
-
   def finish_all(state, key_data, hp):
     return jax.vmap(trainer.finish)(state, wrap(key_data), hp)
+
+  def chunk_all(state, key_data, hp, steps):
+    return jax.vmap(trainer.run, in_axes=(0, 0, 0, None))(state, wrap(key_data), hp, steps)
 
   one_key = jax.ShapeDtypeStruct(jax.random.key_data(jax.random.key(0)).shape, jnp.uint32)
   one_hp = train_lib.HParams(*(jax.ShapeDtypeStruct((), jnp.float32),) * 3)
@@ -717,6 +751,7 @@ def run_group(
     "init": _host_zeros(prog.abstract["diagnose"], n),
     "trained": _host_zeros(prog.abstract["diagnose"], n),
     "finish": _host_zeros(prog.abstract["finish"], n),
+    "init_finish": _host_zeros(prog.abstract["finish"], n),
   }
   work_per_step = n * group.T
   restored = store.restore(target) if store is not None else None
@@ -727,7 +762,11 @@ def run_group(
     return _result(config, group, trainer, tree)
 
   def each(fn, *per_wave, fixed=()):
-    return [fn(*args, *fixed) for args in zip(*per_wave, strict=True)]
+    # One wave in flight at a time. With several multi-device CPU programs queued at once,
+    # a program mixing LAPACK calls (eig, QR) with large matmuls hung for good (seen with
+    # the evaluation and the diagnostics fused into one program, 3 waves, 2 devices);
+    # waiting for each wave costs a few ms per chunk and leaves nothing queued.
+    return [jax.block_until_ready(fn(*args, *fixed)) for args in zip(*per_wave, strict=True)]
 
   if restored is not None:
     tree, meta = restored
@@ -740,6 +779,7 @@ def run_group(
     tick = time.perf_counter()
     state = each(prog.init, key_dev, hp_dev)
     tree["init"] = waves.get(each(prog.diagnose, [s.params for s in state], key_dev))
+    tree["init_finish"] = waves.get(each(prog.finish, state, key_dev, hp_dev))
     progress.write(
       f"{prefix} {group.name}: {n} members in {len(waves.slices)} wave(s) of {waves.width} on "
       f"{mesh.size} device(s), initialised in {time.perf_counter() - tick:.1f}s"
@@ -760,7 +800,10 @@ def run_group(
     loss = tree["records"]["loss"][:, step - size : step]
     with np.errstate(all="ignore"), warnings.catch_warnings():
       warnings.simplefilter("ignore", RuntimeWarning)
-      line = f"{group.name}: step {step}/{num_steps}, median loss {np.nanmedian(loss):.4g}"
+      line = (
+        f"{group.name}: step {step}/{num_steps} ({seconds:.2f}s), "
+        f"median loss {np.nanmedian(loss):.4g}"
+      )
     progress.update(prefix, work_per_step * (num_steps - step), line, work_per_step * size, seconds)
     if store is not None and step < num_steps:
       now = time.perf_counter()
@@ -782,6 +825,7 @@ def _result(config, group: Group, trainer: train_lib.Trainer, tree: dict) -> Gro
     group,
     {k: np.asarray(v) for k, v in tree["records"].items()},
     {k: np.asarray(v) for k, v in tree["finish"].items()},
+    {k: np.asarray(v) for k, v in tree["init_finish"].items()},
     {k: np.asarray(v) for k, v in tree["init"].items()},
     {k: np.asarray(v) for k, v in tree["trained"].items()},
     float(trainer.task.baseline),
@@ -804,8 +848,10 @@ def run_gain_scan(
   gain = np.asarray([g for g, _ in grid], np.float32)
   hp = train_lib.HParams(np.full_like(gain, config.train.learning_rate), gain, np.zeros_like(gain))
   key_data = waves.put(np.asarray(_keys([s for _, s in grid])))
-  states = [prog.init(k, h) for k, h in zip(key_data, waves.put(hp), strict=True)]
-  result = waves.get([prog.diagnose(s.params, k) for s, k in zip(states, key_data, strict=True)])
+  hp_dev = waves.put(hp)
+  states = [jax.block_until_ready(prog.init(k, h)) for k, h in zip(key_data, hp_dev, strict=True)]
+  pairs = zip(states, key_data, strict=True)
+  result = waves.get([jax.block_until_ready(prog.diagnose(s.params, k)) for s, k in pairs])
   result.pop("log_grad_norms")
   result["gain"] = gain
   result["seed"] = np.asarray([s for _, s in grid])
@@ -885,6 +931,7 @@ def summary_rows(config: ml_collections.ConfigDict, result: GroupResult) -> list
         m.seed,
         float(fin["eval_loss"]),
         float(fin["eval_metric"]),
+        float(result.init_finish["eval_loss"][i]),
         result.baseline,
         bool(fin["solved"]),
         steps_to_solve(task, rec["loss"], rec["metric"], config.train.solve_window),

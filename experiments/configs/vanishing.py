@@ -94,6 +94,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.run.devices = 0  # devices for the sweep axis (0: all; a CPU-only host is split into
   # one XLA device per core, at least 2: jax_num_cpu_devices, XLA's
   # --xla_force_host_platform_device_count)
+  config.run.cpu_opt_level = 1  # CPU-only hosts: XLA's LLVM optimisation level; 1 compiles
+  # about 2x faster than XLA's default at the same speed (None: XLA's default)
   config.run.members_per_block = 2  # members vmapped together on a device (raise it on a
   # GPU); members are padded to whole blocks on every device, and a member's numbers
   # depend on this size, never on the number of devices (2 or more)
