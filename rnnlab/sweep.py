@@ -1018,13 +1018,11 @@ def _differences(a: Any, b: Any, path: str = "") -> list[str]:
   return [] if a == b else [f"{path}: {b!r} there, {a!r} here"]
 
 
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
-  """Checks ``workdir`` before any work: a writable folder, empty or holding this same sweep.
-
-  Writes nothing but ``config.json`` (only when the folder holds no sweep yet).
+def writable_folder(workdir: str) -> str:
+  """``workdir`` made absolute, created if missing, and checked writable (a probe file).
 
   Raises:
-    ValueError: one line: not a folder, not writable, or a sweep of another config.
+    ValueError: one line naming the folder and why it cannot be used.
   """
   if not workdir:
     raise ValueError("--workdir must name a folder; got an empty string")
@@ -1039,6 +1037,18 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
     os.remove(probe)
   except OSError as e:
     raise ValueError(f"--workdir={workdir} is not writable ({e.strerror})") from None
+  return path
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
+  """Checks ``workdir`` before any work: a writable folder, empty or holding this same sweep.
+
+  Writes nothing but ``config.json`` (the resolved config).
+
+  Raises:
+    ValueError: one line: not a folder, not writable, or a sweep of another config.
+  """
+  path = writable_folder(workdir)
   saved = os.path.join(path, "config.json")
   here = json.loads(config_json(config))
   if os.path.exists(saved):

@@ -14,7 +14,6 @@ import functools
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -34,18 +33,9 @@ def prepare(workdir: str) -> str:
   Raises:
     ValueError: naming the folder and why it cannot be used.
   """
-  if not workdir:
-    raise ValueError("--workdir must name a folder; got an empty string")
-  path = os.path.abspath(os.path.expanduser(workdir))
-  if os.path.exists(path) and not os.path.isdir(path):
-    raise ValueError(f"--workdir={workdir} exists and is not a folder")
-  try:
-    os.makedirs(path, exist_ok=True)
-    with tempfile.TemporaryFile(dir=path):
-      pass
-  except OSError as e:
-    raise ValueError(f"--workdir={workdir} is not writable ({e.strerror})") from None
-  return path
+  from rnnlab import sweep  # noqa: PLC0415  (the runner's check, shared)
+
+  return sweep.writable_folder(workdir)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
