@@ -695,16 +695,15 @@ def _build_programs(config: ml_collections.ConfigDict, cell: str, T: int, mesh) 
 
 
 def compile_ahead(
-  config: ml_collections.ConfigDict, cell: str, T: int, size: int, mesh, *, train: bool = True
+  config: ml_collections.ConfigDict, cell: str, T: int, mesh, *, train: bool = True
 ) -> None:
-  """Compiles the programs a group (or a gain scan) of ``size`` members will call.
+  """Compiles the programs a group (or a gain scan) of ``(cell, T)`` will call (one wave's shapes).
 
   Ahead-of-time (``jit(...).lower(...).compile()``), which fills the same
   cache the later calls hit, so a background thread can compile the next
   groups while the current one trains (XLA compiles without the GIL). With
   ``train=False`` only the init and diagnostics programs (the gain scan).
   """
-  del size  # every wave has the same shape, whatever the number of members
   prog = programs(config, cell, T, mesh)
   waves = _Waves(mesh, 1, config.run.members_per_block)
 
@@ -1095,12 +1094,10 @@ def run(
 
   # Compile ahead, in order of use, on background threads while earlier work runs.
   num_steps = config.train.num_steps
-  scan_size = len(config.diagnostics.gain_scan) * config.diagnostics.gain_scan_seeds
   scan_cells = config.sweep.cell if config.diagnostics.gain_scan else ()
   jobs = [
-    (f"gain_scan_{cell}", 0, (cell, gain_scan_length(config), scan_size), False)
-    for cell in scan_cells
-  ] + [(g.name, num_steps, (g.cell, g.T, len(g.members)), True) for g in all_groups]
+    (f"gain_scan_{cell}", 0, (cell, gain_scan_length(config)), False) for cell in scan_cells
+  ] + [(g.name, num_steps, (g.cell, g.T), True) for g in all_groups]
   threads = config.run.compile_threads
   executor = concurrent.futures.ThreadPoolExecutor(max(threads, 1)) if threads else None
   ahead = {}
