@@ -1114,7 +1114,7 @@ def run(
     for cell in scan_cells:
       store = _Store(os.path.join(checkpoints, f"gain_scan_{cell}"))
       try:
-        restored = store.restore(_gain_scan_target(config))
+        restored = store.restore(_gain_scan_target(config, cell, mesh))
         if restored is not None:
           gain_scan[cell] = {k: np.asarray(v) for k, v in restored[0].items()}
         else:
@@ -1155,16 +1155,12 @@ def _latest_step(directory: str) -> int | None:
   return max(steps, default=None)
 
 
-def _gain_scan_target(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+def _gain_scan_target(config: ml_collections.ConfigDict, cell: str, mesh) -> dict[str, np.ndarray]:
+  """The shapes :func:`run_gain_scan` returns (what its checkpoint is restored into)."""
   size = len(config.diagnostics.gain_scan) * config.diagnostics.gain_scan_seeds
-  f32 = lambda: np.zeros((size,), np.float32)  # noqa: E731
-  return {
-    "decay_rate": f32(),
-    "memory_horizon": np.zeros((size,), np.int32),
-    "spectral_radius": f32(),
-    "sigma_max": f32(),
-    "pascanu_bound": f32(),
-    "lyapunov": f32(),
-    "gain": f32(),
-    "seed": np.zeros((size,), np.int64),
-  }
+  abstract = dict(programs(config, cell, gain_scan_length(config), mesh).abstract["diagnose"])
+  abstract.pop("log_grad_norms")
+  target = _host_zeros(abstract, size)
+  target["gain"] = np.zeros((size,), np.float32)
+  target["seed"] = np.zeros((size,), np.int64)
+  return target

@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 import pytest
 
-from rnnlab import report
+from rnnlab import report, sweep
 
 CELLS = ("elman", "lstm", "gru")
 TS = (5, 10)
@@ -29,48 +29,12 @@ BASELINE = 1 / 6
 RATES = {"elman": -0.5, "lstm": -0.1, "gru": -0.3}  # ln-norm slope per step at init
 GAINS = (0.5, 0.8, 1.25, 2.0)  # the Pascanu threshold (gain 1) lies between grid points
 
-SUMMARY = [
-  "member",
-  "group",
-  "cell",
-  "task",
-  "T",
-  "hidden",
-  "gain",
-  "lr",
-  "clip",
-  "seed",
-  "final_loss",
-  "final_metric",
-  "baseline",
-  "solved",
-  "steps_to_solve",
-  "diverged_at",
-  "clip_fraction",
-  "decay_rate_init",
-  "decay_rate",
-  "memory_horizon_init",
-  "memory_horizon",
-  "spectral_radius_init",
-  "spectral_radius",
-  "lyapunov_init",
-  "lyapunov",
-]
-MEMBER = ["member", "cell", "T", "gain", "lr", "clip", "seed"]
-METRICS = [*MEMBER, "step", "loss", "metric", "grad_norm", "clipped", "nonfinite", "learning_rate"]
+# The schema as the sweep writes it (the report must read what the runner writes).
+SUMMARY = list(sweep.SUMMARY_COLUMNS)
+MEMBER = list(sweep.MEMBER_COLUMNS)
+METRICS = [*MEMBER, "step", *sweep.METRIC_COLUMNS]
 GRADIENTS = [*MEMBER, "phase", "lag", "log_grad_norm"]
-GAIN_SCAN = [
-  "cell",
-  "T",
-  "gain",
-  "seed",
-  "decay_rate",
-  "memory_horizon",
-  "spectral_radius",
-  "sigma_max",
-  "pascanu_bound",
-  "lyapunov",
-]
+GAIN_SCAN = list(sweep.GAIN_SCAN_COLUMNS)
 
 
 def fmt(value):
@@ -111,33 +75,34 @@ def make_workdir(path, diverge=False, gain_scan=True):
           fraction = {"elman": 0.25, "lstm": 0.05, "gru": 0.1}[cell] if clip else 0.0
           rate = RATES[cell]
           summary.append(
-            [
-              member,
-              f"{cell}_T{T}",
-              cell,
-              "adding",
-              T,
-              8,
-              1.0,
-              0.002,
-              clip,
-              seed,
-              final,
-              final,
-              BASELINE,
-              solves,
-              12 if solves else -1,
-              diverged_at,
-              fraction,
-              rate,
-              rate / 2,
-              3,
-              6,
-              1.0,
-              1.1,
-              -0.2,
-              -0.1,
-            ]
+            dict(
+              member=member,
+              group=f"{cell}_T{T}",
+              cell=cell,
+              task="adding",
+              T=T,
+              hidden=8,
+              gain=1.0,
+              lr=0.002,
+              clip=clip,
+              seed=seed,
+              final_loss=final,
+              final_metric=final,
+              initial_loss=1.0,
+              baseline=BASELINE,
+              solved=solves,
+              steps_to_solve=12 if solves else -1,
+              diverged_at=diverged_at,
+              clip_fraction=fraction,
+              decay_rate_init=rate,
+              decay_rate=rate / 2,
+              memory_horizon_init=3,
+              memory_horizon=6,
+              spectral_radius_init=1.0,
+              spectral_radius=1.1,
+              lyapunov_init=-0.2,
+              lyapunov=-0.1,
+            )
           )
           for s in steps:
             clipped = bool(clip) and rng.random() < fraction
@@ -150,7 +115,7 @@ def make_workdir(path, diverge=False, gain_scan=True):
                 [member, cell, T, 1.0, 0.002, clip, seed, phase, lag, r * lag - seed]
               )
           member += 1
-  write_csv(os.path.join(path, "summary.csv"), SUMMARY, summary)
+  write_csv(os.path.join(path, "summary.csv"), SUMMARY, [[r[c] for c in SUMMARY] for r in summary])
   write_csv(os.path.join(path, "metrics.csv"), METRICS, metrics)
   write_csv(os.path.join(path, "gradients.csv"), GRADIENTS, gradients)
   if gain_scan:
