@@ -19,6 +19,7 @@ status 2 before any work, leaving the workdir as it was.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -59,6 +60,13 @@ _CONFIG = config_flags.DEFINE_config_file(
   "overridden with --config.<field>=<value> (e.g. --config.train.learning_rate=3e-4).",
   lock_config=True,
 )
+_OVERWRITE = flags.DEFINE_bool(
+  "overwrite",
+  False,
+  "Delete the workdir's earlier results (config.json, environment.json, checkpoints, tables, "
+  "figures, report.md; nothing else) and start over. Needed to reuse a workdir whose results "
+  "were made with other settings.",
+)
 _WORKDIR = flags.DEFINE_string(
   "workdir",
   "runs/vanishing",
@@ -66,6 +74,9 @@ _WORKDIR = flags.DEFINE_string(
   "Created if missing; rerun with the same folder to resume.",
 )
 
+
+EXIT_USAGE = 2  # a bad flag or config, an unusable, busy or foreign workdir: before any work
+EXIT_IO = 3  # a read or write failed mid-run (disk full, permission, read-only file system)
 
 HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
 
@@ -86,12 +97,18 @@ def parse_flags(argv: list[str]) -> list[str]:
   return rest
 
 
+def _fail(message: str, status: int) -> None:
+  print(f"run: error: {message}", file=sys.stderr, flush=True)
+  sys.exit(status)
+
+
 def main(argv: list[str]) -> None:
   del argv
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
   raw = _CONFIG.value
   from rnnlab import sweep  # noqa: PLC0415  (after the flags: JAX must not start before)
+  from rnnlab import workdir as workdir_lib  # noqa: PLC0415
 
   try:
     sweep.configure_devices(raw.run.devices, raw.run.cpu_opt_level)
@@ -100,10 +117,34 @@ def main(argv: list[str]) -> None:
 
       jax.distributed.initialize()
     config = sweep.resolve(raw)
-    workdir = sweep.prepare_workdir(_WORKDIR.value, config)
+    mesh = sweep.make_mesh(config.run.devices)
+    workdir = workdir_lib.writable_folder(_WORKDIR.value)
   except (ValueError, AttributeError) as e:
-    print(f"run: error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _fail(str(e), EXIT_USAGE)
+  import jax  # noqa: PLC0415
+
+  primary = jax.process_index() == 0
+  try:
+    with workdir_lib.Lock(workdir) if primary else contextlib.nullcontext() as lock:
+      if lock is not None and lock.previous:
+        p = lock.previous
+        print(
+          f"run: took over the lock of pid {p.get('pid')} on {p.get('host')} (since "
+          f"{p.get('since')}), which ended without releasing it",
+          file=sys.stderr,
+        )
+      if primary:
+        sweep.prepare_workdir(workdir, config, mesh, overwrite=_OVERWRITE.value)
+      _run(sweep, config, workdir)
+  except workdir_lib.WorkdirError as e:
+    _fail(str(e), EXIT_USAGE)
+  except OSError as e:
+    _fail(_os_error(e, workdir), EXIT_IO)
+  except KeyboardInterrupt:
+    _fail("interrupted; what was committed is kept: launch the same command to resume", 130)
+
+
+def _run(sweep, config, workdir: str) -> None:
   start = time.perf_counter()
   out = sweep.run(config, workdir)
   if not out["paths"]:  # another host of a multi-host launch: process 0 writes
@@ -117,6 +158,16 @@ def main(argv: list[str]) -> None:
     print(f"  {os.path.relpath(path, workdir)}")
   if config.run.plots:
     print(f"read {os.path.join(workdir, 'report.md')}")
+
+
+def _os_error(error: OSError, workdir: str) -> str:
+  """One line for a failed read or write: the path, the OS error, and what to do."""
+  path = error.filename or workdir
+  reason = error.strerror or str(error).strip().splitlines()[0]
+  return (
+    f"cannot write {path}: {reason} (errno {error.errno}); everything committed before is "
+    "intact: fix the cause and launch the same command to resume"
+  )
 
 
 if __name__ == "__main__":

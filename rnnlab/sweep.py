@@ -53,8 +53,11 @@ import ml_collections
 import numpy as np
 
 from rnnlab import diagnostics as diag_lib
+from rnnlab import store as store_lib
 from rnnlab import tasks as tasks_lib
 from rnnlab import train as train_lib
+from rnnlab import workdir as workdir_lib
+from rnnlab.workdir import writable_folder  # noqa: F401  (the gallery's examples use it)
 
 Array = jax.Array
 PyTree = Any
@@ -486,50 +489,6 @@ def make_diagnose(
   return diagnose
 
 
-# --------------------------------------------------------------------------
-# Checkpoints.
-# --------------------------------------------------------------------------
-
-
-class _Store:
-  """One orbax ``CheckpointManager`` folder: the latest ``(tree, meta)`` of a unit of work."""
-
-  def __init__(self, directory: str):
-    import orbax.checkpoint as ocp  # noqa: PLC0415
-
-    self._ocp = ocp
-    self.manager = ocp.CheckpointManager(
-      directory,
-      options=ocp.CheckpointManagerOptions(
-        max_to_keep=1, enable_async_checkpointing=False, cleanup_tmp_directories=True
-      ),
-      item_names=("tree", "meta"),
-    )
-
-  def restore(self, target: PyTree) -> tuple[PyTree, dict] | None:
-    step = self.manager.latest_step()
-    if step is None:
-      return None
-    ocp = self._ocp
-    restored = self.manager.restore(
-      step,
-      args=ocp.args.Composite(tree=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()),
-    )
-    return restored.tree, dict(restored.meta)
-
-  def save(self, step: int, tree: PyTree, meta: dict) -> None:
-    ocp = self._ocp
-    self.manager.save(
-      step,
-      args=ocp.args.Composite(tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)),
-      force=True,
-    )
-    self.manager.wait_until_finished()
-
-  def close(self) -> None:
-    self.manager.close()
-
-
 def _host_zeros(abstract: PyTree, leading: int) -> PyTree:
   return jax.tree.map(lambda s: np.zeros((leading, *s.shape), s.dtype), abstract)
 
@@ -731,7 +690,7 @@ def run_group(
   config: ml_collections.ConfigDict,
   group: Group,
   mesh: jax.sharding.Mesh,
-  store: _Store | None,
+  store: store_lib.Store | None,
   progress: Progress,
   prefix: str,
 ) -> GroupResult:
@@ -881,14 +840,7 @@ def _csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   return buffer.getvalue()
 
 
-def write_atomic(path: str, text: str) -> None:
-  """Writes ``text`` to ``path`` through a temporary file and a rename."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+write_atomic = workdir_lib.write_text_atomic
 
 
 def steps_to_solve(task: Any, loss_N: np.ndarray, metric_N: np.ndarray, window: int) -> int:
@@ -1001,67 +953,41 @@ def config_json(config: ml_collections.ConfigDict) -> str:
   return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str) + "\n"
 
 
-def _comparable(config_dict: dict) -> dict:
-  d = copy.deepcopy(config_dict)
-  for field in RUN_ONLY_FIELDS:
-    d.get("run", {}).pop(field, None)
-  return d
+def prepare_workdir(
+  workdir: str,
+  config: ml_collections.ConfigDict,
+  mesh: jax.sharding.Mesh,
+  *,
+  overwrite: bool = False,
+  write: Callable[[str], None] | None = None,
+) -> None:
+  """Readies a locked ``workdir`` for ``config`` before any work (see :mod:`rnnlab.workdir`).
 
-
-def _differences(a: Any, b: Any, path: str = "") -> list[str]:
-  if isinstance(a, dict) and isinstance(b, dict):
-    out = []
-    for key in sorted(set(a) | set(b)):
-      out += _differences(a.get(key), b.get(key), f"{path}.{key}" if path else key)
-    return out
-  return [] if a == b else [f"{path}: {b!r} there, {a!r} here"]
-
-
-def writable_folder(workdir: str) -> str:
-  """``workdir`` made absolute, created if missing, and checked writable (a probe file).
+  Refuses a workdir bound to other settings (the config apart from
+  :data:`RUN_ONLY_FIELDS`, the device count, the XLA flags, the jax/jaxlib
+  versions and platform) unless ``overwrite``, which first deletes the old
+  outputs; clears a killed run's temporary files; checks that every folder the
+  sweep writes accepts a file; then records the config and environment.
 
   Raises:
-    ValueError: one line naming the folder and why it cannot be used.
+    rnnlab.workdir.WorkdirError: one line saying what is wrong and how to proceed.
   """
-  if not workdir:
-    raise ValueError("--workdir must name a folder; got an empty string")
-  path = os.path.abspath(os.path.expanduser(workdir))
-  if os.path.exists(path) and not os.path.isdir(path):
-    raise ValueError(f"--workdir={workdir} exists and is not a folder")
-  try:
-    os.makedirs(path, exist_ok=True)
-    probe = os.path.join(path, f".write-test-{os.getpid()}")
-    with open(probe, "w"):
-      pass
-    os.remove(probe)
-  except OSError as e:
-    raise ValueError(f"--workdir={workdir} is not writable ({e.strerror})") from None
-  return path
-
-
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
-  """Checks ``workdir`` before any work: a writable folder, empty or holding this same sweep.
-
-  Writes nothing but ``config.json`` (the resolved config).
-
-  Raises:
-    ValueError: one line: not a folder, not writable, or a sweep of another config.
-  """
-  path = writable_folder(workdir)
-  saved = os.path.join(path, "config.json")
+  write = write or (lambda line: print(line, file=sys.stderr, flush=True))
   here = json.loads(config_json(config))
-  if os.path.exists(saved):
-    with open(saved) as f:
-      there = json.load(f)
-    diff = _differences(_comparable(here), _comparable(there))
-    if diff:
-      raise ValueError(
-        f"--workdir={workdir} holds a sweep of another config ({'; '.join(diff[:3])}); resume it "
-        "with its own config or choose a new --workdir"
-      )
-  if jax.process_index() == 0:
-    write_atomic(saved, config_json(config))
-  return path
+  env = workdir_lib.environment(mesh.size)
+  if overwrite:
+    removed = workdir_lib.remove_outputs(workdir)
+    if removed:
+      write(f"--overwrite: removed {len(removed)} earlier outputs of {workdir}")
+  workdir_lib.check_binding(workdir, here, env, ignore=[f"run.{f}" for f in RUN_ONLY_FIELDS])
+  stale = workdir_lib.clear_stale(workdir)
+  if stale:
+    write(f"removed {len(stale)} temporary files left by an interrupted run")
+  folders = ["", workdir_lib.CHECKPOINTS]
+  if config.run.plots:
+    folders.append("figures")
+  workdir_lib.check_writable(workdir, folders)
+  workdir_lib.bind(workdir, here, env)
 
 
 def run(
@@ -1112,7 +1038,7 @@ def run(
   try:
     gain_scan: dict[str, dict[str, np.ndarray]] = {}
     for cell in scan_cells:
-      store = _Store(os.path.join(checkpoints, f"gain_scan_{cell}"))
+      store = store_lib.Store(os.path.join(checkpoints, f"gain_scan_{cell}"), write=progress.write)
       try:
         restored = store.restore(_gain_scan_target(config, cell, mesh))
         if restored is not None:
@@ -1133,7 +1059,7 @@ def run(
     paths: list[str] = []
     for i, group in enumerate(all_groups):
       ready(group.name)
-      store = _Store(os.path.join(checkpoints, group.name))
+      store = store_lib.Store(os.path.join(checkpoints, group.name), write=progress.write)
       try:
         prefix = f"[{i + 1}/{len(all_groups)}]"
         results.append(run_group(config, group, mesh, store, progress, prefix))

@@ -1,5 +1,7 @@
 """Shared test settings: float32 matmuls at full precision, a --runslow switch."""
 
+import os
+
 import jax
 import pytest
 
@@ -18,3 +20,22 @@ def pytest_collection_modifyitems(config, items):
   for item in items:
     if "slow" in item.keywords:
       item.add_marker(skip_slow)
+
+
+@pytest.fixture(scope="session")
+def runner_env(tmp_path_factory):
+  """The environment of the runner's subprocess tests: one XLA compilation cache for all.
+
+  The cache sits beside the xdist workers' own temporary folders, so every
+  worker and test module loads the programs another one compiled.
+  """
+  base = tmp_path_factory.getbasetemp()
+  cache = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "xla_cache"
+  cache.mkdir(exist_ok=True)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return {
+    **os.environ,
+    "JAX_COMPILATION_CACHE_DIR": str(cache),
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "PYTHONPATH": root,
+  }

@@ -8,73 +8,21 @@ next (the same executable, so the same numbers).
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
+from runner_support import CONFIG, TABLES, TINY, digest, launch, read_csv, run, tables
 
 from rnnlab import sweep
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = "experiments/configs/vanishing.py"
-# One group (gru, T=5), 3 seeds x 2 clip thresholds = 6 members, 4 chunks of 10 steps.
-TINY = [
-  f"--config={CONFIG}:quick,cell=gru,T=5,seeds=3",
-  "--config.train.num_steps=40",
-  "--config.run.chunk_steps=10",
-  "--config.diagnostics.gain_scan=(0.5,1.0,2.0)",
-  "--config.run.plots=False",
-]
-TABLES = ("summary.csv", "metrics.csv", "gradients.csv", "gain_scan.csv")
-
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-  cache = tmp_path_factory.mktemp("xla_cache")
-  return {
-    **os.environ,
-    "JAX_COMPILATION_CACHE_DIR": str(cache),
-    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    "PYTHONPATH": ROOT,
-  }
-
-
-def launch(args, env, **kwargs):
-  return subprocess.Popen(
-    [sys.executable, "-m", "experiments.run", *args],
-    cwd=ROOT,
-    env=env,
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-    text=True,
-    **kwargs,
-  )
-
-
-def run(args, env, timeout=300):
-  proc = launch(args, env)
-  out, err = proc.communicate(timeout=timeout)
-  return proc.returncode, out, err
-
-
-def read_csv(path):
-  with open(path) as f:
-    return list(csv.DictReader(f))
-
-
-def tables(workdir):
-  out = {}
-  for name in TABLES:
-    with open(os.path.join(workdir, name)) as f:
-      out[name] = f.read()
-  return out
+def env(runner_env):
+  return runner_env
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +37,7 @@ def quick(tmp_path_factory, env):
 def tiny_clean(tmp_path_factory, env):
   """The tiny sweep uninterrupted on 2 devices (the reference of the kill and shard tests)."""
   workdir = str(tmp_path_factory.mktemp("tiny_clean"))
-  rc, _, err = run([*TINY, "--config.run.devices=2", f"--workdir={workdir}"], env)
+  rc, _, err = run([*TINY, f"--workdir={workdir}"], env)
   assert rc == 0, err[-3000:]
   return workdir
 
@@ -155,7 +103,7 @@ def test_tables_read_with_pandas(quick):
 
 def test_sigkill_mid_sweep_then_rerun_equals_a_clean_run(tmp_path, env, tiny_clean):
   workdir = str(tmp_path / "killed")
-  args = [*TINY, "--config.run.devices=2", f"--workdir={workdir}"]
+  args = [*TINY, f"--workdir={workdir}"]
   proc = launch(args, env)
   progress = os.path.join(workdir, "checkpoints", "gru_T5")
   deadline = time.monotonic() + 240
@@ -175,6 +123,8 @@ def test_sigkill_mid_sweep_then_rerun_equals_a_clean_run(tmp_path, env, tiny_cle
   rc, _, err = run(args, env)
   assert rc == 0, err[-3000:]
   assert "resuming at step" in err
+  # The killed run's lock was released by the OS; the relaunch says whose it took over.
+  assert f"took over the lock of pid {proc.pid}" in err
   assert tables(workdir) == tables(tiny_clean)
 
   # A finished sweep launched again reads every group back and rewrites the same tables.
@@ -208,17 +158,6 @@ def test_sharded_over_4_devices_equals_2_devices_bitwise_and_1_device_to_roundin
   np.testing.assert_allclose(early[:, 0], early[:, 1], rtol=1e-5)
 
 
-def digest(workdir):
-  h = hashlib.sha256()
-  for base, _, files in sorted(os.walk(workdir)):
-    for name in sorted(files):
-      path = os.path.join(base, name)
-      h.update(path.encode())
-      with open(path, "rb") as f:
-        h.update(f.read())
-  return h.hexdigest()
-
-
 BAD = [
   ([f"--config={CONFIG}:quick,cell=foo"], "unknown cell 'foo'"),
   ([f"--config={CONFIG}:quick", "--config.sweep.cell=('elman','rnn')"], "unknown cell 'rnn'"),
@@ -243,7 +182,10 @@ def test_bad_flags_exit_2_with_one_line_and_leave_the_workdir_intact(tmp_path, e
     ([*TINY, f"--workdir={blocker}"], "is not a folder"),
     ([*TINY, f"--workdir={blocker}/sub"], "is not writable"),
     # The workdir holds a sweep of another config: refuse rather than mix results.
-    ([*TINY, "--config.train.learning_rate=0.5", f"--workdir={workdir}"], "another config"),
+    (
+      [*TINY, "--config.train.learning_rate=0.5", f"--workdir={workdir}"],
+      "made with other settings (sweep.lr",
+    ),
   ]
   procs = [(launch(args, env), message) for args, message in cases]
   for proc, message in procs:
