@@ -157,7 +157,7 @@ class Store:
           if discarded:
             self.write(f"checkpoint {self.name}: falling back to step {step}, which verifies")
           return restored
-        reason = "its content does not match the digest recorded when it was saved"
+        reason = "its content does not match the digest (and step) recorded when it was saved"
       self.write(f"checkpoint {self.name} step {step}: {reason}; discarding it")
       self._discard(step)
       discarded = True
@@ -178,6 +178,8 @@ class Store:
     tree = jax.tree.map(np.asarray, restored.tree)
     if meta.pop("format", None) != FORMAT or recorded != tree_digest(tree, meta):
       return None
+    if meta.pop("step", None) != step:
+      return None
     if jax.tree.structure(tree) != jax.tree.structure(target):
       return None
     return tree, meta
@@ -191,7 +193,7 @@ class Store:
     import orbax.checkpoint as ocp  # noqa: PLC0415
 
     tree = jax.tree.map(np.asarray, tree)
-    meta = dict(meta)
+    meta = {**meta, "step": int(step)}  # a step copied or renamed to another number fails
     meta = {**meta, "format": FORMAT, "digest": tree_digest(tree, meta)}
     if step in self.steps():  # a step left over from a run whose later steps were discarded
       self._discard(step)

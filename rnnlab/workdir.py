@@ -142,7 +142,7 @@ def clear_stale(workdir: str) -> list[str]:
 def remove_outputs(workdir: str) -> list[str]:
   """Deletes what a sweep wrote in ``workdir`` (:data:`OUTPUTS`, nothing else); returns it."""
   removed = []
-  for name in OUTPUTS:
+  for name in reversed(OUTPUTS):  # config.json last: what a cut-short removal leaves stays bound
     path = os.path.join(workdir, name)
     if os.path.isdir(path) and not os.path.islink(path):
       shutil.rmtree(path)
