@@ -186,7 +186,11 @@ class Store:
 
   def _discard(self, step: int) -> None:
     self.close()
-    shutil.rmtree(os.path.join(self.directory, str(step)), ignore_errors=True)
+    path = os.path.join(self.directory, str(step))
+    if os.path.isdir(path) and not os.path.islink(path):
+      shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+      os.remove(path)
 
   def save(self, step: int, tree: PyTree, meta: dict) -> None:
     """Commits ``(tree, meta)`` as ``step`` with its digest (blocking); keeps the newest steps."""

@@ -256,22 +256,41 @@ def test_kill_during_figure_writing_resumes_and_leaves_no_temporary_file(
 # --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-  """A 300 KiB tmpfs (the tiny sweep needs about 400 KiB); skipped where mounting is refused."""
-  mount = tmp_path / "disk"
-  mount.mkdir()
+def _tmpfs(tmp_path, size, where="disk"):
+  mount = tmp_path / where
+  mount.mkdir(parents=True)
   done = subprocess.run(
-    ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)],
+    ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
     capture_output=True,
     text=True,
   )
   if done.returncode != 0:
-    pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or done.returncode})")
+    pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode})")
+  return str(mount)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 300 KiB tmpfs (the tiny sweep needs about 400 KiB); skipped where mounting is refused."""
+  mount = _tmpfs(tmp_path, "300k")
   try:
-    yield str(mount)
+    yield mount
   finally:
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+    subprocess.run(["umount", "-l", mount], capture_output=True)
+
+
+@pytest.fixture
+def checkpoint_disk(tmp_path):
+  """A workdir whose ``checkpoints/`` is a tmpfs of its own, to be remounted read-only.
+
+  (The workdir itself keeps the runner's lock open for writing, so its own file
+  system could not be remounted read-only under a live run.)
+  """
+  mount = _tmpfs(tmp_path, "16m", where="w/checkpoints")
+  try:
+    yield os.path.dirname(mount)
+  finally:
+    subprocess.run(["umount", "-l", mount], capture_output=True)
 
 
 def test_a_full_disk_is_one_line_keeps_what_was_committed_and_resumes(
@@ -291,6 +310,52 @@ def test_a_full_disk_is_one_line_keeps_what_was_committed_and_resumes(
   rc, _, err = run(args, runner_env)
   assert rc == 0, err[-3000:]
   assert f"resuming at step {max(committed)}/40" in err
+  assert tables(workdir) == tables(clean)
+  no_temporary_files(workdir)
+
+
+def _frozen_after_first_checkpoint(args, workdir, env):
+  """Launches the runner and SIGSTOPs it once its group has committed a checkpoint."""
+  proc = launch(args, env)
+  deadline = time.monotonic() + 240
+  folder = os.path.join(workdir, "checkpoints", GROUP)
+  while time.monotonic() < deadline and proc.poll() is None:
+    if os.path.isdir(folder) and steps(workdir, GROUP):
+      break
+    time.sleep(0.002)
+  proc.send_signal(signal.SIGSTOP)
+  assert proc.poll() is None, "the run ended before it could be frozen"
+  return proc
+
+
+@pytest.mark.parametrize("how", ["read_only_file_system", "immutable_folder"])
+def test_a_folder_turned_unwritable_mid_run_is_one_line_and_the_run_resumes_after_the_fix(
+  how, checkpoint_disk, clean, runner_env
+):
+  workdir = checkpoint_disk
+  disk = os.path.join(workdir, "checkpoints")
+  args = [*TINY, f"--workdir={workdir}"]
+  proc = _frozen_after_first_checkpoint(args, workdir, runner_env)
+  try:
+    if how == "read_only_file_system":
+      subprocess.run(["mount", "-o", "remount,ro", disk], check=True)
+      undo = lambda: subprocess.run(["mount", "-o", "remount,rw", disk], check=True)  # noqa: E731
+      reason = "Read-only file system"
+    else:
+      undo = _make_unwritable(os.path.join(workdir, "checkpoints", GROUP))
+      reason = "Operation not permitted" if os.geteuid() == 0 else "Permission denied"
+  finally:
+    proc.send_signal(signal.SIGCONT)
+  try:
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 3, err[-3000:]
+    line = error_line(err)
+    assert reason in line and workdir in line, line
+  finally:
+    undo()
+  rc, _, err = run(args, runner_env)
+  assert rc == 0, err[-3000:]
+  assert "resuming at step" in err
   assert tables(workdir) == tables(clean)
   no_temporary_files(workdir)
 
