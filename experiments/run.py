@@ -5,43 +5,190 @@ r"""The experiment runner: a sweep of RNN training runs and its vanishing/explod
     python -m experiments.run --config=experiments/configs/vanishing.py:cell=lstm,T=200 \
       --config.train.learning_rate=3e-4 --workdir=runs/x
 
-Every field of the config file can be overridden with ``--config.<field>=<value>``;
-see ``experiments/configs/vanishing.py`` for the fields and presets. Launched
-again with the same command, a killed run resumes from its checkpoints and ends
-with the same results; finished groups are read back. Multi-host: set
-``--config.run.distributed=True`` and launch one process per host
-(``jax.distributed.initialize`` reads the cluster from the environment).
+Every field of the config file can be overridden with ``--config.<field>=<value>``,
+before or after ``--config`` (a tuple as ``(1, 2)``; ``None`` where the field's
+comment gives None a meaning); see ``experiments/configs/vanishing.py`` for the
+fields and presets, and the list below. Launched again with the same command, a
+killed run resumes from its checkpoints and ends with the same results; finished
+groups are read back. Multi-host: set ``--config.run.distributed=True`` and launch
+one process per host (``jax.distributed.initialize`` reads the cluster from the
+environment).
 
 Bad settings (an unknown cell or task, a malformed override, a non-positive T or
 hidden size, an unwritable or foreign workdir) print one line and exit with
 status 2 before any work, leaving the workdir as it was.
+
+Exit status: 0 when the sweep is done, and after ``--help`` (``-h``,
+``--helpshort``, ``--helpfull``). 2 for a bad flag or setting, with one line on
+stderr that starts ``run: error:``; flag errors are found before JAX is imported:
+an unknown flag or config field (with the nearest name), a value that does not
+parse as its field's type (named), an unknown preset or two presets in
+``--config=<file>:<arg>``, a missing config file, an argument that is not a flag.
+1 for an error during the run (with its traceback).
 """
 
 from __future__ import annotations
 
+import ast
+import difflib
+import importlib.machinery
+import importlib.util
 import logging
 import os
 import re
 import sys
 import time
+import types
+import typing
+from typing import Any, NamedTuple, NoReturn
 
+import ml_collections
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
+from ml_collections.config_flags import tuple_parser
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "vanishing.py")
 
 
+class _DictParser(flags.ArgumentParser):
+  """A dict literal, as ml_collections parses a ``ConfigDict`` field (``task.kwargs``)."""
+
+  def parse(self, argument: Any) -> dict:
+    value = ast.literal_eval(argument) if isinstance(argument, str) else argument
+    if not isinstance(value, dict):
+      raise ValueError(f"{argument!r} is not a dict")
+    return value
+
+
+class _OrNone(flags.ArgumentParser):
+  """The parser of a field typed ``T | None``: ``None``, or whatever T's parser takes."""
+
+  def __init__(self, parser: flags.ArgumentParser):
+    self.parser = parser
+
+  def parse(self, argument: Any) -> Any:
+    if argument is None or (isinstance(argument, str) and argument.strip() == "None"):
+      return None
+    return self.parser.parse(argument)
+
+  def flag_type(self) -> str:
+    return f"{self.parser.flag_type()} or None"
+
+
+# A field's type -> the parser of its --config.<field>=<value>: ml_collections' own choices
+# (config_flags._FIELD_TYPE_TO_PARSER), which parse_flags uses to check a value before absl
+# applies it, and `T | None` for the fields where None means something (the config file
+# declares them with FieldReference(default, field_type=T | None)), registered with
+# ml_collections so that it parses them too.
+_PARSERS: dict[Any, flags.ArgumentParser] = {
+  int: flags.IntegerParser(),
+  float: flags.FloatParser(),
+  bool: flags.BooleanParser(),
+  str: flags.ArgumentParser(),
+  tuple: tuple_parser.TupleParser(),
+  ml_collections.ConfigDict: _DictParser(),
+}
+for _base in (int, float, bool, str, tuple):
+  _PARSERS[_base | None] = _OrNone(_PARSERS[_base])
+  config_flags.register_flag_parser_for_type(_base | None, _PARSERS[_base | None])
+_EXPECTED = {
+  int: "an int",
+  float: "a float",
+  bool: "True or False",
+  str: "a string",
+  tuple: "a tuple such as (1, 2)",
+  ml_collections.ConfigDict: "a dict such as {'key': 1}",
+}
+_NAMES = {ml_collections.ConfigDict: "dict"}
+
+
+def _optional_base(field_type: Any) -> Any:
+  """``T`` for a field typed ``T | None`` (or ``Optional[T]``), else None."""
+  if typing.get_origin(field_type) in (typing.Union, types.UnionType):
+    others = [t for t in typing.get_args(field_type) if t is not type(None)]
+    return others[0] if len(others) == 1 else None
+  return None
+
+
+def _expected(field_type: Any) -> str:
+  """What a value of ``field_type`` looks like, for error messages: ``an int or None``."""
+  base = _optional_base(field_type)
+  if base is not None:
+    return f"{_expected(base)} or None"
+  return _EXPECTED.get(field_type, getattr(field_type, "__name__", str(field_type)))
+
+
+def _type_name(field_type: Any) -> str:
+  """A field type for --help: ``int``, ``tuple or None``."""
+  base = _optional_base(field_type)
+  if base is not None:
+    return f"{_type_name(base)} or None"
+  return _NAMES.get(field_type, getattr(field_type, "__name__", str(field_type)))
+
+
+def config_fields(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+  """Every field of ``config`` by dotted path, with its type: ``{"train.clip": float, ...}``.
+
+  A section (a ``ConfigDict`` with fields) is not a field; an empty one (``task.kwargs``) is.
+  """
+  out = {}
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict) and len(value):
+      out.update(config_fields(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = config.get_type(key)
+  return out
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """``get_config(arg)`` of the config file of ``spec`` (``path[:arg]``), as ml_collections calls it.
+
+  Raises:
+    ValueError: one line: the file cannot be read, or its ``get_config`` refused ``arg``.
+  """
+  path, *arg = spec.split(":", 1)
+  if not os.path.isfile(path):
+    raise ValueError(f"no config file {path!r} (from --config={spec})")
+  loader = importlib.machinery.SourceFileLoader("config_config", path)  # ml_collections' name
+  module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+  sys.modules[loader.name] = module  # as ml_collections does (dataclasses look their module up)
+  try:
+    loader.exec_module(module)
+    return module.get_config(*arg)
+  except ValueError as e:  # get_config refused its argument
+    raise ValueError(str(e)) from None
+  except (TypeError, AttributeError, SyntaxError) as e:
+    raise ValueError(f"config file {path!r}: {type(e).__name__}: {e}") from None
+
+
 def _config_fields(path: str) -> str:
-  """The config file's fields with their comments (for --help): ``  field = default  # why``."""
-  lines, pattern = [], re.compile(r"^  config\.([\w.]+) = (.+?)  # (.+)$")
+  """The config file's fields for --help: ``--config.<field>=<default> (<type>): <comment>``."""
+  config = load_config(path)
+  fields = config_fields(config)
+  comments: dict[str, list[str]] = {}
+  pattern = re.compile(r"^  config\.([\w.]+) = .*?(?:  # (.+))?$")
+  last = None
   with open(path) as f:
     for line in f:
       match = pattern.match(line.rstrip())
-      if match and "ConfigDict()" not in match.group(2):
-        lines.append(f"  --config.{match.group(1)}={match.group(2)}: {match.group(3)}")
-      elif lines and line.startswith("  # "):  # a comment continued on the next line
-        lines[-1] += " " + line.strip()[2:]
+      if match:
+        last = match.group(1) if match.group(1) in fields else None
+        if last is not None:
+          comments[last] = [match.group(2)] if match.group(2) else []
+      elif last is not None and line.startswith("  # "):  # a comment continued below
+        comments[last].append(line.strip()[2:])
+      else:
+        last = None
+  lines = []
+  for name, words in comments.items():
+    value = config
+    for key in name.split("."):
+      value = value[key]
+    if isinstance(value, ml_collections.ConfigDict):
+      value = value.to_dict()
+    shown = value if isinstance(value, str) else repr(value)
+    lines.append(f"  --config.{name}={shown} ({_type_name(fields[name])}): {' '.join(words)}")
   return "\n".join(lines)
 
 
@@ -51,38 +198,172 @@ __doc__ += (  # noqa: A001  (absl prints the main module's docstring as --help)
   + "\n"
 )
 
-_CONFIG = config_flags.DEFINE_config_file(
-  "config",
-  _DEFAULT_CONFIG,
-  "Sweep config file, optionally with ':<preset>,<key>=<value>,...' (e.g. "
-  "experiments/configs/vanishing.py:quick or ...:cell=lstm,T=200). Fields can be "
-  "overridden with --config.<field>=<value> (e.g. --config.train.learning_rate=3e-4).",
-  lock_config=True,
-)
-_WORKDIR = flags.DEFINE_string(
-  "workdir",
-  "runs/vanishing",
-  "Folder for the resolved config, checkpoints, tables, figures and report.md. "
-  "Created if missing; rerun with the same folder to resume.",
-)
+
+class RunnerFlags(NamedTuple):
+  """The runner's flags, defined on ``flag_values`` by :func:`define_flags`."""
+
+  flag_values: flags.FlagValues
+  config: flags.FlagHolder
+  workdir: flags.FlagHolder
+  argv: list[str]  # the command line parse_flags put in order: ml_collections reads the
+  # --config.<field> overrides from here, not from sys.argv
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> RunnerFlags:
+  """Defines ``--config`` (and its ``--config.<field>`` overrides) and ``--workdir``."""
+  argv: list[str] = []  # empty until parse_flags: no overrides are parsed at definition
+  config = config_flags.DEFINE_config_file(
+    "config",
+    _DEFAULT_CONFIG,
+    "Sweep config file, optionally with ':<preset>,<key>=<value>,...' (e.g. "
+    "experiments/configs/vanishing.py:quick or ...:cell=lstm,T=200). Fields can be "
+    "overridden with --config.<field>=<value> (e.g. --config.train.learning_rate=3e-4).",
+    flag_values=flag_values,
+    lock_config=True,
+    sys_argv=argv,
+  )
+  workdir = flags.DEFINE_string(
+    "workdir",
+    "runs/vanishing",
+    "Folder for the resolved config, checkpoints, tables, figures and report.md. "
+    "Created if missing; rerun with the same folder to resume.",
+    flag_values=flag_values,
+  )
+  return RunnerFlags(flag_values, config, workdir, argv)
+
+
+_FLAGS = define_flags()
+_CONFIG, _WORKDIR = _FLAGS.config, _FLAGS.workdir
 
 
 HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
+_CONFIG_FLAG = re.compile(r"--?config")
+_OVERRIDE_FLAG = re.compile(r"--?(no)?config\.(.+)")
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing where a bad flag or config argument is one line and exit status 2."""
+def _fail(message: str) -> NoReturn:
+  print(f"run: error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _config_spec(args: list[str]) -> tuple[str, set[int]]:
+  """The ``--config`` value among ``args`` (the default if none), and where it is."""
+  specs, where = [], set()
+  for i, arg in enumerate(args):
+    if arg == "--":
+      break
+    name, eq, value = arg.partition("=")
+    if _CONFIG_FLAG.fullmatch(name) and i not in where:
+      if not eq:  # --config <file>
+        if i + 1 == len(args):
+          raise ValueError(f"{arg} needs a value: a config file such as {_DEFAULT_CONFIG}")
+        value = args[i + 1]
+        where.add(i + 1)
+      specs.append(value)
+      where.add(i)
+  if len(specs) > 1:
+    raise ValueError(f"--config given {len(specs)} times ({', '.join(specs)}); give it once")
+  return (specs[0] if specs else _DEFAULT_CONFIG), where
+
+
+def _check_override(fields: dict[str, Any], arg: str, path: str, value: str) -> None:
+  """Checks ``--config.<path>=<value>`` against the config's fields; raises one line if bad."""
+  if path not in fields:
+    if any(field.startswith(f"{path}.") for field in fields):
+      raise ValueError(
+        f"{path!r} in {arg} is a section of the config, not a field; set its fields "
+        f"(--config.{path}.<field>=<value>, listed by --help)"
+      )
+    close = difflib.get_close_matches(path, list(fields), n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "--help lists the fields"
+    raise ValueError(f"unknown config field {path!r} in {arg}; {hint}")
+  field_type = fields[path]
+  if field_type is type(None):
+    raise ValueError(
+      f"config field {path!r} in {arg} is None and has no type; declare it in the config file "
+      "with ml_collections.FieldReference(None, field_type=...)"
+    )
+  parser = _PARSERS.get(field_type)
+  if parser is None:
+    return  # a type only ml_collections knows (an enum, a dataclass): it checks the value
   try:
-    rest = flags.FLAGS(argv)
-  except SystemExit as e:  # absl prints --help and exits with 1; asking for help is no error
-    sys.exit(0 if any(a.split("=")[0] in HELP for a in argv[1:]) else e.code)
+    parser.parse(value)
+  except (ValueError, TypeError, SyntaxError):
+    raise ValueError(
+      f"bad value {value!r} for config field {path!r} in {arg}; expected {_expected(field_type)}"
+    ) from None
+
+
+def _arrange(argv: list[str]) -> list[str]:
+  """``argv`` with ``--config=<file>`` first, then every override, checked, then the rest.
+
+  ml_collections applies only overrides that come after ``--config``: in this order
+  any order parses. Each override is written ``--config.<field>=<value>`` (a bare
+  bool field ``=true``, ``--noconfig.<field>`` ``=false``, ``--config.<field> <value>``
+  joined).
+
+  Raises:
+    ValueError: one line naming the bad argument and, for a bad value, the field's type.
+  """
+  args = argv[1:]
+  spec, taken = _config_spec(args)
+  fields = config_fields(load_config(spec))
+  overrides, rest = [], []
+  i = 0
+  while i < len(args):
+    arg, i = args[i], i + 1
+    if i - 1 in taken:
+      continue
+    if arg == "--":  # what follows is positional
+      rest += args[i - 1 :]
+      break
+    name, eq, value = arg.partition("=")
+    match = _OVERRIDE_FLAG.fullmatch(name)
+    if not match:
+      rest.append(arg)
+      continue
+    negated, path = match.group(1) == "no", match.group(2)
+    is_bool = fields.get(path) in (bool, bool | None)
+    if negated and path in fields and (eq or not is_bool):
+      raise ValueError(f"{arg}: only a bool field takes the 'no' prefix, without a value")
+    if not eq and (negated or is_bool):
+      value = "false" if negated else "true"
+    elif not eq and path in fields:
+      if i == len(args):
+        raise ValueError(f"{arg} needs a value: {arg}=<value>")
+      value, i = args[i], i + 1
+      arg = f"{arg} {value}"
+    _check_override(fields, arg, path, value)
+    overrides.append(f"--config.{path}={value}")
+  return [argv[0], f"--config={spec}", *overrides, *rest]
+
+
+def parse_flags(argv: list[str], runner_flags: RunnerFlags | None = None) -> list[str]:
+  """absl flag parsing where a bad flag or config argument is one line and exit status 2.
+
+  Flags may come in any order (``--config.<field>`` before ``--config``); ``--help``
+  (``-h``, ``--helpshort``, ``--helpfull``) prints the flags and exits with status 0.
+  """
+  runner_flags = runner_flags or _FLAGS
+  flag_values = runner_flags.flag_values
+  helps = ["--help" if a == "-h" else a for a in argv[1:] if a.split("=")[0] in HELP]
+  if helps:
+    try:  # absl prints the help and exits with 1: asking for help is no error
+      flag_values([argv[0], *helps])
+    except SystemExit:
+      sys.exit(0)
+  try:
+    argv = [argv[0], *flag_values.read_flags_from_files(argv[1:], force_gnu=False)]
+    argv = _arrange(argv)
+  except (flags.Error, ValueError) as e:
+    _fail(str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__)
+  runner_flags.argv[:] = argv
+  try:
+    rest = flag_values(argv)
   except (flags.Error, ValueError, TypeError, KeyError, AttributeError) as e:
-    message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-    print(f"run: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    _fail(str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__)
   if len(rest) > 1:
-    print(f"run: error: unexpected arguments {rest[1:]}; every option is a --flag", file=sys.stderr)
-    sys.exit(2)
+    _fail(f"unexpected arguments {rest[1:]}; every option is a --flag")
   return rest
 
 
