@@ -5,16 +5,35 @@ r"""The experiment runner: a sweep of RNN training runs and its vanishing/explod
     python -m experiments.run --config=experiments/configs/vanishing.py:cell=lstm,T=200 \
       --config.train.learning_rate=3e-4 --workdir=runs/x
 
-Every field of the config file can be overridden with ``--config.<field>=<value>``;
-see ``experiments/configs/vanishing.py`` for the fields and presets. Launched
-again with the same command, a killed run resumes from its checkpoints and ends
-with the same results; finished groups are read back. Multi-host: set
-``--config.run.distributed=True`` and launch one process per host
-(``jax.distributed.initialize`` reads the cluster from the environment).
+Every field of the config file can be overridden with ``--config.<field>=<value>``,
+before or after ``--config`` (a tuple as ``(1, 2)``; ``None`` where the field's
+comment gives None a meaning); see ``experiments/configs/vanishing.py`` for the
+fields and presets, and the list below. Launched again with the same command, a
+killed run resumes from its checkpoints and ends with the same results; finished
+groups are read back. Multi-host: set ``--config.run.distributed=True`` and launch
+one process per host (``jax.distributed.initialize`` reads the cluster from the
+environment).
 
-Bad settings (an unknown cell or task, a malformed override, a non-positive T or
-hidden size, an unwritable or foreign workdir) print one line and exit with
-status 2 before any work, leaving the workdir as it was.
+A workdir has one writer at a time, is bound to the settings that made its
+numbers (``config.json``, ``environment.json``; ``--overwrite`` discards them),
+and every checkpoint is verified when it is restored (see README.md, "A workdir
+never gives a wrong number").
+
+Exit status, each failure one line on stderr that starts ``run: error:``:
+
+* 0: the sweep is done, or ``--help`` (``-h``, ``--helpshort``, ``--helpfull``).
+* 2: the command cannot run as given; nothing is written. A bad flag or setting
+  (found before JAX is imported: an unknown flag or config field, with the
+  nearest name; a value that does not parse as its field's type; an unknown
+  preset or two presets in ``--config=<file>:<arg>``; a missing config file; an
+  argument that is not a flag), a bad cell, task or size, or a workdir that is
+  not a writable folder, is in use by another launch (named), or holds results
+  of other settings (the differences listed).
+* 3: a read or write failed mid-run (a full disk, a permission denied, a
+  read-only file system), naming the path and the OS error; everything committed
+  before is intact and the same command resumes once the cause is fixed.
+* 130: interrupted (Ctrl-C); the same command resumes.
+* 1: a bug (with its traceback).
 """
 
 from __future__ import annotations
@@ -22,82 +41,81 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import sys
 import time
+from typing import NamedTuple, NoReturn
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from experiments import cli
+
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "vanishing.py")
-
-
-def _config_fields(path: str) -> str:
-  """The config file's fields with their comments (for --help): ``  field = default  # why``."""
-  lines, pattern = [], re.compile(r"^  config\.([\w.]+) = (.+?)  # (.+)$")
-  with open(path) as f:
-    for line in f:
-      match = pattern.match(line.rstrip())
-      if match and "ConfigDict()" not in match.group(2):
-        lines.append(f"  --config.{match.group(1)}={match.group(2)}: {match.group(3)}")
-      elif lines and line.startswith("  # "):  # a comment continued on the next line
-        lines[-1] += " " + line.strip()[2:]
-  return "\n".join(lines)
-
 
 __doc__ += (  # noqa: A001  (absl prints the main module's docstring as --help)
   f"\nConfig fields of {os.path.relpath(_DEFAULT_CONFIG)} (defaults of the default preset):\n"
-  + _config_fields(_DEFAULT_CONFIG)
+  + cli.help_fields(_DEFAULT_CONFIG)
   + "\n"
 )
-
-_CONFIG = config_flags.DEFINE_config_file(
-  "config",
-  _DEFAULT_CONFIG,
-  "Sweep config file, optionally with ':<preset>,<key>=<value>,...' (e.g. "
-  "experiments/configs/vanishing.py:quick or ...:cell=lstm,T=200). Fields can be "
-  "overridden with --config.<field>=<value> (e.g. --config.train.learning_rate=3e-4).",
-  lock_config=True,
-)
-_OVERWRITE = flags.DEFINE_bool(
-  "overwrite",
-  False,
-  "Delete the workdir's earlier results (config.json, environment.json, checkpoints, tables, "
-  "figures, report.md; nothing else) and start over. Needed to reuse a workdir whose results "
-  "were made with other settings.",
-)
-_WORKDIR = flags.DEFINE_string(
-  "workdir",
-  "runs/vanishing",
-  "Folder for the resolved config, checkpoints, tables, figures and report.md. "
-  "Created if missing; rerun with the same folder to resume.",
-)
-
 
 EXIT_USAGE = 2  # a bad flag or config, an unusable, busy or foreign workdir: before any work
 EXIT_IO = 3  # a read or write failed mid-run (disk full, permission, read-only file system)
 
-HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
+
+class RunnerFlags(NamedTuple):
+  """The runner's flags, defined on ``flag_values`` by :func:`define_flags`."""
+
+  flag_values: flags.FlagValues
+  config: flags.FlagHolder
+  workdir: flags.FlagHolder
+  overwrite: flags.FlagHolder
+  argv: list[str]  # the command line parse_flags put in order: ml_collections reads the
+  # --config.<field> overrides from here, not from sys.argv
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing where a bad flag or config argument is one line and exit status 2."""
-  try:
-    rest = flags.FLAGS(argv)
-  except SystemExit as e:  # absl prints --help and exits with 1; asking for help is no error
-    sys.exit(0 if any(a.split("=")[0] in HELP for a in argv[1:]) else e.code)
-  except (flags.Error, ValueError, TypeError, KeyError, AttributeError) as e:
-    message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-    print(f"run: error: {message}", file=sys.stderr)
-    sys.exit(2)
-  if len(rest) > 1:
-    print(f"run: error: unexpected arguments {rest[1:]}; every option is a --flag", file=sys.stderr)
-    sys.exit(2)
-  return rest
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> RunnerFlags:
+  """Defines ``--config`` (and its ``--config.<field>`` overrides) and ``--workdir``."""
+  argv: list[str] = []  # empty until parse_flags: no overrides are parsed at definition
+  config = config_flags.DEFINE_config_file(
+    "config",
+    _DEFAULT_CONFIG,
+    "Sweep config file, optionally with ':<preset>,<key>=<value>,...' (e.g. "
+    "experiments/configs/vanishing.py:quick or ...:cell=lstm,T=200). Fields can be "
+    "overridden with --config.<field>=<value> (e.g. --config.train.learning_rate=3e-4).",
+    flag_values=flag_values,
+    lock_config=True,
+    sys_argv=argv,
+  )
+  workdir = flags.DEFINE_string(
+    "workdir",
+    "runs/vanishing",
+    "Folder for the resolved config, checkpoints, tables, figures and report.md. "
+    "Created if missing; rerun with the same folder to resume.",
+    flag_values=flag_values,
+  )
+  overwrite = flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Delete the workdir's earlier outputs (config.json, environment.json, checkpoints, "
+    "tables, figures, report.md; nothing else) and start over: to reuse a workdir whose "
+    "results were made with other settings.",
+    flag_values=flag_values,
+  )
+  return RunnerFlags(flag_values, config, workdir, overwrite, argv)
 
 
-def _fail(message: str, status: int) -> None:
+_FLAGS = define_flags()
+_CONFIG, _WORKDIR, _OVERWRITE = _FLAGS.config, _FLAGS.workdir, _FLAGS.overwrite
+
+
+def parse_flags(argv: list[str], runner_flags: RunnerFlags | None = None) -> list[str]:
+  """The runner's flags from ``argv`` (any order); a bad one is one line and exit status 2."""
+  runner_flags = runner_flags or _FLAGS
+  return cli.parse_flags(argv, runner_flags.flag_values, runner_flags.argv, _DEFAULT_CONFIG)
+
+
+def _fail(message: str, status: int) -> NoReturn:
   print(f"run: error: {message}", file=sys.stderr, flush=True)
   sys.exit(status)
 

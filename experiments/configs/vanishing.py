@@ -16,7 +16,8 @@ The argument after ``:`` is a comma-separated list: at most one preset name
 (``quick``, ``default``, ``paper``) and ``key=value`` shortcuts for the sweep
 (``cell``, ``T``, ``gain``, ``lr``, ``clip``: one value or several joined by
 ``+``, e.g. ``cell=lstm+gru,T=50+100``; ``seeds``: a count; ``task``: a task
-name). Any field can also be set with ``--config.<field>=<value>``.
+name). Any field can also be set with ``--config.<field>=<value>``; the fields whose
+comment gives None a meaning (declared with :func:`_optional`) also take ``None``.
 
 Presets:
 
@@ -30,10 +31,24 @@ Presets:
 
 from __future__ import annotations
 
+import difflib
+from typing import Any
+
 import ml_collections
+from ml_collections import config_dict
 
 PRESETS = ("quick", "default", "paper")
 SHORTCUTS = ("cell", "T", "gain", "lr", "clip", "seeds", "task")
+
+
+def _optional(field_type: type, default: Any = None) -> config_dict.FieldReference:
+  """A field of type ``field_type | None``, for the fields where None means something.
+
+  The explicit type lets ``--config.<field>=<value>`` set a field whose default is None
+  (the runner parses the value as a ``field_type``), and ``--config.<field>=None`` set
+  one whose default is not.
+  """
+  return config_dict.FieldReference(default, field_type=field_type | None)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -54,7 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.gain = 1.0  # recurrent gain g when sweep.gain is None
   config.model.input_init = "lecun_normal"  # w_ih: lecun_normal | glorot_uniform | uniform | zeros
   config.model.forget_bias = 1.0  # lstm only: initial forget-gate bias (Jozefowicz 2015)
-  config.model.chrono_t_max = None  # lstm/gru: chrono gate-bias init T_max (None: off)
+  config.model.chrono_t_max = _optional(float)  # lstm/gru: chrono gate-bias init T_max (None: off)
 
   config.train = ml_collections.ConfigDict()
   config.train.optimizer = "adam"  # sgd | momentum | rmsprop | adam (optax)
@@ -72,9 +87,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.sweep = ml_collections.ConfigDict()
   config.sweep.cell = ("elman", "lstm", "gru")  # cells (each its own compiled program)
   config.sweep.T = (10, 20, 40, 80)  # dependency lengths (each its own compiled program)
-  config.sweep.gain = None  # recurrent gains, vmapped (None: (model.gain,))
-  config.sweep.clip = (0.0, 1.0)  # clipping thresholds, vmapped; 0 = off (None: (train.clip,))
-  config.sweep.lr = None  # learning rates, vmapped (None: (train.learning_rate,))
+  config.sweep.gain = _optional(tuple)  # recurrent gains, vmapped (None: (model.gain,))
+  config.sweep.clip = _optional(tuple, (0.0, 1.0))  # clipping thresholds, vmapped; 0 = off
+  # (None: (train.clip,))
+  config.sweep.lr = _optional(tuple)  # learning rates, vmapped (None: (train.learning_rate,))
   config.sweep.seeds = 5  # seeds 0 .. seeds-1 per grid point, vmapped
   config.sweep.seed_offset = 0  # first seed (seeds are seed_offset .. seed_offset+seeds-1)
 
@@ -83,8 +99,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.diagnostics.horizon_fraction = 0.01  # memory horizon: largest lag with norm >= this
   # fraction of the norm at lag 0
   config.diagnostics.lyapunov_transient = 0.25  # share of the steps left out of the Lyapunov mean
-  config.diagnostics.gain_scan = (0.5, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0)  # gains for
-  # the untrained decay-versus-gain scan (empty: skip it)
+  config.diagnostics.gain_scan = _optional(tuple, (0.5, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0))
+  # gains for the untrained decay-versus-gain scan (empty or None: skip it)
   config.diagnostics.gain_scan_T = 0  # T of the gain scan (0: the largest T of the sweep)
   config.diagnostics.gain_scan_seeds = 3  # seeds per (cell, gain) in the gain scan
 
@@ -94,8 +110,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.run.devices = 0  # devices for the sweep axis (0: all; a CPU-only host is split into
   # one XLA device per core, at least 2: jax_num_cpu_devices, XLA's
   # --xla_force_host_platform_device_count)
-  config.run.cpu_opt_level = 1  # CPU-only hosts: XLA's LLVM optimisation level; 1 compiles
-  # about 2x faster than XLA's default at the same speed (None: XLA's default)
+  config.run.cpu_opt_level = _optional(int, 1)  # CPU-only hosts: XLA's LLVM optimisation
+  # level; 1 compiles about 2x faster than XLA's default at the same speed (None: XLA's default)
   config.run.members_per_block = 2  # members vmapped together on a device (raise it on a
   # GPU); members are padded to whole blocks on every device, and a member's numbers
   # depend on this size, never on the number of devices (2 or more)
@@ -138,12 +154,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def _parse_arg(arg: str) -> tuple[str, dict[str, str]]:
-  preset, shortcuts = "default", {}
-  for part in filter(None, (p.strip() for p in arg.split(","))):
+  preset, shortcuts = None, {}
+  parts = [p.strip() for p in arg.split(",")]
+  for i, part in enumerate(parts):
+    if not part:
+      continue
     if "=" not in part:
       if part not in PRESETS:
+        raise ValueError(_unknown_preset(arg, parts, i))
+      if preset is not None:
         raise ValueError(
-          f"unknown preset {part!r} in the config argument; expected one of {PRESETS}"
+          f"two presets, {preset!r} and {part!r}, in the config argument {arg!r}; give at "
+          f"most one of {PRESETS}"
         )
       preset = part
       continue
@@ -154,7 +176,21 @@ def _parse_arg(arg: str) -> tuple[str, dict[str, str]]:
         f"{SHORTCUTS}"
       )
     shortcuts[key] = value
-  return preset, shortcuts
+  return preset or "default", shortcuts
+
+
+def _unknown_preset(arg: str, parts: list[str], i: int) -> str:
+  """The message for ``parts[i]``, neither a preset nor a shortcut, with the likeliest fix."""
+  message = f"unknown preset {parts[i]!r} in the config argument {arg!r}; expected one of {PRESETS}"
+  if i > 0 and "=" in parts[i - 1]:  # T=10,20: more values of the shortcut before it
+    values = [parts[i - 1]]
+    for part in parts[i:]:
+      if not part or "=" in part or part in PRESETS:
+        break
+      values.append(part)
+    return f"{message}; the values of a shortcut are joined by '+': {'+'.join(values)}"
+  close = difflib.get_close_matches(parts[i], PRESETS, n=1)
+  return f"{message}; did you mean {close[0]!r}?" if close else message
 
 
 def _numbers(key: str, value: str, kind: type) -> tuple:

@@ -5,7 +5,8 @@ before any training), then writes its results with :func:`write_json` and
 :func:`save_figure` once everything is computed, so a failed run leaves nothing
 half-written. :func:`usage_errors` wraps an example's ``main`` so that a bad setting
 (any ``ValueError``) prints one line and exits with status 2, and :func:`parse_flags`
-does the same for a flag absl cannot parse (``--epochs=abc``, an unknown flag).
+does the same for a flag absl cannot parse (``--epochs=abc``, an unknown flag) and
+exits with status 0 after ``--help``.
 """
 
 from __future__ import annotations
@@ -38,16 +39,26 @@ def prepare(workdir: str) -> str:
   return sweep.writable_folder(workdir)
 
 
+HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, but a bad flag value is one line on stderr and exit status 2.
 
-  Pass as ``app.run(main, flags_parser=parse_flags)``.
+  ``--help`` (``-h``, ``--helpshort``, ``--helpfull``) prints the flags and exits with
+  status 0 (absl's own exits with 1). Pass as ``app.run(main, flags_parser=parse_flags)``.
   """
+  helps = ["--help" if a == "-h" else a for a in argv[1:] if a.split("=")[0] in HELP]
   try:
-    return flags.FLAGS(argv)
+    return flags.FLAGS([argv[0], *helps] if helps else argv)
+  except SystemExit:
+    if not helps:
+      raise
+    sys.exit(0)  # absl printed the help and exited with 1: asking for help is no error
   except flags.Error as e:
     prog = os.path.basename(argv[0]) if argv else "example"
-    print(f"{prog}: error: {e}", file=sys.stderr)
+    message = " ".join(str(e).split())  # absl's messages may wrap
+    print(f"{prog}: error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
