@@ -57,7 +57,6 @@ from rnnlab import store as store_lib
 from rnnlab import tasks as tasks_lib
 from rnnlab import train as train_lib
 from rnnlab import workdir as workdir_lib
-from rnnlab.workdir import writable_folder  # noqa: F401  (the gallery's examples use it)
 
 Array = jax.Array
 PyTree = Any

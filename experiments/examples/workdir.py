@@ -34,9 +34,9 @@ def prepare(workdir: str) -> str:
   Raises:
     ValueError: naming the folder and why it cannot be used.
   """
-  from rnnlab import sweep  # noqa: PLC0415  (the runner's check, shared)
+  from rnnlab import workdir as workdir_lib  # noqa: PLC0415  (the runner's check, shared)
 
-  return sweep.writable_folder(workdir)
+  return workdir_lib.writable_folder(workdir)
 
 
 HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
