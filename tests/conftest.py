@@ -39,3 +39,18 @@ def runner_env(tmp_path_factory):
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     "PYTHONPATH": root,
   }
+
+
+@pytest.fixture(scope="session")
+def tiny_clean(tmp_path_factory, runner_env):
+  """The runner's tiny sweep, uninterrupted and undamaged (``runner_support.TINY``).
+
+  The reference the kill, shard and fault tests hold their tables to, computed
+  once per test process.
+  """
+  from runner_support import TINY, run  # noqa: PLC0415
+
+  workdir = str(tmp_path_factory.mktemp("tiny_clean"))
+  rc, _, err = run([*TINY, f"--workdir={workdir}"], runner_env)
+  assert rc == 0, err[-3000:]
+  return workdir

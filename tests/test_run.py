@@ -33,15 +33,6 @@ def quick(tmp_path_factory, env):
   return workdir, out, err
 
 
-@pytest.fixture(scope="module")
-def tiny_clean(tmp_path_factory, env):
-  """The tiny sweep uninterrupted on 2 devices (the reference of the kill and shard tests)."""
-  workdir = str(tmp_path_factory.mktemp("tiny_clean"))
-  rc, _, err = run([*TINY, f"--workdir={workdir}"], env)
-  assert rc == 0, err[-3000:]
-  return workdir
-
-
 def test_quick_preset_writes_every_file_with_the_expected_rows(quick):
   workdir, out, err = quick
   for name in ("config.json", "report.md", *TABLES):

@@ -25,13 +25,10 @@ GROUP = "gru_T5"
 SCAN = "gain_scan_gru"
 
 
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory, runner_env):
+@pytest.fixture
+def clean(tiny_clean):
   """The tiny sweep, uninterrupted and undamaged: the reference every fault is held to."""
-  workdir = str(tmp_path_factory.mktemp("clean"))
-  rc, _, err = run([*TINY, f"--workdir={workdir}"], runner_env)
-  assert rc == 0, err[-3000:]
-  return workdir
+  return tiny_clean
 
 
 def copy_of(clean, tmp_path, name="work"):
