@@ -292,6 +292,7 @@ def train_config(config: ml_collections.ConfigDict, cell: str, T: int) -> ml_col
     tc.num_steps = config.train.num_steps
     tc.eval.batch_size = config.train.eval_batch_size
     tc.eval.num_batches = config.train.eval_batches
+    tc.divergence.loss_factor = config.train.diverge_factor
   return tc
 
 

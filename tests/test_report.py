@@ -108,7 +108,9 @@ def make_workdir(path, diverge=False, gain_scan=True):
             clipped = bool(clip) and rng.random() < fraction
             ident = [member, cell, T, 1.0, 0.002, clip, seed]
             nonfinite = not np.isfinite(loss[s])
-            metrics.append([*ident, s, loss[s], loss[s], 1.0, clipped, nonfinite, 0.002])
+            rejected = nonfinite or 0 <= diverged_at <= s
+            row = [*ident, s, loss[s], loss[s], 1.0, clipped, nonfinite, rejected, 0.002]
+            metrics.append(row)
           for phase, r in (("init", rate), ("trained", rate / 2)):
             for lag in range(T):
               gradients.append(
