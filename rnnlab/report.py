@@ -66,7 +66,7 @@ _INT_COLUMNS = {
   "step",
   "lag",
 }
-_BOOL_COLUMNS = {"solved", "clipped", "nonfinite"}
+_BOOL_COLUMNS = {"solved", "clipped", "nonfinite", "diverged"}
 _STR_COLUMNS = {"group", "cell", "task", "phase"}
 _FLOAT_COLUMNS = {
   "gain",
@@ -95,6 +95,7 @@ _TRUE, _FALSE = {"True", "true", "TRUE"}, {"False", "false", "FALSE"}
 
 _LN2, _LN10 = math.log(2.0), math.log(10.0)
 _BEATS = 0.9  # "clearly below the baseline": a final loss under this fraction of it
+_HUGE, _TINY = 1e6, 1e-6  # losses and loss ratios beyond these print as ">1e6" and "<1e-6"
 
 _RC = {
   "font.size": 9.0,
@@ -127,7 +128,7 @@ def read_table(path: str | os.PathLike) -> Table:
 
   Columns the sweep writes get their documented type (``T``, ``seed``, ``lag``...
   int64; ``loss``, ``gain``, ``clip``... float64, also when every value happens
-  to print as an integer; ``solved``, ``clipped``, ``nonfinite`` bool; ``cell``,
+  to print as an integer; ``solved``, ``clipped``, ``nonfinite``, ``diverged`` bool; ``cell``,
   ``phase``... str); other columns are inferred: ``True``/``False`` as bool,
   integers as int64, numbers (``nan``, ``inf`` and ``-inf`` included) as
   float64, anything else as str. An empty field in a float column reads ``nan``.
@@ -417,13 +418,29 @@ def _g(x: float) -> str:
 
 
 def _num(x: float) -> str:
-  """A computed number to three significant digits (no exponent below 1000)."""
+  """A computed number to three significant digits (no exponent from 1e-3 to 1e6)."""
   if not np.isfinite(x):
     return "nan" if np.isnan(x) else ("inf" if x > 0 else "-inf")
-  if abs(x) >= 1000:
+  if 1000 <= abs(x) < _HUGE:
     return f"{x:.0f}"
   text = f"{x:.3g}"
   return text.replace("e-0", "e-").replace("e+0", "e+")
+
+
+def _loss(x: float) -> str:
+  """A loss or a loss ratio: as :func:`_num` within [1e-6, 1e6], ``>1e6`` or ``<1e-6`` beyond.
+
+  A blown-up run's loss (1e9 and more) or a vanishing one says all it has to say
+  by its bound; its digits would only hide the table.
+  """
+  if np.isfinite(x):
+    if x > _HUGE:
+      return ">1e6"
+    if x < -_HUGE:
+      return "<-1e6"
+    if 0 < x < _TINY:
+      return "<1e-6"
+  return _num(x)
 
 
 def _signed(x: float) -> str:
@@ -974,6 +991,7 @@ def _curve_data(
   if not _n(m):
     return None
   ids = _ids(m)
+  diverged_from = _divergence_steps(summary, metrics) if "member" in m else {}
   panels: dict[int, dict[str, dict[str, Any]]] = {}
   runs = 0
   for T in sorted(int(t) for t in np.unique(m["T"])):
@@ -984,17 +1002,25 @@ def _curve_data(
         continue
       member_ids = np.unique(ids[mask])
       steps, raw = _matrix(ids[mask], m["step"][mask], m["loss"][mask])
+      for k, member in enumerate(member_ids.tolist()):
+        # A run that blew up (finitely) is frozen from diverged_at on: its loss after is
+        # that of the blown-up parameters, so it ends there as a non-finite one does.
+        if member in diverged_from:
+          raw[k, steps >= diverged_from[member]] = np.nan
       window = max(1, steps.size // 25)
       smooth = np.stack([_trailing_mean(row, window) for row in raw])
       diverged = []
       for k, row in enumerate(raw):
-        # Diverged: the loss is non-finite from some recorded step to the end.
+        # Diverged: the loss is non-finite (or masked) from some recorded step to the end.
         finite = np.flatnonzero(np.isfinite(row))
+        at_step = diverged_from.get(member_ids[k].item())
         if not finite.size:
-          diverged.append((member_ids[k], int(steps[0]), steps[0], np.nan))
+          step = int(steps[0]) if at_step is None else at_step
+          diverged.append((member_ids[k], step, steps[0], np.nan))
         elif finite[-1] < row.size - 1:
           at = int(finite[-1])
-          diverged.append((member_ids[k], int(steps[at + 1]), steps[at], row[at]))
+          step = int(steps[at + 1]) if at_step is None else at_step
+          diverged.append((member_ids[k], step, steps[at], row[at]))
       per_cell[cell] = {
         "steps": _f64(steps),
         "raw": raw,
@@ -1129,9 +1155,9 @@ def _read_training_curves(data: Mapping[str, Any]) -> str:
       end = float(d["median"][finite[-1]])
       if baseline:
         ratios.setdefault(cell, {})[T] = end / baseline
-        items.append(f"{_name(cell)} {_num(end / baseline)}×")
+        items.append(f"{_name(cell)} {_loss(end / baseline)}×")
       else:
-        items.append(f"{_name(cell)} {_num(end)}")
+        items.append(f"{_name(cell)} {_loss(end)}")
     lines.append(f"T = {T}: {', '.join(items)}")
   what = "relative to the baseline" if data["baselines"] else "(no baseline recorded)"
   parts.append(
@@ -1180,7 +1206,8 @@ def _read_training_curves(data: Mapping[str, Any]) -> str:
     where = [f"{_name(c)} at T = {T} (step {s})" for c, T, s in diverged[:8]]
     more = f" and {len(diverged) - 8} more" if len(diverged) > 8 else ""
     parts.append(
-      f"{len(diverged)} of the {total} runs shown diverged (non-finite training loss): "
+      f"{len(diverged)} of the {total} runs shown diverged (non-finite or blown-up training "
+      f"loss): "
       f"{', '.join(where)}{more}; their curves end in a cross."
     )
   else:
@@ -1401,6 +1428,7 @@ def _clipping_data(
   if _has(s, "final_loss", "baseline"):
     ratio = _f64(s["final_loss"]) / _f64(s["baseline"])
   diverged = _diverged_mask(s, metrics)
+  ratio[diverged] = np.inf  # the worst outcome, whatever (finite) loss it was frozen at
   cells: dict[str, dict[str, Any]] = {}
   for cell in _cells(s["cell"]):
     per: dict[str, Any] = {"fraction": {}, "ratio": {}, "solved": {}, "diverged": {}}
@@ -1571,17 +1599,19 @@ def _read_clipping(data: Mapping[str, Any]) -> str:
 def _ratio(x: float) -> str:
   if x == np.inf:
     return "∞ (most runs diverged)"
-  return _num(x) if np.isfinite(x) else "n/a"
+  return _loss(x) if np.isfinite(x) else "n/a"
 
 
 def _diverged_mask(
   summary: Mapping[str, np.ndarray], metrics: Mapping[str, np.ndarray]
 ) -> np.ndarray:
-  """Per summary row: ``diverged_at >= 0``, a non-finite final loss or last training loss."""
+  """Per summary row: ``diverged_at >= 0``, a ``diverged`` step, a non-finite final or last loss."""
   n = _n(summary)
   out = np.zeros(n, bool)
   if "diverged_at" in summary:
     out |= _f64(summary["diverged_at"]) >= 0
+  if "member" in summary:
+    out |= np.isin(summary["member"], list(_divergence_steps({}, metrics)))
   if "final_loss" in summary:
     out |= ~np.isfinite(_f64(summary["final_loss"]))
   if _has(metrics, "member", "step", "loss") and "member" in summary and _n(metrics):
@@ -1593,9 +1623,34 @@ def _diverged_mask(
   return out
 
 
+def _divergence_steps(
+  summary: Mapping[str, np.ndarray], metrics: Mapping[str, np.ndarray]
+) -> dict[int, int]:
+  """``{member: step}`` of the diverged runs: ``diverged_at``, else the first ``diverged`` step.
+
+  (Runs that only went non-finite, in tables without either column, are not listed.)
+  """
+  out: dict[int, int] = {}
+  if _has(metrics, "member", "step", "diverged") and _n(metrics):
+    bad = np.asarray(metrics["diverged"], bool)
+    members, steps = metrics["member"][bad].tolist(), metrics["step"][bad].tolist()
+    for member, step in zip(members, steps, strict=True):
+      out[member] = min(step, out.get(member, step))
+  if _has(summary, "member", "diverged_at"):
+    members, steps = summary["member"].tolist(), summary["diverged_at"].tolist()
+    for member, step in zip(members, steps, strict=True):
+      if step >= 0:
+        out[member] = int(step)
+  return out
+
+
 def _divergence_step(summary: Mapping[str, np.ndarray], metrics: Mapping[str, np.ndarray], i: int):
   if "diverged_at" in summary and summary["diverged_at"][i] >= 0:
     return int(summary["diverged_at"][i])
+  if "member" in summary:
+    step = _divergence_steps({}, metrics).get(summary["member"][i].item())
+    if step is not None:
+      return step
   if _has(metrics, "member", "step", "loss") and "member" in summary:
     rows = metrics["member"] == summary["member"][i]
     bad = rows & ~np.isfinite(_f64(metrics["loss"]))
@@ -1630,11 +1685,9 @@ def _overview(
   baselines = _baselines(summary)
   base_values = sorted(set(baselines.values()))
   if len(base_values) == 1:
-    base = f" (trivial-predictor baseline loss {_num(base_values[0])})"
+    base = f" (trivial-predictor baseline loss {_loss(base_values[0])})"
   elif base_values:
-    base = (
-      f" (trivial-predictor baseline loss {_num(base_values[0])} to {_num(base_values[-1])}, by T)"
-    )
+    base = f" (trivial-predictor baseline loss {_loss(base_values[0])} to {_loss(base_values[-1])}, by T)"
   else:
     base = ""
   Ts = sorted(int(t) for t in np.unique(summary["T"])) if "T" in summary else []
@@ -1700,7 +1753,8 @@ def _overview(
       items.append(" ".join(desc) + (f" ({', '.join(extra)})" if extra else ""))
     more = f" and {int(diverged.sum()) - 8} more" if diverged.sum() > 8 else ""
     parts.append(
-      f"{int(diverged.sum())} of {n} runs diverged (non-finite loss): {'; '.join(items)}{more}."
+      f"{int(diverged.sum())} of {n} runs diverged (non-finite or blown-up loss): "
+      f"{'; '.join(items)}{more}."
     )
   else:
     parts.append("The run did not diverge." if n == 1 else f"None of the {n} runs diverged.")
@@ -1734,10 +1788,11 @@ def _success_table(summary: Mapping[str, np.ndarray], metrics: Mapping[str, np.n
           entries.append("–")
           continue
         k, n = int(np.sum(summary["solved"][r])), int(r.sum())
-        finite = ratio[r][np.isfinite(ratio[r])]
+        # A diverged run is counted as such, not averaged in at the loss it was frozen at.
+        finite = ratio[r & ~diverged][np.isfinite(ratio[r & ~diverged])]
         entry = f"{_pct(k / n)} ({k}/{n})"
         if finite.size:
-          entry += f" · {_num(float(np.mean(finite)))}"
+          entry += f" · {_loss(float(np.mean(finite)))}"
         d = int(np.sum(diverged[r]))
         if d:
           entry += f" · {d} diverged"
@@ -1748,8 +1803,8 @@ def _success_table(summary: Mapping[str, np.ndarray], metrics: Mapping[str, np.n
       lines.append("| " + " | ".join([_name(cell), *labels, *entries]) + " |")
   caption = (
     "Each entry: the share of runs solved (solved / runs) · the mean held-out final loss "
-    "divided by the task's trivial baseline, over runs with a finite loss (below 1 beats the "
-    "trivial predictor)."
+    "divided by the task's trivial baseline, over the runs that did not diverge (below 1 beats "
+    "the trivial predictor)."
   )
   return "\n".join(lines) + "\n\n" + caption
 

@@ -219,6 +219,9 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       _fail(f"train.{field}", config.train[field], "a positive int")
   if not _is_int(config.train.eval_batches) or config.train.eval_batches < 1:
     _fail("train.eval_batches", config.train.eval_batches, "a positive int")
+  factor = config.train.diverge_factor
+  if factor is not None and (not _is_number(factor) or math.isnan(factor) or factor <= 1):
+    _fail("train.diverge_factor", factor, "None (off) or a number > 1 (inf: off)")
   d = config.diagnostics
   if not _is_int(d.batch_size) or d.batch_size < 1:
     _fail("diagnostics.batch_size", d.batch_size, "a positive int")
@@ -294,6 +297,7 @@ def train_config(config: ml_collections.ConfigDict, cell: str, T: int) -> ml_col
     tc.num_steps = config.train.num_steps
     tc.eval.batch_size = config.train.eval_batch_size
     tc.eval.num_batches = config.train.eval_batches
+    tc.divergence.loss_factor = config.train.diverge_factor
   return tc
 
 

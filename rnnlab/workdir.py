@@ -340,7 +340,7 @@ def check_binding(
   if diff:
     shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
     raise WorkdirError(
-      f"--workdir={workdir} holds a sweep made with other settings ({shown}); {how}"
+      f"--workdir={workdir} holds results made with other settings ({shown}); {how}"
     )
 
 

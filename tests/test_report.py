@@ -53,8 +53,17 @@ def write_csv(path, columns, rows):
     writer.writerows([fmt(v) for v in row] for row in rows)
 
 
-def make_workdir(path, diverge=False, gain_scan=True):
-  """Writes the synthetic sweep tables into ``path``; ``diverge``: one Elman run blows up."""
+BLOWN_UP = 5e9  # a finite blow-up's loss (Adam at learning rate 1e4 on the adding task)
+
+
+def make_workdir(path, diverge=False, gain_scan=True, blow_up=None):
+  """Writes the synthetic sweep tables into ``path``.
+
+  ``diverge``: one Elman run (T = 5, clip 0, seed 1) goes non-finite at step 20.
+  ``blow_up``: one Elman run (T = 10, clip 1, seed 0) blows up finitely from step 10
+  on (loss ``BLOWN_UP``), marked diverged (``"flagged"``: ``diverged_at`` = 10 and the
+  per-step ``diverged`` record) or not (``"unflagged"``: as a run with the rule off).
+  """
   rng = np.random.default_rng(0)
   short = min(TS)
   summary, metrics, gradients = [], [], []
@@ -71,6 +80,9 @@ def make_workdir(path, diverge=False, gain_scan=True):
           if diverge and cell == "elman" and short == T and clip == 0 and seed == 1:
             diverged_at = 20
             loss[diverged_at:] = np.nan
+          if blow_up and cell == "elman" and short != T and clip == 1 and seed == 0:
+            loss[10:] = BLOWN_UP
+            diverged_at = 10 if blow_up == "flagged" else -1
           final = float(loss[-1]) if np.isfinite(loss[-1]) else math.nan
           fraction = {"elman": 0.25, "lstm": 0.05, "gru": 0.1}[cell] if clip else 0.0
           rate = RATES[cell]
@@ -108,7 +120,9 @@ def make_workdir(path, diverge=False, gain_scan=True):
             clipped = bool(clip) and rng.random() < fraction
             ident = [member, cell, T, 1.0, 0.002, clip, seed]
             nonfinite = not np.isfinite(loss[s])
-            metrics.append([*ident, s, loss[s], loss[s], 1.0, clipped, nonfinite, 0.002])
+            rejected = nonfinite or 0 <= diverged_at <= s
+            row = [*ident, s, loss[s], loss[s], 1.0, clipped, nonfinite, rejected, 0.002]
+            metrics.append(row)
           for phase, r in (("init", rate), ("trained", rate / 2)):
             for lag in range(T):
               gradients.append(
@@ -158,6 +172,28 @@ def broken(tmp_path_factory):
   noisy = [f"{w.category.__name__}: {w.message}" for w in record]
   with open(os.path.join(workdir, "report.md")) as f:
     return workdir, paths, f.read(), noisy
+
+
+def blown_report(tmp_path_factory, kind):
+  workdir = make_workdir(str(tmp_path_factory.mktemp(kind)), blow_up=kind)
+  with warnings.catch_warnings(record=True) as record:
+    warnings.simplefilter("always")
+    report.write_report(workdir, formats=("png",), dpi=50)
+  assert not record, [f"{w.category.__name__}: {w.message}" for w in record]
+  with open(os.path.join(workdir, "report.md")) as f:
+    return f.read()
+
+
+@pytest.fixture(scope="module")
+def blown_flagged(tmp_path_factory):
+  """report.md of a sweep where one run blew up finitely and was marked diverged."""
+  return blown_report(tmp_path_factory, "flagged")
+
+
+@pytest.fixture(scope="module")
+def blown_unflagged(tmp_path_factory):
+  """report.md of a sweep where one run blew up finitely, not marked (the rule was off)."""
+  return blown_report(tmp_path_factory, "unflagged")
 
 
 # ---------------------------------------------------------------------------
@@ -282,11 +318,46 @@ def test_report_readings_are_computed(full):
 def test_diverged_run_is_reported_without_warnings(broken):
   workdir, paths, text, noisy = broken
   assert not noisy, noisy
-  assert "1 of 24 runs diverged (non-finite loss): Elman T = 5 (clip 0, seed 1, step 20)" in text
+  assert (
+    "1 of 24 runs diverged (non-finite or blown-up loss): Elman T = 5 (clip 0, seed 1, step 20)"
+    in text
+  )
   # The training curves show clip-on runs only; the clipping section counts the diverged run.
   assert "Runs that diverged: 1 without clipping, 0 with it." in text
   assert "1 diverged" in text  # in the success table
   assert os.path.join(workdir, "figures", "training_curves.png") in paths
+
+
+LONG_NUMBER = re.compile(r"\d{7,}")  # what printing 1e24 with "{:.0f}" gave
+
+
+def test_huge_loss_ratios_print_as_a_bound(blown_unflagged):
+  text = blown_unflagged
+  assert not LONG_NUMBER.search(text), LONG_NUMBER.findall(text)
+  (row,) = [r for r in table_rows(text, "Elman") if r.startswith("| Elman | 1 |")]
+  # T = 10: one run at 5e9 (not marked diverged) and one at about the baseline.
+  assert row.split("|")[4].strip() == "0% (0/2) · >1e6", row
+  # The training curves (clip-on runs) end above 1e6 times the baseline for Elman at T = 10;
+  # the clipping section's median over the two seeds also lies beyond 1e6.
+  assert "T = 10: Elman >1e6×" in text
+  assert "is Elman >1e6 vs " in text
+  assert "None of the 24 runs diverged." in text
+
+
+def test_finite_blow_up_counts_as_diverged_not_as_a_ratio(blown_flagged):
+  text = blown_flagged
+  assert ">1e6" not in text and not LONG_NUMBER.search(text)
+  assert (
+    "1 of 24 runs diverged (non-finite or blown-up loss): Elman T = 10 (clip 1, seed 0, step 10)"
+    in text
+  )
+  (row,) = [r for r in table_rows(text, "Elman") if r.startswith("| Elman | 1 |")]
+  # The mean ratio is the other seed's alone (about 1: it stays at the baseline).
+  entry = row.split("|")[4].strip()
+  assert re.fullmatch(r"0% \(0/2\) · (0\.9\d*|1\.0\d*|1) · 1 diverged", entry), entry
+  assert "1 of the 12 runs shown diverged (non-finite or blown-up training loss): Elman" in text
+  assert "Elman at T = 10 (step 10)" in text
+  assert "Runs that diverged: 0 without clipping, 1 with it." in text
 
 
 def test_missing_gain_scan_skips_its_figure(broken):

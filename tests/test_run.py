@@ -67,8 +67,10 @@ def test_quick_preset_writes_every_file_with_the_expected_rows(quick):
     # The adding task's own criterion (MSE below a tenth of the baseline), checked apart.
     assert (r["solved"] == "True") == (final_loss < 1 / 60)
     steps = [m for m in metrics if m["member"] == r["member"]]
-    nonfinite = [int(m["step"]) for m in steps if m["nonfinite"] == "True"]
-    assert int(r["diverged_at"]) == (nonfinite[0] if nonfinite else -1)
+    # diverged_at is the first step either divergence rule rejected (non-finite or blown up).
+    rejected = [int(m["step"]) for m in steps if m["diverged"] == "True"]
+    assert int(r["diverged_at"]) == (rejected[0] if rejected else -1)
+    assert all(m["diverged"] == "True" for m in steps if m["nonfinite"] == "True")
     clipped = np.mean([m["clipped"] == "True" for m in steps])
     assert abs(float(r["clip_fraction"]) - clipped) < 1e-6
     if float(r["clip"]) == 0:

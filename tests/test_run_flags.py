@@ -27,6 +27,7 @@ CONFIG = "experiments/configs/vanishing.py"
 # The fields where None means something (each one's comment in the config says what).
 NULLABLE = {
   "model.chrono_t_max",
+  "train.diverge_factor",
   "sweep.gain",
   "sweep.clip",
   "sweep.lr",

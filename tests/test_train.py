@@ -199,6 +199,99 @@ def test_divergence_freezes_one_member_and_leaves_the_others_bitwise_intact():
   assert int(metrics_s["diverged_at"][3]) == -1
 
 
+# A finite blow-up: Adam at learning rate 1e4 takes the adding loss to about 1e9 at once,
+# never to inf or nan. Member 1 of a block of 3 blows up; its neighbours train sanely.
+BLOW_UP_LR = 1e4
+BLOW_UP_MEMBERS = 3
+
+
+def blow_up_config(loss_factor=1e7):
+  """LSTM(8) on adding at T=10, B=8, 30 Adam steps; the params recorded at every update."""
+  c = rt.default_config()
+  c.task.length = 10
+  c.model.hidden_size = 8
+  c.batch_size = 8
+  c.num_steps = 30
+  c.eval.num_batches = 0
+  c.divergence.loss_factor = loss_factor
+  return c
+
+
+@functools.cache
+def blow_up_train(loss_factor=1e7):
+  # diagnostics_every=1 records the params at update counts 0 .. num_steps (the state a
+  # step starts from), so the frozen params can be compared with those of a given step.
+  config = blow_up_config(loss_factor)
+  config.diagnostics_every = 1
+  return jax.jit(jax.vmap(rt.make_train(config, diagnostics=lambda params, batch: params)))
+
+
+def blow_up_hparams(lr):
+  hp = rt.default_hparams(blow_up_config())
+  hps = jax.tree.map(lambda v: jnp.stack([v] * BLOW_UP_MEMBERS), hp)
+  return hps._replace(learning_rate=jnp.asarray([1e-2, lr, 3e-3], jnp.float32))
+
+
+def blow_up_run(lr, loss_factor=1e7):
+  keys = jax.random.split(jax.random.key(21), BLOW_UP_MEMBERS)
+  return blow_up_train(loss_factor)(keys, blow_up_hparams(lr))
+
+
+def test_finite_blow_up_is_divergence_frozen_at_its_step_and_leaves_the_others_intact():
+  params, metrics = blow_up_run(BLOW_UP_LR)
+  loss = np.asarray(metrics["loss"][1], np.float64)
+  assert np.isfinite(loss).all() and not np.asarray(metrics["nonfinite"]).any()
+  # The rule from the loss alone: the first step whose loss exceeds the factor times the
+  # larger of the first loss and the task's baseline (1/6 for adding).
+  reference = max(loss[0], tasks.get("adding", 10).baseline)
+  factor = rt.default_config().divergence.loss_factor  # the default rule
+  expected = int(np.flatnonzero(loss > factor * reference)[0])
+  diverged_at = np.asarray(metrics["diverged_at"])
+  np.testing.assert_array_equal(diverged_at, [-1, expected, -1])
+  diverged = np.asarray(metrics["diverged"])
+  assert diverged[1, expected] and not diverged[1, :expected].any()
+  assert not diverged[[0, 2]].any()
+  # Frozen: the final params are those the rejected step started from, at every later step.
+  history = metrics["diagnostics"]
+  assert_trees_equal(member(params, 1), member(history, (1, expected)))
+  for s in range(expected, blow_up_config().num_steps + 1):
+    assert_trees_equal(member(history, (1, s)), member(history, (1, expected)))
+  # The neighbours are bitwise what they are in a block where member 1 is sane.
+  params_s, metrics_s = blow_up_run(1e-3)
+  assert int(metrics_s["diverged_at"][1]) == -1
+  for i in (0, 2):
+    assert_trees_equal(member(metrics_s, i), member(metrics, i))
+    assert_trees_equal(member(params_s, i), member(params, i))
+
+
+def test_blow_up_rule_off_leaves_the_finite_blow_up_running():
+  config = blow_up_config(loss_factor=None)
+  train = rt.make_train(config)
+  hp = blow_up_hparams(BLOW_UP_LR)
+  params, metrics = train(jax.random.split(jax.random.key(21), BLOW_UP_MEMBERS)[1], member(hp, 1))
+  loss = np.asarray(metrics["loss"])
+  assert int(metrics["diverged_at"]) == -1 and not np.asarray(metrics["diverged"]).any()
+  assert np.isfinite(loss).all() and loss.max() > 1e7 * loss[0]  # the rule would have fired
+
+
+def test_blow_up_rule_on_gradient_norm_and_loss():
+  config = rt.default_config()
+  config.divergence.loss_factor = 10.0
+  config.divergence.max_grad_norm = 100.0
+  fired = rt.blow_up_rule(config, tasks.get("adding", 10))  # baseline 1/6 floors the reference
+  loss = jnp.asarray([0.5, 0.6, 2.1, 0.5, 0.5, jnp.nan])
+  grad_norm = jnp.asarray([1.0, 1.0, 1.0, 101.0, jnp.inf, 1.0])
+  initial = jnp.asarray([0.1, 0.05, 0.2, 0.1, 0.1, 0.1])
+  # 0.5 < 10/6; 0.6 < 10/6 (the floor, not 10 * 0.05); 2.1 > 10 * 0.2; the gradient norms
+  # 101 and inf exceed 100; nan is left to the non-finite rule.
+  np.testing.assert_array_equal(
+    fired(loss, grad_norm, initial), [False, False, True, True, True, False]
+  )
+  for off in (None, float("inf")):
+    config.divergence.loss_factor = config.divergence.max_grad_norm = off
+    assert not np.asarray(rt.blow_up_rule(config)(loss * 1e9, grad_norm, initial)).any()
+
+
 def test_hparams_are_swept_per_member():
   _, (params_v, metrics_v) = vmapped_run()
   clipped = np.asarray(metrics_v["clipped"])
@@ -416,6 +509,9 @@ def test_tbptt_training_runs_on_the_exact_forward_pass():
     ("tbptt.k2", None, "tbptt"),
     ("tbptt.k1", 0, "tbptt.k1"),
     ("eval.num_batches", -1, "eval.num_batches"),
+    ("divergence.loss_factor", 1.0, "divergence.loss_factor"),
+    ("divergence.loss_factor", float("nan"), "divergence.loss_factor"),
+    ("divergence.max_grad_norm", 0.0, "divergence.max_grad_norm"),
     ("model.recurrent_init", "xavier", "recurrent_init"),
     ("model.chrono_t_max", 1.0, "model.chrono_t_max"),
     ("task.name", "sudoku", "unknown task"),

@@ -83,6 +83,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.eval_batches = 4  # held-out batches for the final loss and `solved`
   config.train.solve_window = 50  # steps-to-solve: first step whose trailing mean of this
   # many training losses and metrics meets the task's `solved` criterion
+  config.train.diverge_factor = _optional(float, 1e7)  # a run whose training loss exceeds this
+  # times its first loss (or the task's baseline, if larger) is diverged and frozen (None or
+  # inf: only non-finite values are)
 
   config.sweep = ml_collections.ConfigDict()
   config.sweep.cell = ("elman", "lstm", "gru")  # cells (each its own compiled program)
