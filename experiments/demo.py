@@ -46,7 +46,8 @@ def hidden_grad_norms(cell: rnnlab.Cell, params, xs_BxTxI: jax.Array, readout_H:
     _, carry = rnnlab.unroll(cell, params, xs)
     return jnp.mean(hidden_state(carry) @ readout_H)
 
-  grads = diagnostics.state_grads(loss)(params, xs_BxTxI)[f"0:{cell.name}"]
+  # Organised like the params: the cell's own params give its carry, time first.
+  grads = diagnostics.state_grads(loss)(params, xs_BxTxI)
   # Per-sequence gradient norms (time first), scaled back from the batch mean.
   return jnp.mean(diagnostics.step_norms(hidden_state(grads)) * batch, axis=-1)
 

@@ -4,12 +4,13 @@ Where things live: the cell updates in :mod:`rnnlab.cells`, the unroll in
 :mod:`rnnlab.scan`, sequence layers in :mod:`rnnlab.layers`, the four RNN types
 in :mod:`rnnlab.models`, weight schemes in :mod:`rnnlab.initializers`, the
 long-dependency tasks in :mod:`rnnlab.tasks`, the training loop in :mod:`rnnlab.train`,
-the gradient-flow diagnostics in :mod:`rnnlab.diagnostics`.
+the gradient-flow diagnostics in :mod:`rnnlab.diagnostics` (which find the unrolls of a
+loss through the probe-tap scope of :mod:`rnnlab.probes`).
 Exact weight conversion to and from PyTorch, flax and Keras, and flax module wrappers,
 are in :mod:`rnnlab.interop` (imported on demand: ``from rnnlab import interop``).
 """
 
-from rnnlab import cells, diagnostics, initializers, layers, models, scan, tasks, train
+from rnnlab import cells, diagnostics, initializers, layers, models, probes, scan, tasks, train
 from rnnlab.cells import (
   Cell,
   ElmanParams,
@@ -57,6 +58,7 @@ __all__ = [
   "many_to_one",
   "models",
   "one_to_many",
+  "probes",
   "rnn",
   "scan",
   "shift_right",

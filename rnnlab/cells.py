@@ -65,6 +65,9 @@ class CellParts(NamedTuple):
       named arrays ``(*batch, H)`` that the step computes: ``gates`` in
       ``[0, 1]`` (sigmoid gates: LSTM i, f, o; GRU r, z) and ``units`` in
       ``[-1, 1]`` (tanh units). :func:`rnnlab.diagnostics.gate_values` reads them.
+      The built-in cells write their equations once, in one function that
+      returns the new carry with these values (:func:`from_equations` splits it
+      into ``update`` and ``gates``), so the two cannot disagree.
     blocks: names of the column blocks of ``w`` in order, one ``(H, H)`` block
       per gate (``("i", "f", "g", "o")`` for the LSTM), for per-gate spectra.
     gamma: a bound on the derivative of the recurrent nonlinearity where the
@@ -110,6 +113,28 @@ def preactivations(
   w, b = parts.recurrent(params)
   hp = parts.hidden(carry) @ w
   return parts.project(params, x), hp if b is None else hp + b
+
+
+Equations = Callable[[PyTree, Array, Array], tuple[PyTree, dict, dict]]
+
+
+def from_equations(equations: Equations) -> tuple[Callable, Callable]:
+  """``(update, gates)`` for :class:`CellParts` from one function of the equations.
+
+  ``equations(carry, xp, hp) -> (carry', gates, units)`` writes a cell's update
+  once; ``update`` keeps the carry and ``gates`` the two dicts. The values that
+  ``update`` drops are intermediates of the new carry (or dead code that XLA
+  removes), so the step computes exactly what it would without them.
+  """
+
+  def update(carry: PyTree, xp: Array, hp: Array) -> PyTree:
+    return equations(carry, xp, hp)[0]
+
+  def gates(carry: PyTree, xp: Array, hp: Array) -> tuple[dict, dict]:
+    _, gate_values, unit_values = equations(carry, xp, hp)
+    return gate_values, unit_values
+
+  return update, gates
 
 
 def step_from_parts(parts: CellParts) -> Callable[..., tuple[PyTree, Array]]:
@@ -216,6 +241,24 @@ def _cast_input(name: str, w_ih: Array, x: Array) -> Array:
   return x.astype(w_ih.dtype)
 
 
+def params_check(name: str, params_type: type) -> Callable[[Any], None]:
+  """``check(params)``: a one-line ``TypeError`` unless ``params`` is a ``params_type``.
+
+  A check on the pytree's type, so it holds under ``jit``, ``vmap`` and ``grad``
+  (their params are the same NamedTuple with traced leaves). It catches params
+  made by another cell's ``init`` before they fail deep in the step.
+  """
+
+  def check(params: Any) -> None:
+    if not isinstance(params, params_type):
+      raise TypeError(
+        f"{name}: got params of type {type(params).__name__}; the {name} cell takes "
+        f"{params_type.__name__} (were they made by another cell's init?)"
+      )
+
+  return check
+
+
 def _batch_shape(batch_shape: int | Sequence[int]) -> tuple[int, ...]:
   if isinstance(batch_shape, int):
     return (batch_shape,)
@@ -228,10 +271,6 @@ def _identity(h: Array) -> Array:
 
 def _lstm_hidden(carry: LSTMCarry) -> Array:
   return carry.h
-
-
-def _recurrent_no_bias(params: ElmanParams | LSTMParams) -> tuple[Array, None]:
-  return params.w_hh, None
 
 
 def elman(
@@ -278,6 +317,7 @@ def elman(
   rec = inits.recurrent(recurrent_init, hidden_size, gain)
   inp = inits.input_weights(input_init, hidden_size)
   bias = inits.bias(bias_init, hidden_size)
+  check = params_check(name, ElmanParams)
 
   def init(key: Array, input_size: int, dtype: Any = jnp.float32) -> ElmanParams:
     input_size = _check_input_size(name, input_size)
@@ -290,20 +330,25 @@ def elman(
     )
 
   def initial_carry(params: ElmanParams, batch_shape: int | Sequence[int] = ()) -> Array:
+    check(params)
     return jnp.zeros((*_batch_shape(batch_shape), params.w_hh.shape[0]), params.w_hh.dtype)
 
   def project(params: ElmanParams, x: Array) -> Array:
+    check(params)
     return _cast_input(name, params.w_ih, x) @ params.w_ih + params.b
 
-  def update(h: Array, xp: Array, hp: Array) -> Array:
-    return act(xp + hp)
+  def recurrent(params: ElmanParams) -> tuple[Array, None]:
+    check(params)
+    return params.w_hh, None
 
-  def gates(h: Array, xp: Array, hp: Array) -> tuple[dict, dict]:
-    return {}, ({"h": act(xp + hp)} if act is jnp.tanh else {})
+  def equations(h: Array, xp: Array, hp: Array) -> tuple[Array, dict, dict]:
+    h = act(xp + hp)
+    return h, {}, ({"h": h} if act is jnp.tanh else {})
 
+  update, gates = from_equations(equations)
   parts = CellParts(
     project,
-    _recurrent_no_bias,
+    recurrent,
     update,
     _identity,
     additive=True,
@@ -359,6 +404,7 @@ def lstm(
   bias = inits.bias(bias_init, hidden_size)
   chrono = None if chrono_t_max is None else inits.chrono(chrono_t_max)
   H = hidden_size
+  check = params_check(name, LSTMParams)
 
   def init(key: Array, input_size: int, dtype: Any = jnp.float32) -> LSTMParams:
     input_size = _check_input_size(name, input_size)
@@ -377,27 +423,29 @@ def lstm(
     )
 
   def initial_carry(params: LSTMParams, batch_shape: int | Sequence[int] = ()) -> LSTMCarry:
+    check(params)
     zeros = jnp.zeros((*_batch_shape(batch_shape), params.w_hh.shape[0]), params.w_hh.dtype)
     return LSTMCarry(h=zeros, c=zeros)
 
   def project(params: LSTMParams, x: Array) -> Array:
+    check(params)
     return _cast_input(name, params.w_ih, x) @ params.w_ih + params.b
 
-  def update(carry: LSTMCarry, xp: Array, hp: Array) -> LSTMCarry:
-    a_i, a_f, a_g, a_o = jnp.split(xp + hp, 4, axis=-1)
-    c = jax.nn.sigmoid(a_f) * carry.c + jax.nn.sigmoid(a_i) * jnp.tanh(a_g)
-    h = jax.nn.sigmoid(a_o) * jnp.tanh(c)
-    return LSTMCarry(h=h, c=c)
+  def recurrent(params: LSTMParams) -> tuple[Array, None]:
+    check(params)
+    return params.w_hh, None
 
-  def gates(carry: LSTMCarry, xp: Array, hp: Array) -> tuple[dict, dict]:
+  def equations(carry: LSTMCarry, xp: Array, hp: Array) -> tuple[LSTMCarry, dict, dict]:
     a_i, a_f, a_g, a_o = jnp.split(xp + hp, 4, axis=-1)
-    i, f, g = jax.nn.sigmoid(a_i), jax.nn.sigmoid(a_f), jnp.tanh(a_g)
+    i, f, g, o = jax.nn.sigmoid(a_i), jax.nn.sigmoid(a_f), jnp.tanh(a_g), jax.nn.sigmoid(a_o)
     c = f * carry.c + i * g
-    return {"i": i, "f": f, "o": jax.nn.sigmoid(a_o)}, {"g": g, "tanh_c": jnp.tanh(c)}
+    tanh_c = jnp.tanh(c)
+    return LSTMCarry(h=o * tanh_c, c=c), {"i": i, "f": f, "o": o}, {"g": g, "tanh_c": tanh_c}
 
+  update, gates = from_equations(equations)
   parts = CellParts(
     project,
-    _recurrent_no_bias,
+    recurrent,
     update,
     _lstm_hidden,
     additive=True,
@@ -456,6 +504,7 @@ def gru(
   bias = inits.bias(bias_init, hidden_size)
   chrono = None if chrono_t_max is None else inits.chrono(chrono_t_max)
   H = hidden_size
+  check = params_check(name, GRUParams)
 
   def init(key: Array, input_size: int, dtype: Any = jnp.float32) -> GRUParams:
     input_size = _check_input_size(name, input_size)
@@ -474,29 +523,25 @@ def gru(
     )
 
   def initial_carry(params: GRUParams, batch_shape: int | Sequence[int] = ()) -> Array:
+    check(params)
     return jnp.zeros((*_batch_shape(batch_shape), params.w_hh.shape[0]), params.w_hh.dtype)
 
   def project(params: GRUParams, x: Array) -> Array:
+    check(params)
     return _cast_input(name, params.w_ih, x) @ params.w_ih + params.b_ih
 
   def recurrent(params: GRUParams) -> tuple[Array, Array]:
+    check(params)
     return params.w_hh, params.b_hh
 
-  def update(h: Array, xp: Array, hp: Array) -> Array:
+  def equations(h: Array, xp: Array, hp: Array) -> tuple[Array, dict, dict]:
     # Reset after: the reset gate scales the recurrent product h W_hn + b_hn.
     gi_r, gi_z, gi_n = jnp.split(xp, 3, axis=-1)
     gh_r, gh_z, gh_n = jnp.split(hp, 3, axis=-1)
     r = jax.nn.sigmoid(gi_r + gh_r)
     z = jax.nn.sigmoid(gi_z + gh_z)
     n = jnp.tanh(gi_n + r * gh_n)
-    return (1 - z) * n + z * h
-
-  def gates(h: Array, xp: Array, hp: Array) -> tuple[dict, dict]:
-    gi_r, gi_z, gi_n = jnp.split(xp, 3, axis=-1)
-    gh_r, gh_z, gh_n = jnp.split(hp, 3, axis=-1)
-    r = jax.nn.sigmoid(gi_r + gh_r)
-    z = jax.nn.sigmoid(gi_z + gh_z)
-    return {"r": r, "z": z}, {"n": jnp.tanh(gi_n + r * gh_n)}
+    return (1 - z) * n + z * h, {"r": r, "z": z}, {"n": n}
 
   def step_reset_before(params: GRUParams, h: Array, x: Array) -> tuple[Array, Array]:
     # The reset gate scales h before the n-gate matmul: no single recurrent product to split.
@@ -512,6 +557,7 @@ def gru(
 
   if not reset_after:
     return Cell(init, initial_carry, step_reset_before, name)
+  update, gates = from_equations(equations)
   parts = CellParts(project, recurrent, update, _identity, gates=gates, blocks=("r", "z", "n"))
   return Cell(init, initial_carry, step_from_parts(parts), name, parts)
 
@@ -557,6 +603,7 @@ def diagonal(
     raise ValueError(f"diagonal: radius must satisfy -1 <= low <= high <= 1; got {radius!r}")
   inp = inits.input_weights(input_init, hidden_size)
   bias = inits.bias(bias_init, hidden_size)
+  check = params_check(name, DiagonalParams)
 
   def init(key: Array, input_size: int, dtype: Any = jnp.float32) -> DiagonalParams:
     input_size = _check_input_size(name, input_size)
@@ -569,16 +616,20 @@ def diagonal(
     )
 
   def initial_carry(params: DiagonalParams, batch_shape: int | Sequence[int] = ()) -> Array:
+    check(params)
     return jnp.zeros((*_batch_shape(batch_shape), params.lam.shape[0]), params.lam.dtype)
 
   def project(params: DiagonalParams, x: Array) -> Array:
+    check(params)
     return _cast_input(name, params.w_ih, x) @ params.w_ih + params.b
 
   def step(params: DiagonalParams, h: Array, x: Array) -> tuple[Array, Array]:
+    check(params)
     h = params.lam * h + project(params, x)
     return h, h
 
   def recurrent(params: DiagonalParams) -> tuple[Array, None]:
+    check(params)
     # The same map as a matrix, for the diagnostics (the step never forms it).
     return jnp.diag(params.lam), None
 

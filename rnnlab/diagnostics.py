@@ -32,7 +32,6 @@ Logarithms are natural; decay rates are per step.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -44,6 +43,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from rnnlab import probes as probes_lib
 from rnnlab import scan as scan_lib
 from rnnlab.cells import Cell, preactivations
 
@@ -55,23 +55,58 @@ PyTree = Any
 # --------------------------------------------------------------------------
 
 
+KeyPath = tuple  # a key path of jax.tree_util, e.g. (GetAttrKey('encoder'), SequenceKey(0))
+
+
 class _ProbeSpec(NamedTuple):
-  name: str  # "reverse_lstm", ...: the layer's name
+  name: str  # "reverse_lstm", ...: the unroll's cell name, reverse_ for a reverse unroll
   probes: PyTree  # ShapeDtypeStructs like the carry with a leading time axis
+  batch_ndim: int  # batch dimensions in front of each carry leaf
+  where: KeyPath | None  # where its params sit in the differentiated arguments, if they do
 
 
 class _Tap:
-  """Records (first trace) or feeds (second trace) the probes of each unroll."""
+  """Records (first trace) or feeds (second trace) the probes of each unroll.
+
+  Recording, it also finds where each unroll's params sit in the differentiated
+  arguments: their leaves are the very tracers that the trace made of those
+  arguments when a model hands its params down unchanged.
+  """
 
   def __init__(self, feed: Sequence[PyTree] | None = None, specs: Sequence[_ProbeSpec] = ()):
     self.specs: list[_ProbeSpec] = []
     self.feed, self.expected = feed, specs
+    self.paths: dict[int, KeyPath] = {}
+    self.order: list[KeyPath] = []
 
-  def __call__(self, cell: Cell, carry: PyTree, num_steps: int, reverse: bool) -> PyTree:
+  def index(self, traced_args: PyTree) -> None:
+    """Remembers the key path of every leaf of the (traced) differentiated arguments."""
+    with_paths, _ = jax.tree_util.tree_flatten_with_path(traced_args)
+    self.order = [tuple(path) for path, _ in with_paths]
+    self.paths = {id(leaf): path for path, (_, leaf) in zip(self.order, with_paths, strict=True)}
+
+  def locate(self, params: PyTree) -> KeyPath | None:
+    """The key path of the subtree that ``params`` is, or None if it is not one."""
+    paths = [self.paths.get(id(leaf)) for leaf in jax.tree.leaves(params)]
+    if not paths or any(p is None for p in paths):
+      return None
+    prefix = paths[0]
+    for p in paths[1:]:
+      n = 0
+      while n < min(len(prefix), len(p)) and prefix[n] == p[n]:
+        n += 1
+      prefix = prefix[:n]
+    under = [p for p in self.order if p[: len(prefix)] == prefix]
+    return prefix if under == paths else None
+
+  def __call__(self, unroll: probes_lib.Unroll) -> PyTree:
     index = len(self.specs)
-    name = ("reverse_" if reverse else "") + cell.name
-    shapes = jax.tree.map(lambda c: jax.ShapeDtypeStruct((num_steps, *c.shape), c.dtype), carry)
-    self.specs.append(_ProbeSpec(name, shapes))
+    name = ("reverse_" if unroll.reverse else "") + unroll.cell.name
+    shapes = jax.tree.map(
+      lambda c: jax.ShapeDtypeStruct((unroll.num_steps, *c.shape), c.dtype), unroll.carry
+    )
+    where = self.locate(unroll.params) if self.feed is None else None
+    self.specs.append(_ProbeSpec(name, shapes, unroll.batch_ndim, where))
     if self.feed is None:
       return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     if index >= len(self.expected) or _structure(shapes) != _structure(self.expected[index].probes):
@@ -86,24 +121,57 @@ def _structure(tree: PyTree):
   return jax.tree.structure(tree), [(s.shape, s.dtype) for s in jax.tree.leaves(tree)]
 
 
-@contextlib.contextmanager
-def _tapped(tap: _Tap):
-  scan_lib.probe_taps().append(tap)
-  try:
-    yield tap
-  finally:
-    scan_lib.probe_taps().remove(tap)
+def _placements(specs: Sequence[_ProbeSpec], num_args: int | None) -> dict[KeyPath, list[int]]:
+  """``{key path: [unroll index, ...]}``, or a one-line error for an unroll with no place."""
+  args = "argument" if num_args is None else f"{num_args} differentiated arguments"
+  placed: dict[KeyPath, list[int]] = {}
+  for i, spec in enumerate(specs):
+    if spec.where is None:
+      raise ValueError(
+        f"state_grads: unroll {i} ({spec.name}) ran with params that are not a subtree of the "
+        f"differentiated {args} (closed over, or computed, cast or vmapped inside the loss); "
+        "pass them to the loss as they are, or use by_call=True for a tuple in call order"
+      )
+    placed.setdefault(spec.where, []).append(i)
+  for a in placed:
+    for b in placed:
+      if a != b and b[: len(a)] == a:
+        raise ValueError(
+          f"state_grads: unroll {placed[b][0]} ({specs[placed[b][0]].name}) ran with params "
+          f"inside those of unroll {placed[a][0]} ({specs[placed[a][0]].name}); the two "
+          "cannot both take their params' place (use by_call=True)"
+        )
+  return placed
 
 
-def _label(specs: Sequence[_ProbeSpec]) -> list[str]:
-  # Zero-pad the call index so that sorted keys (jit's dict order) keep the call order.
-  width = len(str(len(specs) - 1))
-  return [f"{i:0{width}d}:{s.name}" for i, s in enumerate(specs)]
+def _arrange(tree: PyTree, placed: dict[KeyPath, PyTree]) -> PyTree:
+  """``tree`` with the subtree at each key path of ``placed`` replaced by its value, and
+  every subtree that holds none of them by None."""
+
+  def walk(node, path):
+    if path in placed:
+      return placed[path]
+    if not any(p[: len(path)] == path for p in placed):
+      return None
+    # Flatten one level: every node below this one counts as a leaf.
+    children, treedef = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
+    return treedef.unflatten([walk(child, path + tuple(key)) for key, child in children])
+
+  return walk(tree, ())
+
+
+def _batch_first(grads: PyTree, batch_ndim: int) -> PyTree:
+  return jax.tree.map(lambda g: jnp.moveaxis(g, 0, batch_ndim), grads)
 
 
 def value_and_state_grads(
-  loss_fn: Callable[..., Any], argnums: int | Sequence[int] = 0, *, has_aux: bool = False
-) -> Callable[..., tuple[Any, PyTree, dict[str, PyTree]]]:
+  loss_fn: Callable[..., Any],
+  argnums: int | Sequence[int] = 0,
+  *,
+  has_aux: bool = False,
+  time_major: bool = True,
+  by_call: bool = False,
+) -> Callable[..., tuple[Any, PyTree, PyTree]]:
   r"""Like ``jax.value_and_grad``, plus ``dL/dc_t`` for every step of every unroll.
 
   ``loss_fn`` is any scalar function of its arguments that runs
@@ -115,22 +183,52 @@ def value_and_state_grads(
   ``jax.grad`` gives ``dL/dd_t = dL/dc_t`` together with the parameter
   gradients. The cost is one backward pass that also writes out the state
   gradients (``python -m experiments.benchmark --suite=diagnostics`` measures it
-  against ``jax.value_and_grad``).
+  against ``jax.value_and_grad``). The unrolls are found through a
+  :func:`rnnlab.probes.tap` scope while the loss is traced.
+
+  The state gradients are organised like the model, as ``grads`` are: the
+  differentiated argument's pytree with each cell's params (what an unroll ran
+  with) replaced by that unroll's ``dL/dc_t``, a pytree like its carry with a
+  time axis, and every subtree without a cell (readout, embedding) by None. For
+  ``params`` of ``stacked([bidirectional(lstm(H)), gru(H)])`` inside
+  :func:`rnnlab.models.many_to_one`, ``state_grads`` is::
+
+      ModelParams(
+          embed=None,
+          encoder=(
+              BidirectionalParams(forward=LSTMCarry(h, c), backward=LSTMCarry(h, c)),  # layer 0
+              h,                                                                       # layer 1
+          ),
+          readout=None,
+      )
+
+  so ``state_grads.encoder[0].forward.h`` is the first layer's forward
+  ``dL/dh_t`` and ``grads.encoder[0].forward`` the same direction's parameter
+  gradients. Each leaf is ``(T, *batch, H)`` (``time_major=True``, the default)
+  or ``(*batch, T, H)`` like batch-first inputs (``time_major=False``), in every
+  layout the unroll itself used. Params that several unrolls ran with get a
+  tuple of their state gradients in call order. ``jax.tree.map`` and
+  :func:`step_norms` apply to the whole tree.
 
   Args:
     loss_fn: ``loss_fn(*args) -> scalar`` (or ``(scalar, aux)`` with
       ``has_aux``). Pass the plain Python function, not a ``jax.jit`` of it (a
       cached trace would bypass the probes); jit the returned function instead.
+      Hand each cell its params as they are in the arguments: params closed
+      over, or computed (cast, reparametrised, mapped by the loss's own
+      ``vmap``) inside the loss have no place in the tree, and are an error
+      unless ``by_call``.
     argnums: which positional arguments to differentiate, as ``jax.grad``.
     has_aux: as ``jax.value_and_grad``.
+    time_major: ``True`` (default): the time axis first in every leaf,
+      ``(T, *batch, ...)``; ``False``: after the batch axes, ``(*batch, T, ...)``.
+    by_call: return a tuple with one entry per unroll in the order the loss ran
+      them instead, for any loss (wherever the params come from).
 
   Returns:
     ``f(*args) -> (value, grads, state_grads)``: ``value`` and ``grads`` as
     ``jax.value_and_grad(loss_fn, argnums, has_aux)`` gives them, and
-    ``state_grads`` a dict from ``"<call index>:<cell name>"`` (``reverse_`` for
-    a reverse unroll) to ``dL/dc_t``: a pytree like that unroll's carry, each
-    leaf with the time axis first, ``(T, *batch, ...)``, in every layout. Steps
-    past a sequence's length get zero.
+    ``state_grads`` as above. Steps past a sequence's length get zero.
 
   An unroll that ``loss_fn`` runs inside its own ``vmap`` or ``lax.scan``
   receives one probe for all the mapped members or iterations, so its state
@@ -139,23 +237,33 @@ def value_and_state_grads(
   single = isinstance(argnums, int)
   argnums_t = (argnums,) if single else tuple(argnums)
 
+  def select(args):
+    return args[argnums_t[0]] if single else tuple(args[i] for i in argnums_t)
+
   def wrapped(*args):
-    with _tapped(_Tap()) as recorder:
-      # A fresh function each time: eval_shape caches traces by function.
-      jax.eval_shape(lambda *a: loss_fn(*a), *args)
+    recorder = _Tap()
+
+    def record(*traced):
+      recorder.index(select(traced))
+      return loss_fn(*traced)
+
+    # `record` is a fresh function on every call: eval_shape caches traces by function.
+    with probes_lib.tap(recorder):
+      jax.eval_shape(record, *args)
     specs = recorder.specs
     if not specs:
       raise ValueError(
         "state_grads: loss_fn ran no rnnlab unroll while traced, so there is no state to "
         "probe (pass the plain function, not a jax.jit of it)"
       )
+    placed = None if by_call else _placements(specs, None if single else len(argnums_t))
     zeros = [jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), s.probes) for s in specs]
 
     def probed(diff_args, probes):
       full = list(args)
       for i, a in zip(argnums_t, diff_args, strict=True):
         full[i] = a
-      with _tapped(_Tap(probes, specs)) as tap:
+      with probes_lib.tap(_Tap(probes, specs)) as tap:
         out = loss_fn(*full)
       if len(tap.specs) != len(specs):
         raise ValueError(
@@ -169,19 +277,41 @@ def value_and_state_grads(
       diff_args, zeros
     )
     grads = grads[0] if single else grads
-    return value, grads, dict(zip(_label(specs), probe_grads, strict=True))
+    if not time_major:
+      probe_grads = [_batch_first(g, s.batch_ndim) for g, s in zip(probe_grads, specs, strict=True)]
+    if placed is None:
+      return value, grads, tuple(probe_grads)
+    by_place = {
+      path: probe_grads[calls[0]] if len(calls) == 1 else tuple(probe_grads[i] for i in calls)
+      for path, calls in placed.items()
+    }
+    return value, grads, _arrange(select(args), by_place)
 
   return wrapped
 
 
-def state_grads(loss_fn: Callable[..., Any], *, has_aux: bool = False) -> Callable[..., dict]:
-  """``f(*args) -> state_grads`` of :func:`value_and_state_grads` alone."""
-  fn = value_and_state_grads(loss_fn, 0, has_aux=has_aux)
+def state_grads(
+  loss_fn: Callable[..., Any],
+  *,
+  has_aux: bool = False,
+  time_major: bool = True,
+  by_call: bool = False,
+) -> Callable[..., PyTree]:
+  """``f(*args) -> state_grads`` of :func:`value_and_state_grads` (``argnums=0``) alone.
+
+  The state gradients are organised like ``args[0]`` (the params): each cell's
+  params replaced by ``dL/dc_t`` of the unroll that ran them, ``(T, *batch, ...)``
+  per leaf, or ``(*batch, T, ...)`` with ``time_major=False``.
+  """
+  fn = value_and_state_grads(loss_fn, 0, has_aux=has_aux, time_major=time_major, by_call=by_call)
   return lambda *args: fn(*args)[2]
 
 
 def step_norms(state_grads: PyTree) -> PyTree:
-  """``||dL/dc_t||`` over the feature (last) axis of every leaf: ``(T, *batch)`` each.
+  """``||dL/dc_t||`` over the feature (last) axis of every leaf, the tree kept.
+
+  Each leaf ``(T, *batch, H)`` gives ``(T, *batch)`` (``(*batch, T, H)`` gives
+  ``(*batch, T)``); None leaves stay None.
 
   For the LSTM the ``h`` and ``c`` leaves give ``||dL/dh_t||`` and ``||dL/dc_t||``.
   Scaled before squaring, so vanishing gradients keep their value down to
@@ -247,7 +377,7 @@ def _per_sequence(name, cell, params, xs, carry, time_major, fn):
   if carry is None:
     carry = cell.initial_carry(params, batch_shape)
   x_spec = jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype)
-  scan_lib._check_carry(cell, params, carry, x_spec, name)
+  scan_lib.check_carry(cell, params, carry, x_spec, name)
   size = math.prod(batch_shape)
   xs_flat = xs.reshape(xs.shape[0], size, xs.shape[-1])
   carry_flat = jax.tree.map(lambda c: c.reshape(size, *c.shape[len(batch_shape) :]), carry)
@@ -626,7 +756,7 @@ def gate_values(
   if carry is None:
     carry = cell.initial_carry(params, tuple(xs.shape[1:-1]))
   x_spec = jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype)
-  scan_lib._check_carry(cell, params, carry, x_spec, "gate_values")
+  scan_lib.check_carry(cell, params, carry, x_spec, "gate_values")
 
   def body(c, x):
     xp, hp = preactivations(parts, params, c, x)

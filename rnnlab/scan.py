@@ -7,7 +7,6 @@ with the sequence length and the whole unroll composes with ``jit``, ``vmap``,
 
 from __future__ import annotations
 
-import threading
 from functools import partial
 from typing import Any
 
@@ -16,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnlab import fused
+from rnnlab import probes as probes_lib
 from rnnlab.cells import Cell
 
 Array = jax.Array
@@ -33,10 +33,24 @@ def _signature(tree: PyTree):
   return jax.tree.structure(tree), [(tuple(l.shape), jnp.dtype(l.dtype)) for l in leaves]
 
 
-def _check_carry(
-  cell: Cell, params: PyTree, carry: PyTree, x: Array, caller: str = "unroll"
+def check_carry(
+  cell: Cell, params: PyTree, carry: PyTree, x: Array | jax.ShapeDtypeStruct, caller: str = "unroll"
 ) -> None:
-  """Raises a clear error unless ``carry`` fits ``cell`` and one step keeps its signature."""
+  """Raises a one-line ``ValueError`` unless ``carry`` fits ``cell`` for inputs like ``x``.
+
+  The carry must have the structure, shapes and dtypes of
+  ``cell.initial_carry(params, batch_shape)`` (``batch_shape = x.shape[:-1]``),
+  and one ``cell.step(params, carry, x)`` must keep them (a step that reshapes or
+  recasts its carry could not be scanned). Only shapes are traced
+  (``jax.eval_shape``), so it costs no compute and works on tracers.
+
+  Args:
+    cell: the cell.
+    params: its parameters.
+    carry: the carry to check.
+    x: one step's input, an array or ``jax.ShapeDtypeStruct`` of shape ``(*batch, I)``.
+    caller: the name the error message starts with.
+  """
   batch_shape = tuple(x.shape[:-1])
   expected = jax.eval_shape(partial(cell.initial_carry, batch_shape=batch_shape), params)
   if _signature(carry) != _signature(expected):
@@ -63,7 +77,9 @@ def check_lengths(lengths: Any, batch_shape: tuple[int, ...], num_steps: int) ->
   """Validates ``lengths`` (shape ``batch_shape``, integers in ``[0, T]``) and returns it.
 
   Values are checked whenever they are concrete (outside ``jit``); inside ``jit``
-  only the shape and dtype can be.
+  only the shape and dtype can be, and a traced length outside ``[0, T]`` is not
+  an error: the masks built from it (``t < lengths``) treat a length above ``T``
+  as ``T`` and a negative one as 0.
   """
   lengths_arr = jnp.asarray(lengths)
   if lengths_arr.shape != batch_shape:
@@ -90,22 +106,6 @@ def _valid_mask(valid: Array, leaf: Array) -> Array:
 
 
 IMPLS = ("auto", "fused", "scan")
-
-# Probe taps installed by `rnnlab.diagnostics` while it traces a user's loss
-# (innermost last). Every unroll given no probes calls the innermost tap, at
-# trace time, as `tap(cell, carry, num_steps, reverse)`; it returns time-major
-# probes for that unroll or None. Empty outside the diagnostics. One stack per
-# thread (`probe_taps()`), so that losses traced on several threads at once (a
-# sweep compiling its next programs in the background) never see each other's taps.
-_TAPS = threading.local()
-
-
-def probe_taps() -> list:
-  """This thread's stack of probe taps (see :mod:`rnnlab.diagnostics`)."""
-  if not hasattr(_TAPS, "stack"):
-    _TAPS.stack = []
-  return _TAPS.stack
-
 
 # The fused path wins on the CPU from this hidden size on (measured by
 # `python -m experiments.benchmark`, quoted in BUILD.md).
@@ -236,9 +236,10 @@ def unroll(
 
   Two paths compute the same function (equal to float rounding; a test checks
   outputs and gradients): ``"scan"`` scans ``cell.step``; ``"fused"`` (cells
-  with :class:`~rnnlab.cells.CellParts`) projects all inputs in one matmul and
-  runs :func:`rnnlab.fused.recurrence`, whose reverse pass carries only the
-  state gradient and forms the weight gradients as one matmul after the loop.
+  with :class:`~rnnlab.cells.CellParts`) runs :func:`rnnlab.fused.recurrence`,
+  which projects each step's input inside the loop (one matmul over all steps
+  measured slower on the CPU) and whose reverse pass carries only the state
+  gradient and forms the weight gradients as one matmul after the loop.
 
   Args:
     cell: any :class:`Cell` (built-in or the user's own).
@@ -249,7 +250,10 @@ def unroll(
     lengths: optional integer array of shape ``batch``: sequence ``b`` is valid
       for ``t < lengths[b]``. Past it the carry is frozen (the returned carry is
       the one after the last valid step) and outputs are zero, so padding
-      changes neither outputs nor gradients.
+      changes neither outputs nor gradients. Concrete lengths must lie in
+      ``[0, T]`` (a ``ValueError`` otherwise); traced ones (inside ``jit``)
+      cannot be checked and are clamped to it: a length above ``T`` runs all
+      ``T`` steps, a negative one none, the same as ``T`` and 0.
     reverse: run each sequence from its own last valid step back to its first.
       Outputs stay aligned with the inputs (``ys[t]`` is the output on reading
       ``xs[t]``, as PyTorch's bidirectional layers), and the returned carry is
@@ -261,7 +265,9 @@ def unroll(
       valid step: ``c_t = step(c_{t-1}, x_t) + d_t``. Pass zeros and
       differentiate with respect to them: ``dL/dd_t = dL/dc_t`` for every ``t``
       from one backward pass. For a cell with ``parts`` the output is the probed
-      hidden state; a user's own cell outputs what its ``step`` returns.
+      hidden state; a user's own cell outputs what its ``step`` returns. Without
+      ``probes``, inside a :func:`rnnlab.probes.tap` scope the tap is asked for
+      them (this is how :mod:`rnnlab.diagnostics` probes every unroll of a loss).
     impl: ``"auto"`` (default: :func:`auto_impl`, the path measured faster for
       this cell and size), ``"fused"`` or ``"scan"``.
     remat_chunk: if given, gradient checkpointing: the scan runs in chunks of
@@ -291,11 +297,14 @@ def unroll(
   num_steps, batch_shape = xs_TxBxI.shape[0], tuple(xs_TxBxI.shape[1:-1])
   if carry is None:
     carry = cell.initial_carry(params, batch_shape)
-  _check_carry(cell, params, carry, jax.ShapeDtypeStruct(xs_TxBxI.shape[1:], xs_TxBxI.dtype))
+  check_carry(cell, params, carry, jax.ShapeDtypeStruct(xs_TxBxI.shape[1:], xs_TxBxI.dtype))
   if probes is not None:
     probes = _time_major_probes(probes, carry, num_steps, len(batch_shape), time_major)
-  elif probe_taps():
-    probes = probe_taps()[-1](cell, carry, num_steps, reverse)
+  elif (tap := probes_lib.current()) is not None:
+    report = probes_lib.Unroll(cell, params, carry, num_steps, len(batch_shape), reverse)
+    probes = tap(report)
+    if probes is not None:
+      probes = _time_major_probes(probes, carry, num_steps, len(batch_shape), True)
   valid_TxB = None
   if lengths is not None:
     lengths = check_lengths(lengths, batch_shape, num_steps)

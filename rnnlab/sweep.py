@@ -458,7 +458,7 @@ def make_diagnose(
       return task.loss(outputs, batch)
 
     grads = diag_lib.state_grads(loss)(params)
-    first = grads[sorted(grads)[0]]
+    first = grads.encoder[0]  # the first layer (one direction: the sweep stacks plain cells)
     h_TxBxH = cell.parts.hidden(first)
     flat = h_TxBxH.reshape(h_TxBxH.shape[0], -1).astype(jnp.float32)
     top = jnp.max(jnp.abs(flat), axis=-1)

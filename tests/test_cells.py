@@ -421,6 +421,69 @@ def test_step_wrong_feature_size_names_shapes(name):
     cell.step(params, carry, jnp.ones((2, I + 2)))
 
 
+@pytest.mark.parametrize("name", ["elman_tanh", "lstm", "gru_reset_after"])
+def test_gate_values_rebuild_the_steps_new_carry(name):
+  # The step and the gates come from one function of the equations: the gates it
+  # reports must give back the carry the step computes.
+  cell = CELLS[name]
+  params = randomize(cell.init(jax.random.key(0), I), 31, 0.8)
+  carry = randomize(cell.initial_carry(params, (2,)), 32, 0.8)
+  x = normal(33, (2, I))
+
+  @jax.jit
+  def both(params, carry, x):
+    xp, hp = rnnlab.cells.preactivations(cell.parts, params, carry, x)
+    return cell.step(params, carry, x)[0], cell.parts.gates(carry, xp, hp)
+
+  new, (gates, units) = both(params, carry, x)
+  if name == "lstm":
+    assert set(gates) == {"i", "f", "o"} and set(units) == {"g", "tanh_c"}
+    c = gates["f"] * carry.c + gates["i"] * units["g"]
+    np.testing.assert_allclose(new.c, c, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(new.h, gates["o"] * units["tanh_c"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(units["tanh_c"], np.tanh(new.c), rtol=1e-5, atol=1e-6)
+  elif name == "gru_reset_after":
+    assert set(gates) == {"r", "z"} and set(units) == {"n"}
+    h = (1 - gates["z"]) * units["n"] + gates["z"] * carry
+    np.testing.assert_allclose(new, h, rtol=1e-6, atol=1e-6)
+  else:
+    assert gates == {} and set(units) == {"h"}
+    np.testing.assert_array_equal(new, units["h"])
+
+
+# Each family with another family's params: (cell, params from, expected and given type names).
+PARAMS_MIXUPS = [
+  ("lstm", "gru_reset_after", "LSTMParams", "GRUParams"),  # the reported AttributeError
+  ("gru_reset_after", "lstm", "GRUParams", "LSTMParams"),
+  ("gru_reset_before", "elman_tanh", "GRUParams", "ElmanParams"),
+  ("elman_tanh", "lstm", "ElmanParams", "LSTMParams"),  # the same fields, other shapes
+  ("lstm", "elman_tanh", "LSTMParams", "ElmanParams"),
+]
+
+
+@pytest.mark.parametrize("name,other,expected,given", PARAMS_MIXUPS)
+def test_another_cells_params_are_a_one_line_type_error(name, other, expected, given):
+  cell = CELLS[name]
+  params = jax.eval_shape(lambda: CELLS[other].init(jax.random.key(0), I))
+  carry = jax.eval_shape(lambda: cell.initial_carry(CELLS[name].init(jax.random.key(0), I), (2,)))
+  x = jax.ShapeDtypeStruct((2, I), jnp.float32)
+  msg = rf"^{family(name)}: got params of type {given}; the {family(name)} cell takes {expected} "
+  # A check on the params' type, so it holds while traced: under jit, and through unroll.
+  with pytest.raises(TypeError, match=msg):
+    jax.jit(cell.step).trace(params, carry, x)
+  with pytest.raises(TypeError, match=msg):
+    jax.eval_shape(lambda p: rnnlab.unroll(cell, p, jnp.ones((2, 4, I))), params)
+  with pytest.raises(TypeError, match=msg):
+    jax.eval_shape(lambda p, c: rnnlab.unroll(cell, p, jnp.ones((2, 4, I)), c), params, carry)
+
+
+def test_diagonal_cell_checks_its_params_too():
+  cell = rnnlab.diagonal(H)
+  params = jax.eval_shape(lambda: CELLS["elman_tanh"].init(jax.random.key(0), I))
+  with pytest.raises(TypeError, match="diagonal: got params of type ElmanParams"):
+    jax.eval_shape(cell.step, params, jnp.zeros(H), jnp.zeros(I))
+
+
 def test_step_scalar_x_raises():
   cell = CELLS["elman_tanh"]
   params = cell.init(jax.random.key(0), I)

@@ -108,32 +108,58 @@ def model_setup():
   return params, xs
 
 
+def unroll_state(state, layer, reverse):
+  """The state gradient of one unroll, found where its params are in MODEL's params."""
+  entry = state[layer]
+  if isinstance(entry, rnnlab.layers.BidirectionalParams):
+    return entry.backward if reverse else entry.forward
+  return entry
+
+
+# The default (time first, organised like the params) and both options, in one compile.
+def all_layouts(params, xs, lengths):
+  value, grads, state = diag.value_and_state_grads(model_loss)(params, xs, lengths)
+  by_call = diag.value_and_state_grads(model_loss, by_call=True, time_major=False)
+  return value, grads, state, by_call(params, xs, lengths)[2]
+
+
+ALL_LAYOUTS = jax.jit(all_layouts)
+
+
 @pytest.mark.parametrize("lengths", [None, (6, 3, 0)], ids=["full", "lengths"])
 def test_probe_gradients_equal_one_perturbation_at_a_time(model_setup, lengths):
   params, xs = model_setup
   lengths_arr = np.full((B,), T) if lengths is None else np.asarray(lengths)
   lengths_in = None if lengths is None else jnp.asarray(lengths_arr)
-  value, grads, state = jax.jit(diag.value_and_state_grads(model_loss))(params, xs, lengths_in)
-  names = [f"{u}:{'reverse_' if rev else ''}{n}" for u, (_, n, rev) in enumerate(UNROLLS)]
-  assert list(state) == names
+  value, grads, state, by_call = ALL_LAYOUTS(params, xs, lengths_in)
+  # Organised like the params: a tuple of layers, the bidirectional one by direction.
+  lstm_carry = rnnlab.LSTMCarry(0, 0)
+  bidirectional = rnnlab.layers.BidirectionalParams(lstm_carry, lstm_carry)
+  assert jax.tree.structure(state) == jax.tree.structure((0, bidirectional, 0))
+  per_unroll = [unroll_state(state, l, rev) for l, _, rev in UNROLLS]
+  assert per_unroll[1].h.shape == (T, B, H)  # time first
+  # by_call: the same gradients, one per unroll in call order, batch first.
+  assert len(by_call) == len(UNROLLS)
+  for a, b in zip(per_unroll, by_call, strict=True):
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.moveaxis(a, 0, 1), b), a, b)
   if lengths is None:  # The value and parameter gradients are jax.value_and_grad's.
     v0, g0 = jax.jit(jax.value_and_grad(model_loss))(params, xs, lengths_in)
     np.testing.assert_allclose(value, v0, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads, g0)
   # One jax.grad of the reference per (unroll, step), with e at zero.
-  zeros = [jax.tree.map(lambda a: jnp.zeros_like(a[0]), g) for g in state.values()]
-  for u, name in enumerate(names):
+  zeros = [jax.tree.map(lambda a: jnp.zeros_like(a[0]), g) for g in per_unroll]
+  for u in range(len(UNROLLS)):
     for t in range(T):
       expected = NAIVE(params, xs, lengths_arr, u, t, zeros)[u]
-      got = jax.tree.map(lambda g, t=t: g[t], state[name])
+      got = jax.tree.map(lambda g, t=t: g[t], per_unroll[u])
       jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-6), got, expected)
   # Steps past a length get zero, steps before it do not.
   if lengths is not None:
-    g = state["0:elman"]
+    g = state[0]
     assert np.all(g[3:, 1] == 0) and np.all(g[:, 2] == 0) and np.any(g[:3, 1] != 0)
   norms = diag.step_norms(state)
   np.testing.assert_allclose(
-    norms["1:lstm"].c, np.linalg.norm(state["1:lstm"].c, axis=-1), rtol=1e-6
+    norms[1].forward.c, np.linalg.norm(state[1].forward.c, axis=-1), rtol=1e-6
   )
 
 
@@ -151,17 +177,82 @@ def test_state_grads_under_vmap_and_with_aux():
   solo_fn = jax.jit(diag.value_and_state_grads(loss, has_aux=True))
   for m in range(2):
     (value, ys), _, solo = solo_fn(jax.tree.map(lambda p, m=m: p[m], members), xs)
-    np.testing.assert_allclose(batched["0:gru"][m], solo["0:gru"], atol=1e-6)
-    # Time first in every layout: (T, B, H); the loss reads only the last step.
-    assert solo["0:gru"].shape == (5, 2, 3)
-    np.testing.assert_allclose(solo["0:gru"][-1], 2 * ys[:, -1], rtol=1e-5)
-    np.testing.assert_allclose(solo["0:gru"][:-1] != 0, True)
+    np.testing.assert_allclose(batched[m], solo, atol=1e-6)
+    # The params are the cell's own, so the state gradient is its carry's: (T, B, H),
+    # time first; the loss reads only the last step.
+    assert solo.shape == (5, 2, 3)
+    np.testing.assert_allclose(solo[-1], 2 * ys[:, -1], rtol=1e-5)
+    np.testing.assert_allclose(solo[:-1] != 0, True)
     np.testing.assert_allclose(value, jnp.sum(ys[:, -1] ** 2), rtol=1e-6)
 
 
 def test_state_grads_errors():
   with pytest.raises(ValueError, match="ran no rnnlab unroll"):
     diag.state_grads(lambda x: jnp.sum(x**2))(jnp.ones(3))
+
+
+# Shapes only (jax.eval_shape): the structure of the state gradients needs no compile.
+SEQ = rnnlab.many_to_one(
+  rnnlab.stacked([rnnlab.bidirectional(rnnlab.gru(H)), rnnlab.lstm(H)]), 2, embed_size=3
+)
+SEQ_PARAMS = jax.eval_shape(lambda: SEQ.init(jax.random.key(0), 7))
+TOKENS = jax.ShapeDtypeStruct((B, T), jnp.int32)
+
+
+def seq_loss(params, tokens):
+  return jnp.sum(SEQ.apply(params, tokens) ** 2)
+
+
+def test_state_grads_are_organised_like_the_params():
+  shapes = jax.eval_shape(diag.state_grads(seq_loss), SEQ_PARAMS, TOKENS)
+  layer0, layer1 = shapes.encoder
+  # Embedding and readout hold no cell: None. Layer 0 by direction, layer 1 the LSTM's carry.
+  assert shapes.embed is None and shapes.readout is None
+  assert type(shapes) is type(SEQ_PARAMS) and type(layer0) is rnnlab.layers.BidirectionalParams
+  assert layer0.forward.shape == layer0.backward.shape == (T, B, H)
+  assert type(layer1) is rnnlab.LSTMCarry and layer1.c.shape == (T, B, H)
+  batch_first = jax.eval_shape(diag.state_grads(seq_loss, time_major=False), SEQ_PARAMS, TOKENS)
+  assert jax.tree.map(lambda s: s.shape, batch_first.encoder[1]) == rnnlab.LSTMCarry(
+    (B, T, H), (B, T, H)
+  )
+  # Other argnums: a tuple of trees, as jax.grad's.
+  _, _, both = jax.eval_shape(
+    diag.value_and_state_grads(lambda x, p: seq_loss(p, x), argnums=(1,)), TOKENS, SEQ_PARAMS
+  )
+  assert both[0].encoder[1].h.shape == (T, B, H)
+
+
+def test_params_run_by_several_unrolls_get_a_tuple_in_call_order():
+  cell = rnnlab.lstm(H)
+  params = jax.eval_shape(lambda: cell.init(jax.random.key(0), I))
+
+  def loss(params, xs):
+    ys, carry = rnnlab.unroll(cell, params, xs[:, :2])  # a warm-up, then the rest
+    ys, _ = rnnlab.unroll(cell, params, xs[:, 2:], carry, reverse=True)
+    return jnp.sum(ys)
+
+  first, second = jax.eval_shape(diag.state_grads(loss), params, jnp.zeros((B, T, I)))
+  assert first.h.shape == (2, B, H) and second.h.shape == (T - 2, B, H)
+
+
+def test_params_with_no_place_in_the_arguments_are_an_error_unless_by_call():
+  cell = rnnlab.gru(H)
+  params = random_params(cell, 0)
+  xs = jnp.zeros((B, T, I))
+
+  def cast(params, xs):  # computed inside the loss: not a subtree of the argument
+    half = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
+    return jnp.sum(rnnlab.unroll(cell, half, xs)[0].astype(jnp.float32))
+
+  def closed_over(xs):
+    return jnp.sum(rnnlab.unroll(cell, params, xs)[0])
+
+  for loss, args in ((cast, (params, xs)), (closed_over, (xs,))):
+    with pytest.raises(
+      ValueError, match=r"unroll 0 \(gru\) ran with params that are not .*by_call"
+    ):
+      jax.eval_shape(diag.state_grads(loss), *args)
+    assert jax.eval_shape(diag.state_grads(loss, by_call=True), *args)[0].shape == (T, B, H)
 
 
 # ---------------------------------------------------------------------------
@@ -323,11 +414,11 @@ def test_lstm_with_forget_open_and_input_shut_carries_the_gradient_undiminished(
   base = random_params(cell, 12)
   pinned = base._replace(b=base.b.at[0:3].set(-30.0).at[3:6].set(30.0))
   fn = jax.jit(diag.state_grads(loss))
-  grads = fn(pinned, xs)["0:lstm"]
+  grads = fn(pinned, xs)
   np.testing.assert_allclose(grads.c, np.broadcast_to(v, grads.c.shape), rtol=1e-5)
   np.testing.assert_allclose(diag.step_norms(grads).c, np.linalg.norm(v), rtol=1e-5)
   # Without the pinning the same gradient fades.
-  free = diag.step_norms(fn(base._replace(b=base.b.at[3:6].set(0.0)), xs)["0:lstm"]).c
+  free = diag.step_norms(fn(base._replace(b=base.b.at[3:6].set(0.0)), xs)).c
   assert np.all(free[0] < 0.1 * np.linalg.norm(v))
   stats = gate_statistics(cell, pinned, xs)
   assert float(stats["gates"]["f"]["mean_over_time"]) > 0.999
@@ -345,7 +436,7 @@ def test_gru_with_update_gate_pinned_to_one_carries_the_gradient_undiminished():
 
   params = random_params(cell, 14)
   pinned = params._replace(b_ih=params.b_ih.at[3:6].set(30.0))
-  grads = jax.jit(diag.state_grads(loss))(pinned, xs)["0:gru"]
+  grads = jax.jit(diag.state_grads(loss))(pinned, xs)
   np.testing.assert_allclose(grads, np.broadcast_to(v, grads.shape), rtol=1e-5)
   z = gate_values(cell, pinned, xs)[0]["z"]
   assert z.shape == (50, 2, 3) and float(z.min()) > 0.999

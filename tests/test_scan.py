@@ -275,6 +275,32 @@ def test_all_lengths_zero_gives_initial_carry():
       np.testing.assert_array_equal(got, want)
 
 
+UNROLL_IMPL = jax.jit(rnnlab.unroll, static_argnums=0, static_argnames=("reverse", "impl"))
+
+
+@pytest.mark.parametrize("impl", ["scan", "fused"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_traced_lengths_outside_range_are_clamped(reverse, impl):
+  # Under jit the values cannot be checked; unroll documents a clamp to [0, T].
+  cell, params = CELLS["lstm"], params_for("lstm")
+  xs, carry0 = normal(20, (4, T, I)), random_carry("lstm", params, (4,), 21)
+  run = partial(UNROLL_IMPL, cell, params, xs, carry0, reverse=reverse, impl=impl)
+  ys, carry = run(lengths=jnp.array([T + 3, -2, 1_000_000, -1_000_000]))
+  want_ys, want_carry = run(lengths=jnp.array([T, 0, T, 0]))
+  np.testing.assert_array_equal(ys, want_ys)
+  jax.tree.map(np.testing.assert_array_equal, carry, want_carry)
+  np.testing.assert_array_equal(ys[1], 0.0)
+  assert np.all(ys[0] != 0)
+
+
+def test_check_carry_is_public_and_names_its_caller():
+  cell, params = CELLS["lstm"], params_for("lstm")
+  x = jax.ShapeDtypeStruct((3, I), jnp.float32)
+  rnnlab.scan.check_carry(cell, params, cell.initial_carry(params, (3,)), x)  # fits: no error
+  with pytest.raises(ValueError, match=r"^my_diagnostic: the carry .* does not fit lstm"):
+    rnnlab.scan.check_carry(cell, params, cell.initial_carry(params, (2,)), x, "my_diagnostic")
+
+
 def padded_loss(name, reverse, params, xs, carry, lengths):
   ys, c = rnnlab.unroll(CELLS[name], params, xs, carry, lengths=lengths, reverse=reverse)
   w = jnp.linspace(-1.0, 2.0, ys.size).reshape(ys.shape)
