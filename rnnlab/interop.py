@@ -1141,7 +1141,7 @@ class RNN(nn.Module):
 
   The cell's params are one flax param, ``'cell'``, holding the cell's own NamedTuple
   (so :func:`to_torch`, :func:`to_flax` and friends apply to it), initialised by
-  ``cell.init(key, xs.shape[-1], param_dtype)``::
+  ``cell.init(key, xs.shape[-1], dtype=param_dtype)``::
 
     model = RNN(rnnlab.lstm(64))
     variables = model.init(key, xs)                 # {'params': {'cell': LSTMParams}}
@@ -1169,7 +1169,9 @@ class RNN(nn.Module):
     xs = jnp.asarray(xs)
     if xs.ndim < 2:
       raise ValueError(f"RNN: xs must have shape (*batch, T, I); got {tuple(xs.shape)}")
-    params = self.param("cell", lambda key: self.cell.init(key, xs.shape[-1], self.param_dtype))
+    params = self.param(
+      "cell", lambda key: self.cell.init(key, xs.shape[-1], dtype=self.param_dtype)
+    )
     ys, carry = _run(
       "RNN", self.cell, params, xs, carry, lengths, reverse=self.reverse, time_major=self.time_major
     )
@@ -1206,7 +1208,7 @@ class NNXRNN(nnx.Module):
     _check_model("NNXRNN", cell)
     self.cell = cell
     if params is None:
-      params = cell.init(rngs.params(), input_size, param_dtype)
+      params = cell.init(rngs.params(), input_size, dtype=param_dtype)
     self.params = nnx.data(jax.tree.map(nnx.Param, params))
 
   def cell_params(self) -> PyTree:
