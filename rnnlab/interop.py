@@ -45,7 +45,10 @@ Where an exact inverse does not exist:
   Parameters of an rnnlab ``gru(reset_after=False)`` cell carry no mark of that, so
   exporting them to PyTorch or linen gives a different function; only Keras has both.
 * ``bias=False`` (PyTorch) and ``use_bias=False`` (Keras) map to zero biases; exporting
-  with no bias refuses non-zero biases rather than dropping them.
+  with no bias refuses non-zero biases rather than dropping them. Gradients are another
+  matter: ``to_torch(grads, bias=False, grads=True)`` drops the zero biases' gradients
+  (the module has no such parameters) and writes ``dL/db`` to both ``bias_ih`` and
+  ``bias_hh`` with biases.
 * PyTorch's ``proj_size > 0`` LSTM (``weight_hr_l{k}``) has no rnnlab cell and is refused.
 
 The modules :class:`RNN` (flax.linen) and :class:`NNXRNN` (flax.nnx) wrap any rnnlab
@@ -95,13 +98,64 @@ def _numpy(value: Any, where: str) -> np.ndarray:
   return out
 
 
+def _kind_text(kind: Any) -> str:
+  """``kind='lstm'``, or what a kind that is no string is, in a few words (never an array's
+  repr, which spans lines)."""
+  if kind is None or isinstance(kind, (str, int, float)):
+    return f"kind={kind!r}"
+  shape = getattr(kind, "shape", None)
+  shape_text = "" if shape is None else f" of shape {tuple(shape)}"
+  return f"kind has type {type(kind).__name__}{shape_text}"
+
+
 def _jax(value: np.ndarray, dtype: Any) -> Array:
   return jnp.asarray(value) if dtype is None else jnp.asarray(value, dtype)
 
 
-def _check_shape(fn: str, where: str, value: np.ndarray, expected: tuple[int, ...]) -> None:
-  if tuple(value.shape) != tuple(expected):
-    raise ValueError(f"{fn}: {where} has shape {tuple(value.shape)}; expected {tuple(expected)}")
+Shape = tuple[int | str, ...]  # a str is a size nothing else fixes yet ("I", "4*H")
+
+
+def _fits(shape: tuple[int, ...], expected: Shape) -> bool:
+  """Whether ``shape`` is ``expected``; a str entry stands for any size."""
+  return len(shape) == len(expected) and all(
+    isinstance(e, str) or e == s for s, e in zip(shape, expected, strict=True)
+  )
+
+
+def _shape_text(shape: Shape) -> str:
+  sizes = [str(s) for s in shape]
+  return f"({sizes[0]},)" if len(sizes) == 1 else f"({', '.join(sizes)})"
+
+
+def _shape_error(
+  fn: str, where: str, found: tuple[int, ...], expected: Shape, *, layout: str = "", hint: str = ""
+) -> ValueError:
+  """One line: ``where``, the shape found and the shape expected.
+
+  The sizes ``expected`` leaves open are read from ``found`` where it has as many
+  axes, from its transpose where that fits (and the line says so). ``layout`` names
+  the peer's convention (``"nn.GRU's (3*H, I) with H = 4"``); ``hint`` ends the line.
+  """
+  found = tuple(int(s) for s in found)
+  partly_known = any(isinstance(e, int) for e in expected)
+  transposed = len(found) == 2 and partly_known and _fits(found[::-1], expected)
+  if transposed:
+    expected = found[::-1]
+  elif partly_known and len(found) == len(expected):
+    expected = tuple(f if isinstance(e, str) else e for f, e in zip(found, expected, strict=True))
+  if layout and not any(isinstance(e, int) for e in expected):
+    message = f"{fn}: {where} has shape {found}; expected {layout}"  # it writes the shape
+  else:
+    message = f"{fn}: {where} has shape {found}; expected {_shape_text(expected)}"
+    message += f", {layout}" if layout else ""
+  if transposed:
+    message += " (is it transposed?)"
+  return ValueError(message + hint)
+
+
+def _check_shape(fn: str, where: str, value: np.ndarray, expected: Shape, layout: str = "") -> None:
+  if not _fits(tuple(value.shape), expected):
+    raise _shape_error(fn, where, value.shape, expected, layout=layout)
 
 
 def _params_info(fn: str, params: Any, where: str = "params") -> tuple[type, int, int]:
@@ -133,13 +187,13 @@ def _bias_sum(params: Any) -> np.ndarray:
   return np.asarray(params.b)
 
 
-def _refuse_bias(fn: str, where: str, params: Any) -> None:
+def _refuse_bias(fn: str, where: str, params: Any, remedy: str = "export with biases") -> None:
   for field in type(params)._fields[2:]:
     value = np.asarray(getattr(params, field))
     if np.any(value != 0):
       raise ValueError(
         f"{fn}: {where}.{field} is not zero (max |b| = {float(np.abs(value).max()):.3g}); "
-        "a layer without biases cannot hold it (export with biases)"
+        f"a layer without biases cannot hold it ({remedy})"
       )
 
 
@@ -151,8 +205,8 @@ _TORCH_NAMES = {"rnn_tanh": "nn.RNN", "rnn_relu": "nn.RNN", "lstm": "nn.LSTM", "
 
 
 def _check_torch_kind(fn: str, kind: Any) -> str:
-  if kind not in _TORCH_GATES:
-    raise ValueError(f"{fn}: kind={kind!r}; expected one of {TORCH_KINDS}")
+  if not isinstance(kind, str) or kind not in _TORCH_GATES:
+    raise ValueError(f"{fn}: {_kind_text(kind)}; expected one of {TORCH_KINDS}")
   return kind
 
 
@@ -210,6 +264,54 @@ def _torch_cell_params(
   return (LSTMParams if kind == "lstm" else ElmanParams)(w_ih, w_hh, b)
 
 
+def _gate_rows(gates: int) -> str:
+  return f"{gates}*H" if gates > 1 else "H"
+
+
+def _hidden_size(
+  fn: str,
+  where: str,
+  shape: tuple[int, ...],
+  kind: str,
+  gates_of: Mapping[str, int],
+  names: Mapping[str, str],
+  *,
+  gates_first: bool,
+) -> int:
+  """H from a recurrent weight, or one line on what is wrong with it.
+
+  The weight is ``(G*H, H)`` (``gates_first``: PyTorch) or ``(H, G*H)`` (Keras, flax.nnx)
+  for the ``G = gates_of[kind]`` gates of ``kind``. The kind is questioned only when the
+  shape is another kind's.
+  """
+  gates = gates_of[kind]
+
+  def sizes(g):
+    return (_gate_rows(g), "H") if gates_first else ("H", _gate_rows(g))
+
+  def layout(g, hidden=None):
+    return _shape_text(sizes(g)) + ("" if hidden is None else f" with H = {hidden}")
+
+  if len(shape) != 2:
+    raise _shape_error(fn, where, shape, sizes(gates), layout=f"{names[kind]}'s {layout(gates)}")
+  gated, square = shape if gates_first else shape[::-1]
+  if gated == gates * square:
+    return square
+  # H: a transposed matrix's, else the size of the axis that should be H.
+  hidden = gated if square == gates * gated else square
+  expected = (gates * hidden, hidden) if gates_first else (hidden, gates * hidden)
+  hint = ""
+  others = [k for k, g in gates_of.items() if g != gates and gated == g * square]
+  if others:
+    kinds = " or ".join(f"kind={k!r}" for k in others)
+    hint = (
+      f"; {tuple(shape)} is {names[others[0]]}'s {layout(gates_of[others[0]], square)}: "
+      f"is kind={kind!r} right ({kinds}?)"
+    )
+  layout_text = f"{names[kind]}'s {layout(gates, hidden)}"
+  raise _shape_error(fn, where, shape, expected, layout=layout_text, hint=hint)
+
+
 def from_torch(
   state_dict: Mapping[str, Any], kind: str, *, prefix: str = "", dtype: Any = None
 ) -> PyTree:
@@ -255,38 +357,35 @@ def from_torch(
       "LSTM has no projection (proj_size=0 is supported)"
     )
   used = set()
+  gates, name = _TORCH_GATES[kind], _TORCH_NAMES[kind]
+  rows_text = _gate_rows(gates)
+  sizes = {}  # "H" once known
+
+  def layout(key):
+    shape = (rows_text,) if key.startswith("bias") else (rows_text, "H" if "_hh" in key else "I")
+    hidden = f" with H = {sizes['H']}" if "H" in sizes else ""
+    return f"{name}'s {_shape_text(shape)}{hidden}"
 
   def read(key, shape):
     if key not in entries:
-      shape_text = "" if shape is None else f" (expected shape {tuple(shape)})"
       nested = sorted(k[: -len(key)] for k in state_dict if k.endswith("." + prefix + key))
       hint = f" (pass prefix={nested[0] + prefix!r}?)" if nested else ""
       raise ValueError(
-        f"{fn}: missing key '{prefix}{key}'{shape_text} for a {kind} state dict{hint}; "
-        f"found {sorted(prefix + k for k in entries)}"
+        f"{fn}: missing key '{prefix}{key}' (expected shape {_shape_text(shape)}) for a "
+        f"{kind} state dict{hint}; found {sorted(prefix + k for k in entries)}"
       )
     value = _numpy(entries[key], f"{fn}: key '{prefix}{key}'")
-    if value.ndim != (1 if key.startswith("bias") else 2):
-      raise ValueError(
-        f"{fn}: key '{prefix}{key}' has shape {tuple(value.shape)}; expected "
-        f"{'a vector' if key.startswith('bias') else 'a matrix'}"
-      )
-    if shape is not None:
-      _check_shape(fn, f"key '{prefix}{key}'", value, shape)
+    _check_shape(fn, f"key '{prefix}{key}'", value, shape, layout(key))
     used.add(key)
     return value
 
-  gates = _TORCH_GATES[kind]
   is_cell = "weight_hh" in entries or "weight_ih" in entries
-  first = "weight_hh" if is_cell else "weight_hh_l0"
-  w_hh = read(first, None)
-  hidden = w_hh.shape[1]
-  if w_hh.shape[0] != gates * hidden:
-    raise ValueError(
-      f"{fn}: key '{prefix}{first}' has shape {tuple(w_hh.shape)}; a {kind} expects "
-      f"({gates}*H, H) = ({gates * hidden}, {hidden}) (is kind={kind!r} right?)"
-    )
-  input_size = read("weight_ih" if is_cell else "weight_ih_l0", None).shape[1]
+  suffix = "" if is_cell else "_l0"
+  w_hh = read(f"weight_hh{suffix}", (rows_text, "H"))
+  where = f"key '{prefix}weight_hh{suffix}'"
+  hidden = _hidden_size(fn, where, w_hh.shape, kind, _TORCH_GATES, _TORCH_NAMES, gates_first=True)
+  sizes["H"] = hidden
+  input_size = read(f"weight_ih{suffix}", (gates * hidden, "I")).shape[1]
   if is_cell:
     bias = "bias_ih" in entries or "bias_hh" in entries
     params = _torch_cell_params(read, kind, "", input_size, hidden, bias, dtype)
@@ -343,7 +442,12 @@ def _torch_layers(fn: str, params: Any) -> tuple[list[list[Any]], bool]:
 
 
 def to_torch(
-  params: PyTree, *, bias: bool = True, prefix: str = "", as_tensors: bool = False
+  params: PyTree,
+  *,
+  bias: bool = True,
+  prefix: str = "",
+  as_tensors: bool = False,
+  grads: bool = False,
 ) -> dict[str, Any]:
   """A PyTorch ``state_dict`` from rnnlab params (the inverse of :func:`from_torch`).
 
@@ -357,12 +461,20 @@ def to_torch(
   ``bias_hh`` (only the sum matters), so torch -> rnnlab -> torch keeps the sum, not
   the split. GRU params must be those of a ``reset_after=True`` cell.
 
+  Gradients (``grads=True``, a tree like ``params`` from ``jax.grad``) export as
+  PyTorch's ``.grad`` of each parameter: ``b = bias_ih + bias_hh``, so ``dL/db`` is
+  written to both; with ``bias=False`` the bias gradients are dropped (the module has
+  no bias parameters; in rnnlab they are zeros that still get a gradient).
+
   Args:
-    params: a cell's params or per-layer params, as :func:`from_torch` returns.
+    params: a cell's params or per-layer params, as :func:`from_torch` returns, or
+      their gradients (``grads=True``).
     bias: False for a module built with ``bias=False``: no bias keys are written, and
-      non-zero biases are refused.
+      non-zero biases are refused (bias gradients are dropped with ``grads=True``).
     prefix: prepended to every key.
     as_tensors: return ``torch.Tensor``s (imports torch) instead of NumPy arrays.
+    grads: ``params`` holds gradients with respect to params, to compare with (or
+      load into) a PyTorch module's ``param.grad``.
 
   Returns:
     A dict of the state dict's keys to arrays, ready for ``load_state_dict``.
@@ -385,14 +497,17 @@ def to_torch(
       out[f"weight_ih{suffix}"] = np.array(cell_params.w_ih).T.copy()
       out[f"weight_hh{suffix}"] = np.array(cell_params.w_hh).T.copy()
       if not bias:
-        _refuse_bias(fn, where, cell_params)
+        if not grads:
+          _refuse_bias(fn, where, cell_params, "export with biases; grads=True for gradients")
         continue
       if isinstance(cell_params, GRUParams):
         out[f"bias_ih{suffix}"] = np.array(cell_params.b_ih)
         out[f"bias_hh{suffix}"] = np.array(cell_params.b_hh)
       else:
         out[f"bias_ih{suffix}"] = np.array(cell_params.b)
-        out[f"bias_hh{suffix}"] = np.zeros_like(out[f"bias_ih{suffix}"])
+        # The sum's gradient reaches both addends; a value goes all into bias_ih.
+        b_hh = np.array(cell_params.b) if grads else np.zeros_like(out[f"bias_ih{suffix}"])
+        out[f"bias_hh{suffix}"] = b_hh
   if as_tensors:
     import torch  # the optional extra, only on request
 
@@ -405,32 +520,73 @@ def to_torch(
   return {prefix + k: v for k, v in out.items()}
 
 
+def _is_array(value: Any) -> bool:
+  """NumPy and JAX arrays, torch tensors, anything NumPy reads through ``__array__``."""
+  return isinstance(value, (np.ndarray, jax.Array)) or hasattr(value, "__array__")
+
+
 def carry_from_torch(
-  hx: Any, kind: str, *, num_layers: int | None = None, bidirectional: bool = False
+  hx: Any, kind: Any = None, *, num_layers: int | None = None, bidirectional: bool = False
 ) -> PyTree:
   """An rnnlab carry from PyTorch's ``hx`` (an initial state to pass to rnnlab).
 
+  The call forms (NumPy arrays, JAX arrays or CPU torch tensors)::
+
+    carry_from_torch(h_0, num_layers=L)            # nn.RNN, nn.GRU: h_0 (L * D, *batch, H)
+    carry_from_torch((h_0, c_0), num_layers=L)     # nn.LSTM: hx as PyTorch takes it
+    carry_from_torch(h_0, c_0, num_layers=L)       # the same, as two arguments
+    carry_from_torch(h)                            # nn.RNNCell, nn.GRUCell: h (*batch, H)
+    carry_from_torch((h, c))                       # nn.LSTMCell (or h, c)
+    carry_from_torch(hx, "lstm", num_layers=L)     # any of these with the kind checked
+
   Args:
-    hx: for ``nn.RNN`` / ``nn.GRU`` the array ``h_0 (num_layers * D, *batch, H)``; for
-      ``nn.LSTM`` the pair ``(h_0, c_0)``; for a cell (``num_layers=None``) ``h
-      (*batch, H)`` or ``(h, c)``.
-    kind: as :func:`from_torch`.
+    hx: ``h_0`` (``h`` for a cell), or an LSTM's pair ``(h_0, c_0)``.
+    kind: as :func:`from_torch`, checked against ``hx`` (an LSTM's is a pair, every
+      other kind's one array); None reads it from ``hx``, the only thing a carry
+      depends on. An array here is ``c_0``: ``carry_from_torch(h_0, c_0)`` is
+      ``carry_from_torch((h_0, c_0), "lstm")``.
     num_layers: the module's; None for a cell's ``hx``.
     bidirectional: whether the module is (D = 2).
 
   Returns:
-    The carry of :func:`torch_cell` (cell) or :func:`torch_layer` (module).
+    The carry of :func:`torch_cell` (cell) or :func:`torch_layer` (module): JAX arrays
+    (JAX arrays given are kept, so it can sit inside ``jit``).
+
+  Raises:
+    ValueError: one line naming what does not fit (a pair for a kind other than
+      ``"lstm"``, ``c`` and ``h`` of different shapes, a leading axis other than
+      ``num_layers * D``).
   """
   fn = "carry_from_torch"
-  kind = _check_torch_kind(fn, kind)
-  if kind == "lstm":
-    if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+  if kind is not None and not isinstance(kind, str):
+    if not _is_array(kind):
+      raise ValueError(
+        f"{fn}: {_kind_text(kind)}; expected one of {TORCH_KINDS}, None, or c_0 (an array)"
+      )
+    if isinstance(hx, (tuple, list)):
+      raise ValueError(f"{fn}: c_0 is given twice: hx is already a pair; pass hx or h_0, c_0")
+    hx, kind = (hx, kind), "lstm"
+  pair = isinstance(hx, (tuple, list))
+  if kind is not None:
+    kind = _check_torch_kind(fn, kind)
+    if kind == "lstm" and not pair:
       raise ValueError(f"{fn}: an LSTM's hx is the pair (h, c); got {type(hx).__name__}")
-    h, c = (jnp.asarray(_numpy(a, fn)) if not isinstance(a, jax.Array) else a for a in hx)
-  else:
-    h, c = (hx if isinstance(hx, jax.Array) else jnp.asarray(_numpy(hx, fn))), None
+    if kind != "lstm" and pair:
+      raise ValueError(
+        f"{fn}: a {kind}'s hx is one array h; got a {type(hx).__name__} of {len(hx)} "
+        "(an LSTM's (h, c)? pass kind='lstm')"
+      )
+  if pair and len(hx) != 2:
+    raise ValueError(f"{fn}: an LSTM's hx is the pair (h, c); got {len(hx)} items")
+
+  def array(value, name):
+    return value if isinstance(value, jax.Array) else jnp.asarray(_numpy(value, f"{fn}: {name}"))
+
+  h, c = (array(hx[0], "h"), array(hx[1], "c")) if pair else (array(hx, "h"), None)
   if c is not None and c.shape != h.shape:
     raise ValueError(f"{fn}: c has shape {tuple(c.shape)}; expected h's {tuple(h.shape)}")
+  if h.ndim < 1:
+    raise ValueError(f"{fn}: h has shape {tuple(h.shape)}; expected (*batch, H)")
 
   def make(index):
     if c is None:
@@ -439,6 +595,8 @@ def carry_from_torch(
 
   if num_layers is None:
     return make(None)
+  if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+    raise ValueError(f"{fn}: num_layers={num_layers!r}; expected a positive int (None for a cell)")
   directions = 2 if bidirectional else 1
   if h.ndim < 2 or h.shape[0] != num_layers * directions:
     raise ValueError(
@@ -504,8 +662,8 @@ def flax_cell(kind: str, hidden_size: int, *, activation: Any = "tanh") -> Cell:
   ``"optimized_lstm"``: :func:`rnnlab.lstm`; ``"gru"``: :func:`rnnlab.gru` with
   ``reset_after=True``. The gated cells assume flax's default sigmoid and tanh.
   """
-  if kind not in FLAX_KINDS:
-    raise ValueError(f"flax_cell: kind={kind!r}; expected one of {FLAX_KINDS}")
+  if not isinstance(kind, str) or kind not in FLAX_KINDS:
+    raise ValueError(f"flax_cell: {_kind_text(kind)}; expected one of {FLAX_KINDS}")
   if kind == "simple":
     return cells_lib.elman(hidden_size, activation)
   if kind == "gru":
@@ -568,20 +726,24 @@ def from_flax(params: Mapping, *, dtype: Any = None) -> ElmanParams | LSTMParams
       raise ValueError(f"{fn}: missing params['{name}']['{key}'] of a flax {kind} cell")
     return _numpy(node[key], f"{fn}: params['{name}']['{key}']")
 
-  hidden_kernel = leaf({"simple": "h", "lstm": "hi", "gru": "hn"}[kind], "kernel")
-  input_kernel = leaf({"simple": "i", "lstm": "ii", "gru": "ir"}[kind], "kernel")
-  if hidden_kernel.ndim != 2 or input_kernel.ndim != 2:
-    raise ValueError(
-      f"{fn}: kernels must be matrices; got shapes {hidden_kernel.shape}, {input_kernel.shape}"
-    )
-  input_size, hidden = input_kernel.shape[0], hidden_kernel.shape[1]
+  hidden_name = {"simple": "h", "lstm": "hi", "gru": "hn"}[kind]
+  hidden_kernel = leaf(hidden_name, "kernel")
+  _check_shape(fn, f"params['{hidden_name}']['kernel']", hidden_kernel, ("H", "H"))
+  hidden = hidden_kernel.shape[1]
+  input_name = {"simple": "i", "lstm": "ii", "gru": "ir"}[kind]
+  input_kernel = leaf(input_name, "kernel")
+  layout = f"flax's (in, out) = (I, H) with H = {hidden}"
+  _check_shape(fn, f"params['{input_name}']['kernel']", input_kernel, ("I", hidden), layout)
+  input_size = input_kernel.shape[0]
 
   def read(name, key):
     value = leaf(name, key)
     size = input_size if name.startswith("i") else hidden
-    _check_shape(
-      fn, f"params['{name}']['{key}']", value, (size, hidden) if key == "kernel" else (hidden,)
-    )
+    where = f"params['{name}']['{key}']"
+    if key == "kernel":
+      _check_shape(fn, where, value, (size, hidden), "flax's (in, out)")
+    else:
+      _check_shape(fn, where, value, (hidden,))
     return _jax(value, dtype)
 
   if kind == "simple":
@@ -708,18 +870,19 @@ def from_nnx(cell: Any, *, dtype: Any = None) -> ElmanParams | LSTMParams | GRUP
       f"or {sorted(_NNX_LSTM_KEYS)}"
     )
   w_hh = leaf("dense_h", "kernel")
-  if w_hh.ndim != 2 or w_hh.shape[1] % w_hh.shape[0] or w_hh.shape[1] // w_hh.shape[0] == 2:
-    raise ValueError(
-      f"{fn}: params['dense_h']['kernel'] has shape {tuple(w_hh.shape)}; expected (H, G*H) "
-      "with G = 1 (SimpleCell), 3 (GRUCell) or 4 (OptimizedLSTMCell)"
-    )
-  hidden, gates = w_hh.shape[0], w_hh.shape[1] // w_hh.shape[0]
+  shape = tuple(w_hh.shape)
+  where = "params['dense_h']['kernel']"
+  cells = "G = 1 (SimpleCell), 3 (GRUCell) or 4 (OptimizedLSTMCell)"
+  ratio = shape[1] // shape[0] if len(shape) == 2 and min(shape) > 0 else 0
+  if ratio not in (1, 3, 4) or shape[1] != ratio * shape[0]:
+    back = shape[0] // shape[1] if len(shape) == 2 and min(shape) > 0 else 0
+    if back in (1, 3, 4) and shape[0] == back * shape[1]:  # fits once transposed
+      raise _shape_error(fn, where, shape, (shape[1], shape[0]), layout=f"(H, G*H) with {cells}")
+    raise _shape_error(fn, where, shape, ("H", "G*H"), layout=f"(H, G*H) with {cells}")
+  hidden, gates = shape[0], ratio
   w_ih = leaf("dense_i", "kernel")
-  if w_ih.ndim != 2:
-    raise ValueError(
-      f"{fn}: params['dense_i']['kernel'] has shape {w_ih.shape}; expected (I, {gates * hidden})"
-    )
-  _check_shape(fn, "params['dense_i']['kernel']", w_ih, (w_ih.shape[0], gates * hidden))
+  layout = f"flax's (in, out) = (I, {_gate_rows(gates)}) with H = {hidden}"
+  _check_shape(fn, "params['dense_i']['kernel']", w_ih, ("I", gates * hidden), layout)
   biased = "dense_h" if gates == 4 else "dense_i"
   b = leaf(biased, "bias", (gates * hidden,))
   unexpected = sorted(
@@ -754,9 +917,9 @@ def to_nnx(params: ElmanParams | LSTMParams | GRUParams, kind: str | None = None
   default = {ElmanParams: "simple", LSTMParams: "lstm", GRUParams: "gru"}[ptype]
   kind = default if kind is None else kind
   allowed = ("lstm", "optimized_lstm") if ptype is LSTMParams else (default,)
-  if kind not in allowed:
+  if not isinstance(kind, str) or kind not in allowed:
     raise ValueError(
-      f"{fn}: kind={kind!r} does not fit {ptype.__name__}; expected one of {allowed}"
+      f"{fn}: {_kind_text(kind)} does not fit {ptype.__name__}; expected one of {allowed}"
     )
   w_ih, w_hh = jnp.asarray(params.w_ih), jnp.asarray(params.w_hh)
   if kind == "simple":
@@ -813,12 +976,13 @@ def load_nnx(cell: nnx.Module, params: ElmanParams | LSTMParams | GRUParams) -> 
 
 KERAS_KINDS = ("simple_rnn", "lstm", "gru")
 _KERAS_GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
-_KERAS_NAMES = ("kernel", "recurrent_kernel", "bias")
+_KERAS_NAMES = {"simple_rnn": "a Keras SimpleRNN", "lstm": "a Keras LSTM", "gru": "a Keras GRU"}
+_KERAS_WEIGHTS = ("kernel", "recurrent_kernel", "bias")
 
 
 def _check_keras_kind(fn: str, kind: Any) -> str:
-  if kind not in _KERAS_GATES:
-    raise ValueError(f"{fn}: kind={kind!r}; expected one of {KERAS_KINDS}")
+  if not isinstance(kind, str) or kind not in _KERAS_GATES:
+    raise ValueError(f"{fn}: {_kind_text(kind)}; expected one of {KERAS_KINDS}")
   return kind
 
 
@@ -875,12 +1039,12 @@ def from_keras(
   fn = "from_keras"
   kind = _check_keras_kind(fn, kind)
   if isinstance(weights, Mapping):
-    unknown = sorted(set(weights) - set(_KERAS_NAMES))
+    unknown = sorted(set(weights) - set(_KERAS_WEIGHTS))
     if unknown:
-      raise ValueError(f"{fn}: unexpected key {unknown[0]!r}; expected {_KERAS_NAMES}")
-    for name in _KERAS_NAMES[:2]:
+      raise ValueError(f"{fn}: unexpected key {unknown[0]!r}; expected {_KERAS_WEIGHTS}")
+    for name in _KERAS_WEIGHTS[:2]:
       if name not in weights:
-        raise ValueError(f"{fn}: missing key {name!r}; expected {_KERAS_NAMES}")
+        raise ValueError(f"{fn}: missing key {name!r}; expected {_KERAS_WEIGHTS}")
     named = dict(weights)
   else:
     weights = list(weights)
@@ -889,21 +1053,15 @@ def from_keras(
         f"{fn}: expected [kernel, recurrent_kernel] or [kernel, recurrent_kernel, bias]; "
         f"got {len(weights)} arrays"
       )
-    named = dict(zip(_KERAS_NAMES, weights, strict=False))
+    named = dict(zip(_KERAS_WEIGHTS, weights, strict=False))
   gates = _KERAS_GATES[kind]
   recurrent = _numpy(named["recurrent_kernel"], f"{fn}: recurrent_kernel")
-  if recurrent.ndim != 2 or recurrent.shape[1] != gates * recurrent.shape[0]:
-    raise ValueError(
-      f"{fn}: recurrent_kernel has shape {tuple(recurrent.shape)}; a Keras {kind} expects "
-      f"(H, {gates}*H)"
-    )
-  hidden = recurrent.shape[0]
+  hidden = _hidden_size(
+    fn, "recurrent_kernel", recurrent.shape, kind, _KERAS_GATES, _KERAS_NAMES, gates_first=False
+  )
   kernel = _numpy(named["kernel"], f"{fn}: kernel")
-  if kernel.ndim != 2:
-    raise ValueError(
-      f"{fn}: kernel has shape {tuple(kernel.shape)}; expected (I, {gates * hidden})"
-    )
-  _check_shape(fn, "kernel", kernel, (kernel.shape[0], gates * hidden))
+  layout = f"Keras's (I, {_gate_rows(gates)}) with H = {hidden}"
+  _check_shape(fn, "kernel", kernel, ("I", gates * hidden), layout)
   two_biases = kind == "gru" and reset_after
   bias_shape = (2, gates * hidden) if two_biases else (gates * hidden,)
   if named.get("bias") is None:
@@ -983,7 +1141,7 @@ class RNN(nn.Module):
 
   The cell's params are one flax param, ``'cell'``, holding the cell's own NamedTuple
   (so :func:`to_torch`, :func:`to_flax` and friends apply to it), initialised by
-  ``cell.init(key, xs.shape[-1], param_dtype)``::
+  ``cell.init(key, xs.shape[-1], dtype=param_dtype)``::
 
     model = RNN(rnnlab.lstm(64))
     variables = model.init(key, xs)                 # {'params': {'cell': LSTMParams}}
@@ -1011,7 +1169,9 @@ class RNN(nn.Module):
     xs = jnp.asarray(xs)
     if xs.ndim < 2:
       raise ValueError(f"RNN: xs must have shape (*batch, T, I); got {tuple(xs.shape)}")
-    params = self.param("cell", lambda key: self.cell.init(key, xs.shape[-1], self.param_dtype))
+    params = self.param(
+      "cell", lambda key: self.cell.init(key, xs.shape[-1], dtype=self.param_dtype)
+    )
     ys, carry = _run(
       "RNN", self.cell, params, xs, carry, lengths, reverse=self.reverse, time_major=self.time_major
     )
@@ -1048,7 +1208,7 @@ class NNXRNN(nnx.Module):
     _check_model("NNXRNN", cell)
     self.cell = cell
     if params is None:
-      params = cell.init(rngs.params(), input_size, param_dtype)
+      params = cell.init(rngs.params(), input_size, dtype=param_dtype)
     self.params = nnx.data(jax.tree.map(nnx.Param, params))
 
   def cell_params(self) -> PyTree:

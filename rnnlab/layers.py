@@ -4,7 +4,7 @@ the two feed-forward pieces every sequence model needs (embedding, dense readout
 A :class:`Layer` maps whole sequences to sequences::
 
     layer = rnnlab.stacked([rnnlab.bidirectional(rnnlab.gru(64)), rnnlab.lstm(64)])
-    params = layer.init(key, input_size)
+    params = layer.init(key, input_size)                      # dtype=jnp.float32 by keyword
     ys, carry = layer.apply(params, xs, lengths=lengths)     # xs (*batch, T, I)
     last = layer.last(ys, lengths)                            # (*batch, F)
 
@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnlab import initializers as inits
+from rnnlab._signatures import init_signature
 from rnnlab.cells import Cell
 from rnnlab.scan import check_lengths, unroll
 
@@ -35,7 +36,8 @@ class Layer(NamedTuple):
   """A sequence-to-sequence layer: pure functions closed over its structure.
 
   Attributes:
-    init: ``init(key, input_size, dtype=jnp.float32) -> params``.
+    init: ``init(key, input_size, *, dtype=jnp.float32) -> params`` (a :func:`rnn`
+      layer's is its cell's).
     initial_carry: ``initial_carry(params, batch_shape=()) -> carry``.
     apply: ``apply(params, xs, carry=None, *, lengths=None) -> (ys, carry)`` with
       ``xs (*batch, T, I)`` and ``ys (*batch, T, F)``, zero past ``lengths``.
@@ -163,9 +165,12 @@ def bidirectional(
   bw = rnn(backward, reverse=True, impl=impl, remat_chunk=remat_chunk)
   name = f"bidirectional({forward.name},{backward.name})"
 
-  def init(key, input_size, dtype=jnp.float32):
+  @init_signature(name)
+  def init(key, input_size, *, dtype=jnp.float32):
     k_f, k_b = jax.random.split(key)
-    params = BidirectionalParams(fw.init(k_f, input_size, dtype), bw.init(k_b, input_size, dtype))
+    params = BidirectionalParams(
+      fw.init(k_f, input_size, dtype=dtype), bw.init(k_b, input_size, dtype=dtype)
+    )
     f_size = output_size(fw, params.forward, input_size, dtype)
     b_size = output_size(bw, params.backward, input_size, dtype)
     if f_size != b_size:
@@ -211,12 +216,13 @@ def stacked(layers: Sequence[Cell | Layer], *, residual: bool = False) -> Layer:
     raise ValueError("stacked: expected at least one layer")
   name = "stacked(" + ",".join(l.name for l in layers) + ")"
 
-  def init(key, input_size, dtype=jnp.float32):
+  @init_signature(name)
+  def init(key, input_size, *, dtype=jnp.float32):
     params, size = [], input_size
     for index, (layer, k) in enumerate(
       zip(layers, jax.random.split(key, len(layers)), strict=True)
     ):
-      p = layer.init(k, size, dtype)
+      p = layer.init(k, size, dtype=dtype)
       out = output_size(layer, p, size, dtype)
       if residual and index > 0 and out != size:
         raise ValueError(
@@ -257,7 +263,12 @@ class DenseParams(NamedTuple):
 
 
 class Dense(NamedTuple):
-  """An affine map ``y = x @ w + b`` (readouts, bridges)."""
+  """An affine map ``y = x @ w + b`` (readouts, bridges).
+
+  Attributes:
+    init: ``init(key, input_size, *, dtype=jnp.float32) -> DenseParams``.
+    apply: ``apply(params, x) -> x @ w + b``.
+  """
 
   init: Callable[..., DenseParams]
   apply: Callable[[DenseParams, Array], Array]
@@ -280,7 +291,8 @@ def dense(
   if isinstance(features, bool) or not isinstance(features, int) or features < 1:
     raise ValueError(f"dense: features must be a positive int; got {features!r}")
 
-  def init(key, input_size, dtype=jnp.float32):
+  @init_signature("dense", f" (features={features} is the layer's own)")
+  def init(key, input_size, *, dtype=jnp.float32):
     if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
       raise ValueError(f"dense.init: input_size must be a positive int; got {input_size!r}")
     k_w, k_b = jax.random.split(key)
@@ -307,7 +319,13 @@ class EmbeddingParams(NamedTuple):
 
 
 class Embedding(NamedTuple):
-  """A lookup table for integer tokens: ``apply(params, tokens) = table[tokens]``."""
+  """A lookup table for integer tokens: ``apply(params, tokens) = table[tokens]``.
+
+  Attributes:
+    init: ``init(key, *, dtype=jnp.float32) -> EmbeddingParams`` (the sizes are the
+      embedding's own).
+    apply: ``apply(params, tokens) -> (*tokens.shape, features)``.
+  """
 
   init: Callable[..., EmbeddingParams]
   apply: Callable[[EmbeddingParams, Array], Array]
@@ -323,7 +341,8 @@ def embedding(vocab_size: int, features: int) -> Embedding:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(f"embedding: {label} must be a positive int; got {value!r}")
 
-  def init(key, dtype=jnp.float32):
+  @init_signature("embedding", f" (vocab_size={vocab_size}, features={features} are its own)")
+  def init(key, *, dtype=jnp.float32):
     table = jax.random.normal(key, (vocab_size, features), jnp.promote_types(dtype, jnp.float32))
     return EmbeddingParams((table / features**0.5).astype(dtype))
 

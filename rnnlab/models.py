@@ -12,7 +12,9 @@ encoder-decoder    a sequence to a sequence of another length    :func:`encoder_
 Inputs are float features ``(*batch, T, I)``, or integer tokens ``(*batch, T)``
 when an ``embed_size`` is given; in both cases ``init(key, input_size)`` takes
 the input size, which for tokens is the vocabulary size (one-hot and embedded
-inputs then share a signature).
+inputs then share a signature). Every ``init`` takes the key, then the sizes the
+model does not know (none for :func:`one_to_many`, which knows its vocabulary),
+then keyword-only ``dtype=``; the old ``init(key, ..., dtype)`` still works.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rnnlab._signatures import init_signature
 from rnnlab.cells import Cell
 from rnnlab.cells import output_size as cell_output_size
 from rnnlab.layers import (
@@ -49,25 +52,27 @@ class ModelParams(NamedTuple):
 
 
 class SequenceModel(NamedTuple):
-  """``init(key, input_size, dtype=float32) -> params``; ``apply(params, inputs, *, lengths=None)``."""
+  """``init(key, input_size, *, dtype=float32) -> params``; ``apply(params, inputs, *, lengths=None)``."""
 
   init: Callable[..., ModelParams]
   apply: Callable[..., Array]
 
 
-def _input_encoder(encoder: Cell | Layer, output_features: int, embed_size: int | None):
+def _input_encoder(where: str, encoder: Cell | Layer, output_features: int, embed_size: int | None):
   layer = as_layer(encoder)
   readout = dense(output_features)
+  size = "the vocabulary size" if embed_size is not None else "the input features"
 
-  def init(key, input_size, dtype=jnp.float32):
+  @init_signature(where, f" (input_size: {size})")
+  def init(key, input_size, *, dtype=jnp.float32):
     k_e, k_l, k_r = jax.random.split(key, 3)
     embed = None
     if embed_size is not None:
-      embed = embedding(input_size, embed_size).init(k_e, dtype)
+      embed = embedding(input_size, embed_size).init(k_e, dtype=dtype)
       input_size = embed_size
-    layer_params = layer.init(k_l, input_size, dtype)
+    layer_params = layer.init(k_l, input_size, dtype=dtype)
     features = output_size(layer, layer_params, input_size, dtype)
-    return ModelParams(embed, layer_params, readout.init(k_r, features, dtype))
+    return ModelParams(embed, layer_params, readout.init(k_r, features, dtype=dtype))
 
   def encode(params, inputs, lengths):
     if embed_size is not None:
@@ -88,7 +93,7 @@ def many_to_one(
   For a bidirectional encoder the last state is the forward pass at
   ``lengths - 1`` and the backward pass at 0.
   """
-  layer, readout, init, encode = _input_encoder(encoder, output_features, embed_size)
+  layer, readout, init, encode = _input_encoder("many_to_one", encoder, output_features, embed_size)
 
   def apply(params, inputs, *, lengths=None):
     ys = encode(params, inputs, lengths)
@@ -104,7 +109,7 @@ def many_to_many(
 
   ``out[..., t, :] = readout(ys[..., t, :])``, shape ``(*batch, T, output_features)``.
   """
-  _, readout, init, encode = _input_encoder(encoder, output_features, embed_size)
+  _, readout, init, encode = _input_encoder("many_to_many", encoder, output_features, embed_size)
 
   def apply(params, inputs, *, lengths=None):
     ys = encode(params, inputs, lengths)
@@ -138,7 +143,8 @@ class Generator(NamedTuple):
   """Autoregressive token model: teacher-forced ``apply`` and sampled ``generate``.
 
   Attributes:
-    init: ``init(key, dtype=float32) -> GeneratorParams``.
+    init: ``init(key, *, dtype=float32) -> GeneratorParams`` (no sizes: the vocabulary
+      and embedding sizes are the model's own).
     apply: ``apply(params, tokens, carry=None, *, lengths=None) -> (logits, carry)``,
       ``logits[..., t, :]`` scoring token ``t + 1``.
     generate: ``generate(params, key, prompt, num_steps, *, temperature=1.0,
@@ -162,11 +168,15 @@ def one_to_many(cell: Cell, vocab_size: int, embed_size: int) -> Generator:
   embed = embedding(vocab_size, embed_size)
   readout = dense(vocab_size)
 
-  def init(key, dtype=jnp.float32):
+  @init_signature(
+    "one_to_many", f" (vocab_size={vocab_size} and embed_size={embed_size} are the model's own)"
+  )
+  def init(key, *, dtype=jnp.float32):
     k_e, k_c, k_r = jax.random.split(key, 3)
-    cell_params = cell.init(k_c, embed_size, dtype)
+    cell_params = cell.init(k_c, embed_size, dtype=dtype)
     features = cell_output_size(cell, cell_params, embed_size, dtype)
-    return GeneratorParams(embed.init(k_e, dtype), cell_params, readout.init(k_r, features, dtype))
+    readout_params = readout.init(k_r, features, dtype=dtype)
+    return GeneratorParams(embed.init(k_e, dtype=dtype), cell_params, readout_params)
 
   def apply(params, tokens, carry=None, *, lengths=None):
     xs = embed.apply(params.embed, tokens)
@@ -211,7 +221,7 @@ class EncoderDecoder(NamedTuple):
   """Sequence to sequence.
 
   Attributes:
-    init: ``init(key, source_size, dtype=float32)`` (source_size: features, or
+    init: ``init(key, source_size, *, dtype=float32)`` (source_size: features, or
       the source vocabulary when ``source_embed_size`` is set).
     encode: ``encode(params, source, *, source_lengths=None) -> decoder carry``.
     apply: ``apply(params, source, target_in, *, source_lengths=None,
@@ -254,15 +264,18 @@ def encoder_decoder(
   target_embed = embedding(target_vocab_size, target_embed_size)
   readout = dense(target_vocab_size)
 
-  def init(key, source_size, dtype=jnp.float32):
+  source = "the source vocabulary" if source_embed_size is not None else "the source features"
+
+  @init_signature("encoder_decoder", f" (source_size: {source})")
+  def init(key, source_size, *, dtype=jnp.float32):
     k_se, k_enc, k_bridge, k_te, k_dec, k_r = jax.random.split(key, 6)
     source_embed = None
     if source_embed_size is not None:
-      source_embed = embedding(source_size, source_embed_size).init(k_se, dtype)
+      source_embed = embedding(source_size, source_embed_size).init(k_se, dtype=dtype)
       source_size = source_embed_size
-    enc_params = layer.init(k_enc, source_size, dtype)
+    enc_params = layer.init(k_enc, source_size, dtype=dtype)
     context = output_size(layer, enc_params, source_size, dtype)
-    dec_params = decoder.init(k_dec, target_embed_size, dtype)
+    dec_params = decoder.init(k_dec, target_embed_size, dtype=dtype)
     leaves = jax.tree.leaves(jax.eval_shape(decoder.initial_carry, dec_params, ()))
     if any(leaf.ndim != 1 for leaf in leaves):
       raise ValueError(
@@ -270,7 +283,7 @@ def encoder_decoder(
         f"{decoder.name} has {[tuple(leaf.shape) for leaf in leaves]}"
       )
     bridge = tuple(
-      dense(leaf.shape[0]).init(k, context, dtype)
+      dense(leaf.shape[0]).init(k, context, dtype=dtype)
       for leaf, k in zip(leaves, jax.random.split(k_bridge, len(leaves)), strict=True)
     )
     features = cell_output_size(decoder, dec_params, target_embed_size, dtype)
@@ -278,9 +291,9 @@ def encoder_decoder(
       source_embed,
       enc_params,
       bridge,
-      target_embed.init(k_te, dtype),
+      target_embed.init(k_te, dtype=dtype),
       dec_params,
-      readout.init(k_r, features, dtype),
+      readout.init(k_r, features, dtype=dtype),
     )
 
   def encode(params, source, *, source_lengths=None):

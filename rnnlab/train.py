@@ -105,6 +105,7 @@ from rnnlab import cells as cells_lib
 from rnnlab import diagnostics as diag_lib
 from rnnlab import layers as layers_lib
 from rnnlab import models as models_lib
+from rnnlab._signatures import init_signature
 
 Array = jax.Array
 PyTree = Any
@@ -224,7 +225,7 @@ class Model(NamedTuple):
   :func:`rnnlab.models.many_to_many` on the same stack).
 
   Attributes:
-    init: ``init(key, gain=None) -> params``; ``gain`` (may be traced) overrides
+    init: ``init(key, *, gain=None) -> params``; ``gain`` (may be traced) overrides
       ``config.model.gain`` for the recurrent scheme.
     initial_carry: ``initial_carry(params, batch_shape) -> carry`` (zeros).
     apply: ``apply(params, inputs, carry=None, *, lengths=None) -> (outputs, carry)``
@@ -383,7 +384,8 @@ def make_model(config: ml_collections.ConfigDict, task: Any = None) -> Model:
   layer = stack(config.model.gain)
   readout = layers_lib.dense(task.output_size)
 
-  def init(key: Array, gain: Any = None) -> models_lib.ModelParams:
+  @init_signature("make_model(config)", " (the sizes come from the config and the task)")
+  def init(key: Array, *, gain: Any = None) -> models_lib.ModelParams:
     gain = config.model.gain if gain is None else gain
     return models_lib.many_to_many(stack(gain), task.output_size).init(key, task.input_size)
 
@@ -709,7 +711,7 @@ def make_trainer(
   def init(key: Array, hparams: HParams | None = None) -> TrainState:
     hp = _check_hparams(default_hparams(config) if hparams is None else hparams)
     tx = make_optimizer(config, hp.learning_rate, hp.clip)
-    params = model.init(split_key(key)[0], hp.gain)
+    params = model.init(split_key(key)[0], gain=hp.gain)
     rnn_carry = () if stream is None else model.initial_carry(params, (batch_size,))
     return TrainState(
       params,

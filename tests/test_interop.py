@@ -105,20 +105,18 @@ def grads_by_key(torch_module_):
   return {k: p.grad.numpy() for k, p in torch_module_.named_parameters()}
 
 
-def compare_param_grads(kind, ours, theirs, what):
-  """rnnlab's gradients (exported with to_torch) against PyTorch's, key by key.
+def compare_param_grads(ours, theirs, bias, what):
+  """rnnlab's gradients, exported as PyTorch's (``to_torch(grads=True)``), against PyTorch's.
 
-  Elman and LSTM have one bias b = bias_ih + bias_hh, so dL/dbias_ih = dL/dbias_hh =
-  dL/db, which to_torch writes under bias_ih. Without biases PyTorch has no bias keys.
+  Elman and LSTM have one bias b = bias_ih + bias_hh, so dL/dbias_ih = dL/dbias_hh = dL/db.
+  Without biases PyTorch has no bias parameters: the export drops the gradients of
+  rnnlab's zero biases.
   """
-  exported = interop.to_torch(ours)
-  assert set(theirs) <= set(exported), what
+  exported = interop.to_torch(ours, bias=bias, grads=True)
+  assert list(exported) == list(theirs), what  # the same keys, in PyTorch's order
   for key, grad in theirs.items():
-    mine = exported[key]
-    if kind != "gru" and key.startswith("bias_hh"):
-      mine = exported[key.replace("bias_hh", "bias_ih")]
     assert float(np.abs(grad).max()) > 1e-4, (what, key)  # a live gradient, or nothing is shown
-    assert_close(mine, grad, f"{what}: d loss / d {key}")
+    assert_close(exported[key], grad, f"{what}: d loss / d {key}")
 
 
 @functools.cache
@@ -181,7 +179,7 @@ def test_torch_module_outputs_states_and_gradients_match(
   g_hx = g_hx if kind == "lstm" else (g_hx,)
   for ours, theirs, name in zip(g_hx, (h0_t.grad, c0_t.grad), ("h_0", "c_0"), strict=False):
     assert_close(ours, theirs.numpy(), f"{what}: d loss / d {name}")
-  compare_param_grads(kind, g_params, grads_by_key(module), what)
+  compare_param_grads(g_params, grads_by_key(module), bias, what)
 
 
 @functools.cache
@@ -228,7 +226,7 @@ def test_torch_cells_match_over_a_sequence(torch, kind, bias):
   for ours, theirs in zip(jax.tree.leaves(final), final_t, strict=True):
     assert_close(ours, theirs.detach().numpy(), f"{what}: final state")
   assert_close(g_xs, x_t.grad.numpy(), f"{what}: d loss / d xs")
-  compare_param_grads(kind, g_params, grads_by_key(module), what)
+  compare_param_grads(g_params, grads_by_key(module), bias, what)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -337,9 +335,14 @@ def test_from_torch_needs_no_torch_and_infers_the_structure():
     (
       lambda s: s.update(bias_ih_l0=np.zeros((4, 4), np.float32)),
       "lstm",
-      r"key 'bias_ih_l0' has shape \(4, 4\); expected a vector",
+      r"key 'bias_ih_l0' has shape \(4, 4\); expected \(16,\), nn.LSTM's \(4\*H,\) with H = 4$",
     ),
-    (lambda s: None, "gru", r"key 'weight_hh_l0' has shape \(16, 4\); a gru expects \(3\*H, H\)"),
+    (
+      lambda s: None,
+      "gru",
+      r"key 'weight_hh_l0' has shape \(16, 4\); expected \(12, 4\), nn.GRU's \(3\*H, H\) with H = 4; "
+      r"\(16, 4\) is nn.LSTM's \(4\*H, H\) with H = 4: is kind='gru' right \(kind='lstm'\?\)$",
+    ),
     (lambda s: None, "rnn", r"kind='rnn'; expected one of \('rnn_tanh'"),
     (lambda s: s.update(weight_hh_l0="nope"), "lstm", r"key 'weight_hh_l0': expected a floating"),
   ],
@@ -364,10 +367,15 @@ def test_from_torch_reads_a_submodule_by_prefix():
 
 def test_torch_export_errors():
   params = random_params(rnnlab.lstm(H), 0)
-  with pytest.raises(ValueError, match=r"params.b is not zero"):
+  with pytest.raises(ValueError, match=r"params.b is not zero .*; grads=True for gradients\)$"):
     interop.to_torch(params, bias=False)
   zero_bias = params._replace(b=jnp.zeros_like(params.b))
   assert "bias_ih" not in interop.to_torch(zero_bias, bias=False)
+  # Gradients: a bias-free module has no bias parameters to hold them; b's reaches both.
+  assert list(interop.to_torch(params, bias=False, grads=True)) == ["weight_ih", "weight_hh"]
+  as_grads = interop.to_torch(params, grads=True)
+  for key in ("bias_ih", "bias_hh"):
+    np.testing.assert_array_equal(as_grads[key], np.asarray(params.b))
   mixed = (params, random_params(rnnlab.gru(H), 1, input_size=H))
   with pytest.raises(ValueError, match=r"params\[1\] is a GRUParams .* every layer alike"):
     interop.to_torch(mixed)
@@ -377,6 +385,162 @@ def test_torch_export_errors():
     interop.carry_from_torch(
       np.zeros((3, B, H), np.float32), "gru", num_layers=2, bidirectional=True
     )
+
+
+@pytest.mark.parametrize("array_type", ["numpy", "jax", "torch"])
+def test_carry_from_torch_takes_every_documented_form(request, array_type):
+  if array_type == "torch":
+    as_array = request.getfixturevalue("torch").tensor
+  else:
+    as_array = {"numpy": np.asarray, "jax": jnp.asarray}[array_type]
+  rng = rng_for("carry", array_type)
+  h0_np, c0_np = (rng.standard_normal((4, B, H)).astype(np.float32) for _ in range(2))
+  h0, c0 = as_array(h0_np), as_array(c0_np)
+
+  def check(carry, *expected):
+    assert all(isinstance(l, jax.Array) for l in jax.tree.leaves(carry))
+    back = jax.tree.leaves(interop.carry_to_torch(carry))  # PyTorch's layout again
+    for ours, theirs in zip(back, expected, strict=True):
+      np.testing.assert_array_equal(np.asarray(ours), theirs)
+    return carry
+
+  # nn.RNN / nn.GRU: h_0 (num_layers * D, B, H); the kind may be given or left out.
+  stacked = [check(interop.carry_from_torch(h0, num_layers=4), h0_np)]
+  stacked.append(check(interop.carry_from_torch(h0, "gru", num_layers=4), h0_np))
+  stacked.append(
+    check(interop.carry_from_torch(h0, "rnn_relu", num_layers=2, bidirectional=True), h0_np)
+  )
+  assert len(stacked[0]) == 4 and isinstance(stacked[2][1], rnnlab.layers.BidirectionalCarry)
+  np.testing.assert_array_equal(stacked[2][1].backward, h0_np[3])
+  # nn.LSTM: hx = (h_0, c_0) as PyTorch takes it, or h_0 and c_0 as two arguments.
+  lstm_forms = [
+    interop.carry_from_torch((h0, c0), num_layers=2, bidirectional=True),
+    interop.carry_from_torch([h0, c0], "lstm", num_layers=2, bidirectional=True),
+    interop.carry_from_torch(h0, c0, num_layers=2, bidirectional=True),
+  ]
+  for carry in lstm_forms:
+    check(carry, h0_np, c0_np)
+    assert_trees_equal(carry, lstm_forms[0])
+  np.testing.assert_array_equal(lstm_forms[0][1].backward.c, c0_np[3])
+  # Cells: h (B, H), or (h, c).
+  for carry in (interop.carry_from_torch(h0[0]), interop.carry_from_torch(h0[0], "gru")):
+    check(carry, h0_np[0])
+  for carry in (
+    interop.carry_from_torch((h0[0], c0[0])),
+    interop.carry_from_torch((h0[0], c0[0]), "lstm"),
+    interop.carry_from_torch(h0[0], c0[0]),
+  ):
+    assert isinstance(check(carry, h0_np[0], c0_np[0]), rnnlab.LSTMCarry)
+  # Forms that do not fit: one line each, naming what was given.
+  cases = [
+    ((h0, "lstm"), {}, r"an LSTM's hx is the pair \(h, c\)"),
+    (((h0, c0), "gru"), {}, r"a gru's hx is one array h; got a tuple of 2 .*kind='lstm'"),
+    (((h0, c0), c0), {}, r"c_0 is given twice"),
+    ((h0, c0[:1]), {}, r"c has shape \(1, 2, 4\); expected h's \(4, 2, 4\)"),
+    ((h0, 3), {}, r"kind=3; expected one of \('rnn_tanh'.* or c_0 \(an array\)"),
+    ((h0,), dict(num_layers=3), r"h has shape \(4, 2, 4\); expected \(num_layers \* D = 3"),
+  ]
+  for args, kwargs, message in cases:
+    with pytest.raises(ValueError, match=message) as error:
+      interop.carry_from_torch(*args, **kwargs)
+    assert "\n" not in str(error.value)
+
+
+def _transposed(tree, *path):
+  """A copy of a nested dict of arrays with the leaf at ``path`` transposed."""
+  if not path:
+    return np.asarray(tree).T
+  return {**tree, path[0]: _transposed(tree[path[0]], *path[1:])}
+
+
+def _rnn_state_dict(input_size, hidden, rows):
+  rng = np.random.default_rng(0)
+  shapes = dict(weight_ih_l0=(rows, input_size), weight_hh_l0=(rows, hidden))
+  shapes.update(bias_ih_l0=(rows,), bias_hh_l0=(rows,))
+  return {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+
+
+def _nnx_gru_dict():
+  rng = np.random.default_rng(0)
+  return {
+    "dense_i": {"kernel": rng.standard_normal((I, 3 * H)), "bias": np.zeros(3 * H)},
+    "dense_h": {"kernel": rng.standard_normal((H, 3 * H))},
+  }
+
+
+IMPORT_SHAPE_ERRORS = {
+  # A transposed matrix: the shape expected is its transpose, and the kind is not questioned.
+  "torch rnn weight_ih.T": (
+    lambda: interop.from_torch(_transposed(_rnn_state_dict(5, 27, 27), "weight_ih_l0"), "rnn_tanh"),
+    r"from_torch: key 'weight_ih_l0' has shape \(5, 27\); expected \(27, 5\), nn.RNN's "
+    r"\(H, I\) with H = 27 \(is it transposed\?\)$",
+  ),
+  "torch gru weight_hh.T": (
+    lambda: interop.from_torch(_transposed(_rnn_state_dict(5, 9, 27), "weight_hh_l0"), "gru"),
+    r"from_torch: key 'weight_hh_l0' has shape \(9, 27\); expected \(27, 9\), nn.GRU's "
+    r"\(3\*H, H\) with H = 9 \(is it transposed\?\)$",
+  ),
+  "torch lstm weight_ih_l1.T": (
+    lambda: interop.from_torch(_transposed(numpy_state_dict("lstm"), "weight_ih_l1"), "lstm"),
+    r"key 'weight_ih_l1' has shape \(4, 16\); expected \(16, 4\), nn.LSTM's \(4\*H, I\) "
+    r"with H = 4 \(is it transposed\?\)$",
+  ),
+  # Neither transposed nor another kind's: the columns give H, and no kind hint.
+  "torch gru weight_hh odd": (
+    lambda: interop.from_torch(_rnn_state_dict(5, 5, 12), "gru"),
+    r"key 'weight_hh_l0' has shape \(12, 5\); expected \(15, 5\), nn.GRU's \(3\*H, H\) "
+    r"with H = 5$",
+  ),
+  "torch weight_ih odd": (
+    lambda: interop.from_torch(
+      {**_rnn_state_dict(5, 9, 27), "weight_ih_l0": np.ones((20, 5))}, "gru"
+    ),
+    r"key 'weight_ih_l0' has shape \(20, 5\); expected \(27, 5\), nn.GRU's \(3\*H, I\) "
+    r"with H = 9$",
+  ),
+  "torch weight_hh not a matrix": (
+    lambda: interop.from_torch({**_rnn_state_dict(5, 9, 27), "weight_hh_l0": np.ones(27)}, "gru"),
+    r"key 'weight_hh_l0' has shape \(27,\); expected nn.GRU's \(3\*H, H\)$",
+  ),
+  "flax input kernel.T": (
+    lambda: interop.from_flax(_transposed(dict(flax_setup("gru")[1]), "iz", "kernel")),
+    r"from_flax: params\['iz'\]\['kernel'\] has shape \(4, 3\); expected \(3, 4\), flax's "
+    r"\(in, out\) \(is it transposed\?\)$",
+  ),
+  "flax first input kernel.T": (
+    lambda: interop.from_flax(_transposed(dict(flax_setup("lstm")[1]), "ii", "kernel")),
+    r"params\['ii'\]\['kernel'\] has shape \(4, 3\); expected \(3, 4\), flax's \(in, out\) "
+    r"= \(I, H\) with H = 4 \(is it transposed\?\)$",
+  ),
+  "nnx dense_h.T": (
+    lambda: interop.from_nnx(_transposed(_nnx_gru_dict(), "dense_h", "kernel")),
+    r"from_nnx: params\['dense_h'\]\['kernel'\] has shape \(12, 4\); expected \(4, 12\), "
+    r"\(H, G\*H\) with G = 1 \(SimpleCell\), 3 \(GRUCell\) or 4 .* \(is it transposed\?\)$",
+  ),
+  "nnx dense_i.T": (
+    lambda: interop.from_nnx(_transposed(_nnx_gru_dict(), "dense_i", "kernel")),
+    r"params\['dense_i'\]\['kernel'\] has shape \(12, 3\); expected \(3, 12\), flax's "
+    r"\(in, out\) = \(I, 3\*H\) with H = 4 \(is it transposed\?\)$",
+  ),
+  "keras recurrent_kernel.T": (
+    lambda: interop.from_keras([np.ones((I, 3 * H)), np.ones((3 * H, H))], "gru"),
+    r"from_keras: recurrent_kernel has shape \(12, 4\); expected \(4, 12\), a Keras GRU's "
+    r"\(H, 3\*H\) with H = 4 \(is it transposed\?\)$",
+  ),
+  "keras kernel.T": (
+    lambda: interop.from_keras([np.ones((4 * H, I)), np.ones((H, 4 * H))], "lstm"),
+    r"from_keras: kernel has shape \(16, 3\); expected \(3, 16\), Keras's \(I, 4\*H\) with "
+    r"H = 4 \(is it transposed\?\)$",
+  ),
+}
+
+
+@pytest.mark.parametrize("case", IMPORT_SHAPE_ERRORS)
+def test_import_shape_errors_name_the_leaf_the_shape_found_and_expected(case):
+  convert, message = IMPORT_SHAPE_ERRORS[case]
+  with pytest.raises(ValueError, match=message) as error:
+    convert()
+  assert "\n" not in str(error.value)
 
 
 # ---- flax.linen ------------------------------------------------------------------------------
@@ -601,7 +765,9 @@ def test_keras_gate_order_and_errors_without_keras():
   ):
     interop.from_keras([kernel, recurrent, bias[0]], "gru")
   with pytest.raises(
-    ValueError, match=r"recurrent_kernel has shape \(4, 12\); a Keras lstm expects"
+    ValueError,
+    match=r"recurrent_kernel has shape \(4, 12\); expected \(4, 16\), a Keras LSTM's \(H, 4\*H\) "
+    r"with H = 4; \(4, 12\) is a Keras GRU's \(H, 3\*H\) with H = 4: is kind='lstm' right",
   ):
     interop.from_keras([kernel, recurrent], "lstm")
   with pytest.raises(ValueError, match=r"kernel has shape \(1, 8\); expected \(1, 12\)"):

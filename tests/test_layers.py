@@ -30,7 +30,7 @@ def close(a, b, tol=1e-5):
 
 def init_shapes(layer, dtype=jnp.float32):
   """The params ``layer.init`` would give, traced, not run (errors at init raise here too)."""
-  return jax.eval_shape(lambda key: layer.init(key, I, dtype), KEY)
+  return jax.eval_shape(lambda key: layer.init(key, I, dtype=dtype), KEY)
 
 
 def random_params(layer, seed=0, scale=0.5, dtype=jnp.float32):
@@ -339,7 +339,7 @@ def test_embedding():
   close(jax.jit(table.apply)(params, tokens), out)
   big = rnnlab.embedding(1000, 16).init(jax.random.key(1)).table
   np.testing.assert_allclose(float(jnp.std(big)), 0.25, rtol=0.05)  # N(0, 1 / features)
-  assert table.init(KEY, jnp.bfloat16).table.dtype == jnp.bfloat16
+  assert table.init(KEY, dtype=jnp.bfloat16).table.dtype == jnp.bfloat16
   with pytest.raises(ValueError, match=r"token 10 is outside the vocabulary \[0, 10\)"):
     table.apply(params, jnp.array([1, 10]))
   with pytest.raises(ValueError, match=r"token -1 is outside the vocabulary \[0, 10\)"):

@@ -9,6 +9,7 @@ import optax
 import pytest
 
 import rnnlab
+from rnnlab import train as rt
 from rnnlab.models import sample
 
 B, T, I, H, V = 3, 6, 4, 8, 7
@@ -373,3 +374,79 @@ def test_many_to_one_learns_the_sign_of_the_first_input():
 
   first, last = train(loss, model.init(KEY, 1), 100)
   assert last < 0.2 * first, (first, last)
+
+
+# ---- init signatures -------------------------------------------------------------------------
+
+INIT_CELL = rnnlab.gru(H)
+# (object, the sizes it does not know): init(key, *sizes, dtype=...) for every one.
+INITS = {
+  "cell": (INIT_CELL, (I,)),
+  "rnn": (rnnlab.rnn(INIT_CELL), (I,)),
+  "bidirectional": (rnnlab.bidirectional(INIT_CELL), (I,)),
+  "stacked": (rnnlab.stacked([INIT_CELL, INIT_CELL]), (I,)),
+  "dense": (rnnlab.dense(2), (I,)),
+  "embedding": (rnnlab.embedding(V, 4), ()),
+  "many_to_one": (rnnlab.many_to_one(INIT_CELL, 2), (I,)),
+  "many_to_many": (rnnlab.many_to_many(INIT_CELL, 2, embed_size=4), (V,)),
+  "one_to_many": (rnnlab.one_to_many(INIT_CELL, V, 4), ()),
+  "encoder_decoder": (
+    rnnlab.encoder_decoder(INIT_CELL, INIT_CELL, V, target_embed_size=4, source_embed_size=4),
+    (V,),
+  ),
+}
+
+
+def init_dtypes(init, *args, **kwargs):
+  """The dtypes of the leaves ``init(KEY, *args, **kwargs)`` gives (traced, not run)."""
+  params = jax.eval_shape(lambda key: init(key, *args, **kwargs), KEY)
+  return {leaf.dtype for leaf in jax.tree.leaves(params)}
+
+
+@pytest.mark.parametrize("name", INITS)
+def test_init_takes_the_key_the_unknown_sizes_then_keywords(name):
+  obj, sizes = INITS[name]
+  assert init_dtypes(obj.init, *sizes) == {jnp.dtype(jnp.float32)}
+  assert init_dtypes(obj.init, *sizes, dtype=jnp.bfloat16) == {jnp.dtype(jnp.bfloat16)}
+  # The old form, a dtype after the sizes, still works: a dtype is never a size.
+  assert init_dtypes(obj.init, *sizes, jnp.bfloat16) == {jnp.dtype(jnp.bfloat16)}
+  assert init_dtypes(obj.init, *sizes, "bfloat16") == {jnp.dtype(jnp.bfloat16)}
+
+
+def test_init_errors_show_the_call_to_make():
+  cases = [
+    (
+      lambda: INITS["one_to_many"][0].init(KEY, V),
+      r"^one_to_many.init: unexpected positional argument 7; call init\(key, \*, "
+      r"dtype=jnp.float32\) \(vocab_size=7 and embed_size=4 are the model's own\)$",
+    ),
+    (
+      lambda: INITS["embedding"][0].init(KEY, V),
+      r"^embedding.init: unexpected positional argument 7; call init\(key, \*, "
+      r"dtype=jnp.float32\) \(vocab_size=7, features=4 are its own\)$",
+    ),
+    (
+      lambda: INITS["many_to_many"][0].init(KEY),
+      r"^many_to_many.init: missing input_size; call init\(key, input_size, \*, "
+      r"dtype=jnp.float32\) \(input_size: the vocabulary size\)$",
+    ),
+    (
+      lambda: INITS["stacked"][0].init(KEY, I, 8),
+      r"^stacked\(gru,gru\).init: unexpected positional argument 8; call init\(key, input_size",
+    ),
+    (
+      lambda: INITS["dense"][0].init(KEY, I, jnp.zeros(3)),
+      r"^dense.init: unexpected positional argument an array of shape \(3,\); call init",
+    ),
+    (
+      # rnnlab.train's model takes gain by keyword only: a positional number could be a size.
+      lambda: rt.make_model(rt.default_config()).init(KEY, 0.5),
+      r"^make_model\(config\).init: unexpected positional argument 0.5; call init\(key, \*, "
+      r"gain=None\) \(the sizes come from the config and the task\)$",
+    ),
+  ]
+  for call, message in cases:
+    with pytest.raises(TypeError, match=message):
+      call()
+  model = rt.make_model(rt.default_config())
+  assert jax.eval_shape(lambda k: model.init(k, gain=0.5), KEY).readout.w.dtype == jnp.float32

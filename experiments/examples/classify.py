@@ -25,7 +25,6 @@ import functools
 import importlib.util
 import logging
 import os
-import types
 from typing import Any
 
 import jax
@@ -41,26 +40,25 @@ CELLS = {"lstm": rnnlab.lstm, "gru": rnnlab.gru, "elman": rnnlab.elman}
 TASKS = ("digits", "digits_permuted", "temporal_order_2bit", "temporal_order_3bit")
 FALLBACK_TASK = "temporal_order_2bit"
 
-_F = types.SimpleNamespace()  # the flag holders, filled by define_flags()
+QUICK = {"hidden": 32, "steps": 200}  # --quick's settings, for the flags not given
 
 
-def define_flags() -> None:
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """Defines the flags; called only when run as a program, so the examples import together."""
-  _F.task = flags.DEFINE_string("task", "digits", f"Task of rnnlab.tasks: {' | '.join(TASKS)}.")
-  _F.length = flags.DEFINE_integer(
-    "length", None, "Sequence length T (digits: 64; default 20 else)."
+  fv = {"flag_values": flag_values}
+  flags.DEFINE_string("task", "digits", f"Task of rnnlab.tasks: {' | '.join(TASKS)}.", **fv)
+  flags.DEFINE_integer("length", None, "Sequence length T (digits: 64; default 20 else).", **fv)
+  flags.DEFINE_string("cell", "lstm", "Recurrent cell: lstm | gru | elman.", **fv)
+  flags.DEFINE_integer("hidden", 64, "Hidden units.", **fv)
+  flags.DEFINE_integer("steps", 1500, "Adam updates.", **fv)
+  flags.DEFINE_integer("batch_size", 32, "Sequences per update.", **fv)
+  flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate.", **fv)
+  flags.DEFINE_integer("num_test", 1000, "Test sequences drawn from the held-out split.", **fv)
+  flags.DEFINE_integer("seed", 0, "PRNG seed (weights, batches, test draws).", **fv)
+  flags.DEFINE_bool(
+    "quick", False, "Smoke run: 32 units, 200 updates; flags given explicitly win.", **fv
   )
-  _F.cell = flags.DEFINE_string("cell", "lstm", "Recurrent cell: lstm | gru | elman.")
-  _F.hidden = flags.DEFINE_integer("hidden", 64, "Hidden units.")
-  _F.steps = flags.DEFINE_integer("steps", 1500, "Adam updates.")
-  _F.batch = flags.DEFINE_integer("batch_size", 32, "Sequences per update.")
-  _F.lr = flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate.")
-  _F.num_test = flags.DEFINE_integer(
-    "num_test", 1000, "Test sequences drawn from the held-out split."
-  )
-  _F.seed = flags.DEFINE_integer("seed", 0, "PRNG seed (weights, batches, test draws).")
-  _F.quick = flags.DEFINE_bool("quick", False, "Smoke run: 32 units, 200 updates (seconds).")
-  _F.workdir = flags.DEFINE_string("workdir", "runs/examples/classify", "Folder for the outputs.")
+  flags.DEFINE_string("workdir", "runs/examples/classify", "Folder for the outputs.", **fv)
 
 
 def has_sklearn() -> bool:
@@ -253,23 +251,19 @@ def _plot(losses: np.ndarray, matrix: np.ndarray, accuracy: float, task: str, fi
   workdir_lib.save_figure(fig, filename)
 
 
+def settings(flag_values: flags.FlagValues = flags.FLAGS) -> dict[str, Any]:
+  """:func:`run`'s arguments from the parsed flags (``--quick`` under the ones not given)."""
+  value = workdir_lib.flag_reader(QUICK, flag_values)
+  names = ("workdir", "task", "length", "cell", "hidden", "steps", "batch_size")
+  names += ("learning_rate", "num_test", "seed")  # run's keywords are the flags' names
+  return {name: value(name) for name in names}
+
+
 @workdir_lib.usage_errors
 def main(argv):
   del argv
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-  quick = _F.quick.value
-  run(
-    workdir=_F.workdir.value,
-    task=_F.task.value,
-    length=_F.length.value,
-    cell=_F.cell.value,
-    hidden=32 if quick else _F.hidden.value,
-    steps=200 if quick else _F.steps.value,
-    batch_size=_F.batch.value,
-    learning_rate=_F.lr.value,
-    num_test=_F.num_test.value,
-    seed=_F.seed.value,
-  )
+  run(**settings())
 
 
 if __name__ == "__main__":

@@ -40,23 +40,27 @@ from matplotlib.figure import Figure
 import rnnlab
 from experiments.examples import workdir as workdir_lib
 
-FLAGS = flags.FLAGS
+QUICK = {"steps": 300}  # --quick's settings, for the flags not given on the command line
 
 
-def define_flags() -> None:
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """Defines the command-line flags. Called only when run as a program: absl flags are
   process-global, so the gallery's modules import side by side (tests, notebooks)."""
-  flags.DEFINE_bool("quick", False, "Smoke-test mode: a few seconds of training.")
+  fv = {"flag_values": flag_values}
+  flags.DEFINE_bool("quick", False, "Smoke-test mode: 300 steps; flags given explicitly win.", **fv)
   flags.DEFINE_string(
-    "workdir", "runs/examples/dates", "Where the plot, translations and results.json are written."
+    "workdir",
+    "runs/examples/dates",
+    "Where the plot, translations and results.json are written.",
+    **fv,
   )
-  flags.DEFINE_integer("steps", None, "Adam updates (default 3000; quick: 300).")
-  flags.DEFINE_integer("batch_size", 64, "Dates per update.")
-  flags.DEFINE_integer("hidden", 64, "GRU units (encoder per direction, and decoder).")
-  flags.DEFINE_integer("embed", 16, "Character embedding size (source and target).")
-  flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate.")
-  flags.DEFINE_integer("test_size", 1000, "Held-out dates scored at the end.")
-  flags.DEFINE_integer("seed", 0, "PRNG seed (same seed, same numbers).")
+  flags.DEFINE_integer("steps", 3000, "Adam updates.", **fv)
+  flags.DEFINE_integer("batch_size", 64, "Dates per update.", **fv)
+  flags.DEFINE_integer("hidden", 64, "GRU units (encoder per direction, and decoder).", **fv)
+  flags.DEFINE_integer("embed", 16, "Character embedding size (source and target).", **fv)
+  flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate.", **fv)
+  flags.DEFINE_integer("test_size", 1000, "Held-out dates scored at the end.", **fv)
+  flags.DEFINE_integer("seed", 0, "PRNG seed (same seed, same numbers).", **fv)
 
 
 # --------------------------------------------------------------------------- the data
@@ -326,30 +330,31 @@ def plot(losses: np.ndarray, results: dict[str, Any], path: str) -> None:
 # --------------------------------------------------------------------------- entry point
 
 
+def settings(flag_values: flags.FlagValues = flags.FLAGS) -> dict[str, Any]:
+  """:func:`run`'s arguments from the parsed flags (``--quick`` under the ones not given)."""
+  value = workdir_lib.flag_reader(QUICK, flag_values)
+  names = ("workdir", "steps", "batch_size", "hidden", "embed", "learning_rate", "test_size")
+  return {name: value(name) for name in (*names, "seed")}
+
+
 @workdir_lib.usage_errors
 def main(argv):
   # The backend probe's INFO lines (no TPU here, ...) are noise in a course example.
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
   del argv
-  steps = FLAGS.steps if FLAGS.steps is not None else (300 if FLAGS.quick else 3000)
-  sizes = {
-    "steps": steps,
-    "batch_size": FLAGS.batch_size,
-    "hidden": FLAGS.hidden,
-    "embed": FLAGS.embed,
-    "test_size": FLAGS.test_size,
-  }
-  workdir_lib.check_positive_ints(**sizes)
+  s = settings()
+  sizes = ("steps", "batch_size", "hidden", "embed", "test_size")
+  workdir_lib.check_positive_ints(**{k: s[k] for k in sizes})
   num_days = (LAST_DATE - FIRST_DATE).days + 1
-  if FLAGS.test_size >= num_days // 2:
+  if s["test_size"] >= num_days // 2:
     raise ValueError(
-      f"--test_size={FLAGS.test_size}; expected fewer than {num_days // 2} held-out dates"
+      f"--test_size={s['test_size']}; expected fewer than {num_days // 2} held-out dates"
     )
-  if not FLAGS.learning_rate > 0:
-    raise ValueError(f"--learning_rate={FLAGS.learning_rate}; expected a positive number")
-  workdir_lib.prepare(FLAGS.workdir)
-  run(FLAGS.workdir, learning_rate=FLAGS.learning_rate, seed=FLAGS.seed, **sizes)
-  print(f"wrote {os.path.join(FLAGS.workdir, 'dates.png')}, translations.txt and results.json")
+  if not s["learning_rate"] > 0:
+    raise ValueError(f"--learning_rate={s['learning_rate']}; expected a positive number")
+  workdir_lib.prepare(s["workdir"])
+  run(**s)
+  print(f"wrote {os.path.join(s['workdir'], 'dates.png')}, translations.txt and results.json")
 
 
 if __name__ == "__main__":

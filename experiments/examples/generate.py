@@ -36,28 +36,39 @@ from matplotlib.figure import Figure
 import rnnlab
 from experiments.examples import workdir as workdir_lib
 
-FLAGS = flags.FLAGS
+QUICK = {"steps": 150, "hidden": 64}  # --quick's settings, for the flags not given
 
 
-def define_flags() -> None:
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """Defines the command-line flags. Called only when run as a program: absl flags are
   process-global, so the gallery's modules import side by side (tests, notebooks)."""
-  flags.DEFINE_bool("quick", False, "Smoke-test mode: a few seconds of training.")
+  fv = {"flag_values": flag_values}
+  flags.DEFINE_bool(
+    "quick", False, "Smoke-test mode: 150 steps, 64 units; flags given explicitly win.", **fv
+  )
   flags.DEFINE_string(
-    "workdir", "runs/examples/generate", "Where the plot, samples.txt and results.json are written."
+    "workdir",
+    "runs/examples/generate",
+    "Where the plot, samples.txt and results.json are written.",
+    **fv,
   )
-  flags.DEFINE_integer("steps", None, "Adam updates (default 2000; quick: 150).")
-  flags.DEFINE_integer("batch_size", 32, "Parallel rows of the stream.")
-  flags.DEFINE_integer("window", 64, "TBPTT window k: characters per update and row.")
-  flags.DEFINE_integer("hidden", None, "LSTM units (default 128; quick: 64).")
-  flags.DEFINE_integer("embed", 32, "Character embedding size.")
-  flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate (gradients clipped at norm 1).")
-  flags.DEFINE_string("prompt", "def ", "Text the samples start from.")
-  flags.DEFINE_integer("sample_length", 300, "Characters generated per sample.")
+  flags.DEFINE_integer("steps", 2000, "Adam updates.", **fv)
+  flags.DEFINE_integer("batch_size", 32, "Parallel rows of the stream.", **fv)
+  flags.DEFINE_integer("window", 64, "TBPTT window k: characters per update and row.", **fv)
+  flags.DEFINE_integer("hidden", 128, "LSTM units.", **fv)
+  flags.DEFINE_integer("embed", 32, "Character embedding size.", **fv)
+  flags.DEFINE_float(
+    "learning_rate", 3e-3, "Adam learning rate (gradients clipped at norm 1).", **fv
+  )
+  flags.DEFINE_string("prompt", "def ", "Text the samples start from.", **fv)
+  flags.DEFINE_integer("sample_length", 300, "Characters generated per sample.", **fv)
   flags.DEFINE_list(
-    "temperatures", ["0", "0.5", "0.8", "1.0"], "Sampling temperatures (0 = greedy argmax)."
+    "temperatures",
+    ["0", "0.5", "0.8", "1.0"],
+    "Sampling temperatures (0 = greedy argmax).",
+    **fv,
   )
-  flags.DEFINE_integer("seed", 0, "PRNG seed (same seed, same numbers and samples).")
+  flags.DEFINE_integer("seed", 0, "PRNG seed (same seed, same numbers and samples).", **fv)
 
 
 EVAL_ROWS = 8  # parallel rows of the held-out stream
@@ -244,48 +255,46 @@ def plot(losses: np.ndarray, results: dict[str, Any], path: str) -> None:
 # --------------------------------------------------------------------------- entry point
 
 
+def settings(flag_values: flags.FlagValues = flags.FLAGS) -> dict[str, Any]:
+  """:func:`run`'s arguments from the parsed flags (``--quick`` under the ones not given).
+
+  Raises:
+    ValueError: for ``--temperatures`` that are not numbers >= 0.
+  """
+  value = workdir_lib.flag_reader(QUICK, flag_values)
+  names = ("workdir", "steps", "batch_size", "window", "hidden", "embed", "learning_rate")
+  out = {name: value(name) for name in (*names, "prompt", "sample_length", "seed")}
+  try:
+    temperatures = tuple(float(t) for t in value("temperatures"))
+  except ValueError:
+    temperatures = (-1.0,)
+  if not temperatures or any(not (t >= 0 and math.isfinite(t)) for t in temperatures):
+    raise ValueError(f"--temperatures={','.join(value('temperatures'))}; expected numbers >= 0")
+  return {**out, "temperatures": temperatures}
+
+
 @workdir_lib.usage_errors
 def main(argv):
   # The backend probe's INFO lines (no TPU here, ...) are noise in a course example.
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
   del argv
-  quick = FLAGS.quick
-  sizes = {
-    "steps": FLAGS.steps if FLAGS.steps is not None else (150 if quick else 2000),
-    "batch_size": FLAGS.batch_size,
-    "window": FLAGS.window,
-    "hidden": FLAGS.hidden if FLAGS.hidden is not None else (64 if quick else 128),
-    "embed": FLAGS.embed,
-    "sample_length": FLAGS.sample_length,
-  }
-  workdir_lib.check_positive_ints(**sizes)
-  if not FLAGS.learning_rate > 0:
-    raise ValueError(f"--learning_rate={FLAGS.learning_rate}; expected a positive number")
-  if not FLAGS.prompt:
+  s = settings()
+  sizes = ("steps", "batch_size", "window", "hidden", "embed", "sample_length")
+  workdir_lib.check_positive_ints(**{k: s[k] for k in sizes})
+  if not s["learning_rate"] > 0:
+    raise ValueError(f"--learning_rate={s['learning_rate']}; expected a positive number")
+  if not s["prompt"]:
     raise ValueError("--prompt is empty; expected at least one character")
-  try:
-    temperatures = tuple(float(t) for t in FLAGS.temperatures)
-  except ValueError:
-    temperatures = (-1.0,)
-  if not temperatures or any(not (t >= 0 and math.isfinite(t)) for t in temperatures):
-    raise ValueError(f"--temperatures={','.join(FLAGS.temperatures)}; expected numbers >= 0")
   stream = rnnlab.tasks.get("char_lm", 1).stream
-  row_length = stream.tokens.shape[0] // sizes["batch_size"]
-  if sizes["window"] >= row_length:
+  row_length = stream.tokens.shape[0] // s["batch_size"]
+  if s["window"] >= row_length:
     raise ValueError(
-      f"--window={sizes['window']}; expected fewer than {row_length} characters (the stream's "
-      f"rows at --batch_size={sizes['batch_size']})"
+      f"--window={s['window']}; expected fewer than {row_length} characters (the stream's "
+      f"rows at --batch_size={s['batch_size']})"
     )
-  workdir_lib.prepare(FLAGS.workdir)
-  run(
-    FLAGS.workdir,
-    learning_rate=FLAGS.learning_rate,
-    prompt=FLAGS.prompt,
-    temperatures=temperatures,
-    seed=FLAGS.seed,
-    **sizes,
-  )
-  print(f"wrote {os.path.join(FLAGS.workdir, 'generate.png')}, samples.txt and results.json")
+  workdir_lib.prepare(s["workdir"])
+  run(**s)
+  print(f"wrote {os.path.join(s['workdir'], 'generate.png')}, samples.txt and results.json")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,6 @@ import functools
 import json
 import logging
 import os
-import types
 from typing import Any, NamedTuple
 
 import jax
@@ -62,30 +61,29 @@ TARGET_TEXT = "ello"
 OPTIMIZERS = ("sgd", "adam")
 WEIGHT_KEYS = ("w_ih", "w_hh", "b", "w_out", "b_out")
 
-_F = types.SimpleNamespace()  # the flag holders, filled by define_flags()
+QUICK = {"epochs": 60}  # --quick's settings, for the flags not given on the command line
 
 
-def define_flags() -> None:
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """Defines the flags; called only when run as a program, so the examples import together."""
-  _F.epochs = flags.DEFINE_integer("epochs", 100, "Training epochs (one full-BPTT update each).")
-  _F.optimizer = flags.DEFINE_string("optimizer", "adam", "Optimizer: sgd | adam.")
-  _F.lr = flags.DEFINE_float("learning_rate", 0.1, "Learning rate of the optimizer.")
-  _F.hidden = flags.DEFINE_integer(
-    "hidden", 3, "Hidden units H (with --weights, their shapes decide)."
+  fv = {"flag_values": flag_values}
+  flags.DEFINE_integer("epochs", 100, "Training epochs (one full-BPTT update each).", **fv)
+  flags.DEFINE_string("optimizer", "adam", "Optimizer: sgd | adam.", **fv)
+  flags.DEFINE_float("learning_rate", 0.1, "Learning rate of the optimizer.", **fv)
+  flags.DEFINE_integer("hidden", 3, "Hidden units H (with --weights, their shapes decide).", **fv)
+  flags.DEFINE_integer("seed", 0, "PRNG seed for the initial weights (without --weights).", **fv)
+  flags.DEFINE_string("weights", None, "JSON file of initial weights (see --help).", **fv)
+  flags.DEFINE_string(
+    "weights_inline", None, "Initial weights as a JSON string, same layout as --weights.", **fv
   )
-  _F.seed = flags.DEFINE_integer(
-    "seed", 0, "PRNG seed for the initial weights (without --weights)."
+  flags.DEFINE_bool(
+    "until_learned", False, "Stop at the first epoch that predicts 'ello' (at most --epochs).", **fv
   )
-  _F.weights = flags.DEFINE_string("weights", None, "JSON file of initial weights (see --help).")
-  _F.weights_inline = flags.DEFINE_string(
-    "weights_inline", None, "Initial weights as a JSON string, same layout as --weights."
+  flags.DEFINE_integer("log_every", 1, "Print the loss every this many epochs.", **fv)
+  flags.DEFINE_bool(
+    "quick", False, "Smoke run: 60 epochs (still learns 'ello'); flags given explicitly win.", **fv
   )
-  _F.until_learned = flags.DEFINE_bool(
-    "until_learned", False, "Stop at the first epoch that predicts 'ello' (at most --epochs)."
-  )
-  _F.log_every = flags.DEFINE_integer("log_every", 1, "Print the loss every this many epochs.")
-  _F.quick = flags.DEFINE_bool("quick", False, "Smoke run: 60 epochs (still learns 'ello').")
-  _F.workdir = flags.DEFINE_string("workdir", "runs/examples/hello", "Folder for the outputs.")
+  flags.DEFINE_string("workdir", "runs/examples/hello", "Folder for the outputs.", **fv)
 
 
 class CharRNNParams(NamedTuple):
@@ -389,20 +387,36 @@ def _plot(losses: np.ndarray, before: Forward, after: Forward, filename: str) ->
   workdir_lib.save_figure(fig, filename)
 
 
-def _load_weights() -> dict | None:
-  if _F.weights.value and _F.weights_inline.value:
+def _load_weights(path: str | None, inline: str | None) -> dict | None:
+  if path and inline:
     raise ValueError("give --weights or --weights_inline, not both")
   try:
-    if _F.weights.value:
-      with open(_F.weights.value) as f:
+    if path:
+      with open(path) as f:
         return json.load(f)
-    if _F.weights_inline.value:
-      return json.loads(_F.weights_inline.value)
+    if inline:
+      return json.loads(inline)
   except OSError as e:
-    raise ValueError(f"--weights={_F.weights.value}: cannot read it ({e.strerror})") from None
+    raise ValueError(f"--weights={path}: cannot read it ({e.strerror})") from None
   except json.JSONDecodeError as e:
     raise ValueError(f"the weights are not valid JSON: {e}") from None
   return None
+
+
+def settings(flag_values: flags.FlagValues = flags.FLAGS) -> dict[str, Any]:
+  """:func:`run`'s arguments from the parsed flags (``--quick`` under the ones not given)."""
+  value = workdir_lib.flag_reader(QUICK, flag_values)
+  return dict(
+    workdir=value("workdir"),
+    epochs=value("epochs"),
+    optimizer=value("optimizer"),
+    learning_rate=value("learning_rate"),
+    hidden=value("hidden"),
+    seed=value("seed"),
+    weights=_load_weights(value("weights"), value("weights_inline")),
+    until_learned=value("until_learned"),
+    log_every=value("log_every"),
+  )
 
 
 @workdir_lib.usage_errors
@@ -411,17 +425,7 @@ def main(argv):
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
   # Worked numbers must not depend on the backend's default (e.g. TF32) matmuls.
   jax.config.update("jax_default_matmul_precision", "highest")
-  run(
-    workdir=_F.workdir.value,
-    epochs=60 if _F.quick.value else _F.epochs.value,
-    optimizer=_F.optimizer.value,
-    learning_rate=_F.lr.value,
-    hidden=_F.hidden.value,
-    seed=_F.seed.value,
-    weights=_load_weights(),
-    until_learned=_F.until_learned.value,
-    log_every=_F.log_every.value,
-  )
+  run(**settings())
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import types
 from typing import Any, NamedTuple
 
 import jax
@@ -41,22 +40,23 @@ from absl import app, flags
 import rnnlab
 from experiments.examples import workdir as workdir_lib
 
-_F = types.SimpleNamespace()  # the flag holders, filled by define_flags()
+QUICK = {"epochs": 5}  # --quick's settings, for the flags not given on the command line
 
 
-def define_flags() -> None:
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """Defines the flags; called only when run as a program, so the examples import together."""
-  _F.num_points = flags.DEFINE_integer("num_points", 100, "Points N of the series on [-2pi, 2pi].")
-  _F.window = flags.DEFINE_integer("window", 10, "Steps W per window.")
-  _F.noise = flags.DEFINE_float("noise", 0.1, "Standard deviation of the added Gaussian noise.")
-  _F.hidden = flags.DEFINE_integer("hidden", 20, "Units of the Elman layer.")
-  _F.epochs = flags.DEFINE_integer("epochs", 20, "Passes over the training windows.")
-  _F.batch = flags.DEFINE_integer("batch_size", 4, "Windows per SGD update.")
-  _F.lr = flags.DEFINE_float("learning_rate", 0.1, "SGD learning rate.")
-  _F.val = flags.DEFINE_float("validation_split", 0.1, "Fraction of windows (the last) held out.")
-  _F.seed = flags.DEFINE_integer("seed", 0, "PRNG seed (noise, initial weights, shuffling).")
-  _F.quick = flags.DEFINE_bool("quick", False, "Smoke run: 5 epochs (seconds).")
-  _F.workdir = flags.DEFINE_string("workdir", "runs/examples/sine", "Folder for the outputs.")
+  fv = {"flag_values": flag_values}
+  flags.DEFINE_integer("num_points", 100, "Points N of the series on [-2pi, 2pi].", **fv)
+  flags.DEFINE_integer("window", 10, "Steps W per window.", **fv)
+  flags.DEFINE_float("noise", 0.1, "Standard deviation of the added Gaussian noise.", **fv)
+  flags.DEFINE_integer("hidden", 20, "Units of the Elman layer.", **fv)
+  flags.DEFINE_integer("epochs", 20, "Passes over the training windows.", **fv)
+  flags.DEFINE_integer("batch_size", 4, "Windows per SGD update.", **fv)
+  flags.DEFINE_float("learning_rate", 0.1, "SGD learning rate.", **fv)
+  flags.DEFINE_float("validation_split", 0.1, "Fraction of windows (the last) held out.", **fv)
+  flags.DEFINE_integer("seed", 0, "PRNG seed (noise, initial weights, shuffling).", **fv)
+  flags.DEFINE_bool("quick", False, "Smoke run: 5 epochs; flags given explicitly win.", **fv)
+  flags.DEFINE_string("workdir", "runs/examples/sine", "Folder for the outputs.", **fv)
 
 
 class SineData(NamedTuple):
@@ -300,23 +300,28 @@ def _plot(data, train_losses, val_losses, one_step, forecasts, start, filename) 
   workdir_lib.save_figure(fig, filename)
 
 
+def settings(flag_values: flags.FlagValues = flags.FLAGS) -> dict[str, Any]:
+  """:func:`run`'s arguments from the parsed flags (``--quick`` under the ones not given)."""
+  value = workdir_lib.flag_reader(QUICK, flag_values)
+  return dict(
+    workdir=value("workdir"),
+    num_points=value("num_points"),
+    window=value("window"),
+    noise=value("noise"),
+    hidden=value("hidden"),
+    epochs=value("epochs"),
+    batch_size=value("batch_size"),
+    learning_rate=value("learning_rate"),
+    val_split=value("validation_split"),
+    seed=value("seed"),
+  )
+
+
 @workdir_lib.usage_errors
 def main(argv):
   del argv
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-  quick = _F.quick.value
-  run(
-    workdir=_F.workdir.value,
-    num_points=_F.num_points.value,
-    window=_F.window.value,
-    noise=_F.noise.value,
-    hidden=_F.hidden.value,
-    epochs=5 if quick else _F.epochs.value,
-    batch_size=_F.batch.value,
-    learning_rate=_F.lr.value,
-    val_split=_F.val.value,
-    seed=_F.seed.value,
-  )
+  run(**settings())
 
 
 if __name__ == "__main__":

@@ -42,23 +42,26 @@ from matplotlib.figure import Figure
 import rnnlab
 from experiments.examples import workdir as workdir_lib
 
-FLAGS = flags.FLAGS
+QUICK = {"steps": 200}  # --quick's settings, for the flags not given on the command line
 
 
-def define_flags() -> None:
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """Defines the command-line flags. Called only when run as a program: absl flags are
   process-global, so the gallery's modules import side by side (tests, notebooks)."""
-  flags.DEFINE_bool("quick", False, "Smoke-test mode: a few seconds of training.")
+  fv = {"flag_values": flag_values}
+  flags.DEFINE_bool("quick", False, "Smoke-test mode: 200 steps; flags given explicitly win.", **fv)
   flags.DEFINE_string(
-    "workdir", "runs/examples/tagging", "Where the plot and results.json are written."
+    "workdir", "runs/examples/tagging", "Where the plot and results.json are written.", **fv
   )
-  flags.DEFINE_integer("steps", None, "Adam updates per model (default 1500; quick: 200).")
-  flags.DEFINE_integer("batch_size", 32, "Sentences per update.")
-  flags.DEFINE_integer("hidden", 32, "Features per token H: GRU(H) vs two GRU(H/2) (even, >= 2).")
-  flags.DEFINE_integer("embed", 16, "Word embedding size.")
-  flags.DEFINE_float("learning_rate", 1e-2, "Adam learning rate.")
-  flags.DEFINE_integer("eval_size", 1000, "Held-out sentences scored at the end.")
-  flags.DEFINE_integer("seed", 0, "PRNG seed (same seed, same numbers).")
+  flags.DEFINE_integer("steps", 1500, "Adam updates per model.", **fv)
+  flags.DEFINE_integer("batch_size", 32, "Sentences per update.", **fv)
+  flags.DEFINE_integer(
+    "hidden", 32, "Features per token H: GRU(H) vs two GRU(H/2) (even, >= 2).", **fv
+  )
+  flags.DEFINE_integer("embed", 16, "Word embedding size.", **fv)
+  flags.DEFINE_float("learning_rate", 1e-2, "Adam learning rate.", **fv)
+  flags.DEFINE_integer("eval_size", 1000, "Held-out sentences scored at the end.", **fv)
+  flags.DEFINE_integer("seed", 0, "PRNG seed (same seed, same numbers).", **fv)
 
 
 # --------------------------------------------------------------------------- the grammar
@@ -426,28 +429,29 @@ def plot(losses: dict[str, np.ndarray], results: dict[str, Any], path: str) -> N
 # --------------------------------------------------------------------------- entry point
 
 
+def settings(flag_values: flags.FlagValues = flags.FLAGS) -> dict[str, Any]:
+  """:func:`run`'s arguments from the parsed flags (``--quick`` under the ones not given)."""
+  value = workdir_lib.flag_reader(QUICK, flag_values)
+  names = ("workdir", "steps", "batch_size", "hidden", "embed", "learning_rate", "eval_size")
+  return {name: value(name) for name in (*names, "seed")}
+
+
 @workdir_lib.usage_errors
 def main(argv):
   # The backend probe's INFO lines (no TPU here, ...) are noise in a course example.
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
   del argv
-  steps = FLAGS.steps if FLAGS.steps is not None else (200 if FLAGS.quick else 1500)
-  sizes = {
-    "steps": steps,
-    "batch_size": FLAGS.batch_size,
-    "embed": FLAGS.embed,
-    "eval_size": FLAGS.eval_size,
-  }
-  workdir_lib.check_positive_ints(**sizes)
-  if FLAGS.hidden < 2 or FLAGS.hidden % 2:
-    raise ValueError(f"--hidden={FLAGS.hidden}; expected an even integer >= 2")
-  if not FLAGS.learning_rate > 0:
-    raise ValueError(f"--learning_rate={FLAGS.learning_rate}; expected a positive number")
-  workdir_lib.prepare(FLAGS.workdir)
-  run(
-    FLAGS.workdir, hidden=FLAGS.hidden, learning_rate=FLAGS.learning_rate, seed=FLAGS.seed, **sizes
+  s = settings()
+  workdir_lib.check_positive_ints(
+    **{k: s[k] for k in ("steps", "batch_size", "embed", "eval_size")}
   )
-  print(f"wrote {os.path.join(FLAGS.workdir, 'tagging.png')} and results.json")
+  if s["hidden"] < 2 or s["hidden"] % 2:
+    raise ValueError(f"--hidden={s['hidden']}; expected an even integer >= 2")
+  if not s["learning_rate"] > 0:
+    raise ValueError(f"--learning_rate={s['learning_rate']}; expected a positive number")
+  workdir_lib.prepare(s["workdir"])
+  run(**s)
+  print(f"wrote {os.path.join(s['workdir'], 'tagging.png')} and results.json")
 
 
 if __name__ == "__main__":
