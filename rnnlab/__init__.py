@@ -5,12 +5,26 @@ Where things live: the cell updates in :mod:`rnnlab.cells`, the unroll in
 in :mod:`rnnlab.models`, weight schemes in :mod:`rnnlab.initializers`, the
 long-dependency tasks in :mod:`rnnlab.tasks`, the training loop in :mod:`rnnlab.train`,
 the gradient-flow diagnostics in :mod:`rnnlab.diagnostics` (which find the unrolls of a
-loss through the probe-tap scope of :mod:`rnnlab.probes`).
+loss through the probe-tap scope of :mod:`rnnlab.probes`); saving and loading
+pytrees (params, a train state) in :mod:`rnnlab.checkpoint` (``rnnlab.save``,
+``rnnlab.load``), parameter tables in :mod:`rnnlab.summary` (``rnnlab.param_summary``).
 Exact weight conversion to and from PyTorch, flax and Keras, and flax module wrappers,
 are in :mod:`rnnlab.interop` (imported on demand: ``from rnnlab import interop``).
 """
 
-from rnnlab import cells, diagnostics, initializers, layers, models, probes, scan, tasks, train
+from rnnlab import (
+  cells,
+  checkpoint,
+  diagnostics,
+  initializers,
+  layers,
+  models,
+  probes,
+  scan,
+  summary,
+  tasks,
+  train,
+)
 from rnnlab.cells import (
   Cell,
   ElmanParams,
@@ -23,6 +37,7 @@ from rnnlab.cells import (
   lstm,
 )
 from rnnlab.cells import stack as stack_cells
+from rnnlab.checkpoint import load, save
 from rnnlab.layers import Layer, bidirectional, dense, embedding, rnn, stacked
 from rnnlab.models import (
   encoder_decoder,
@@ -32,6 +47,7 @@ from rnnlab.models import (
   shift_right,
 )
 from rnnlab.scan import unroll
+from rnnlab.summary import param_count, param_summary
 
 __version__ = "0.1.0"
 
@@ -44,6 +60,7 @@ __all__ = [
   "Layer",
   "bidirectional",
   "cells",
+  "checkpoint",
   "dense",
   "diagnostics",
   "diagonal",
@@ -53,17 +70,22 @@ __all__ = [
   "gru",
   "initializers",
   "layers",
+  "load",
   "lstm",
   "many_to_many",
   "many_to_one",
   "models",
   "one_to_many",
+  "param_count",
+  "param_summary",
   "probes",
   "rnn",
+  "save",
   "scan",
   "shift_right",
   "stack_cells",
   "stacked",
+  "summary",
   "tasks",
   "train",
   "unroll",

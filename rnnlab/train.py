@@ -13,6 +13,8 @@ steps all run inside one ``jax.lax.scan``, so it jits as one program and
     hps = jax.tree.map(lambda v: jnp.full((8,), v), hp)._replace(
       learning_rate=jnp.logspace(-4, -1, 8))
     params, metrics = jax.jit(jax.vmap(train))(keys, hps)    # 8 runs, one program
+    keys, hps, labels = rnnlab.train.grid(config, seeds=4, learning_rate=(1e-3, 1e-2))
+    params, metrics = jax.jit(jax.vmap(train))(keys, hps)    # the same, built by grid
 
 One step at update count ``s`` (``s = 0 .. num_steps - 1``):
 
@@ -62,6 +64,19 @@ to 1e10x and never came back below 4e5x. The rule also catches each of 30 runs
 that later overflowed (plain SGD or momentum at learning rate 0.1 to 1 without
 clipping) 6 to 75 steps before their first non-finite step.
 
+Periodic evaluation and early stopping (off by default): with ``config.eval.every
+= n`` the params after updates ``n, 2n, ..., num_steps`` are scored on the same
+``config.eval.num_batches`` held-out batches as the final evaluation (from
+``k_eval``), inside the scan, and recorded in ``metrics["evals"]``. With
+``config.eval.stop_when_solved`` a member whose evaluation at update count ``k``
+says ``task.solved`` is frozen from step ``k`` on exactly as a diverged member is
+(params and optimizer state kept, the per-step metrics of the frozen params still
+recorded, never marked diverged); ``solved_at = k`` (-1 if never; the state
+tracks it whenever ``eval.every > 0``, and only a member still training, not
+diverged, can be marked). The scan keeps its length, so the run still vmaps, and
+the other members of a vmapped block are bitwise what they are without early
+stopping.
+
 Keys: ``k_init, k_data, k_eval, k_diag = jax.random.split(key, 4)``; step
 ``s`` samples its batch from ``jax.random.fold_in(k_data, s)`` (a stream task
 instead reads window ``(randint(k_data, (), 0, num_windows) + s) % num_windows``
@@ -92,6 +107,7 @@ Reproducibility (what ``tests/test_train.py`` checks, on the CPU, jax 0.10.2):
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -99,6 +115,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from rnnlab import cells as cells_lib
@@ -111,7 +128,7 @@ Array = jax.Array
 PyTree = Any
 
 CELLS = ("elman", "lstm", "gru")
-OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
+OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 SCHEDULES = ("none", "cosine", "warmup_cosine", "exponential")
 READOUTS = ("linear",)
 STEP_METRICS = (
@@ -152,14 +169,16 @@ def default_config() -> ml_collections.ConfigDict:
   config.model.readout = "linear"  # per-step readout from the top layer: "linear" (dense)
 
   config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = "adam"  # one of OPTIMIZERS: "sgd" | "momentum" | "rmsprop" | "adam"
+  config.optimizer.name = "adam"  # one of OPTIMIZERS: sgd | momentum | rmsprop | adam | adamw
   config.optimizer.learning_rate = 1e-3  # peak learning rate (a sweepable hparam)
   config.optimizer.momentum = 0.9  # "momentum" only: the heavy-ball coefficient
   config.optimizer.nesterov = False  # "momentum" only: Nesterov's variant
   config.optimizer.rmsprop_decay = 0.9  # "rmsprop" only: decay of the squared-gradient average
-  config.optimizer.b1 = 0.9  # "adam" only: first-moment decay
-  config.optimizer.b2 = 0.999  # "adam" only: second-moment decay
-  config.optimizer.eps = 1e-8  # "rmsprop" and "adam": denominator epsilon
+  config.optimizer.b1 = 0.9  # "adam" and "adamw": first-moment decay
+  config.optimizer.b2 = 0.999  # "adam" and "adamw": second-moment decay
+  config.optimizer.eps = 1e-8  # "rmsprop", "adam" and "adamw": denominator epsilon
+  config.optimizer.weight_decay = 1e-4  # "adamw" only: decoupled decay (optax's default)
+  config.optimizer.decay_biases = False  # "adamw" only: also decay the 1-D leaves (biases)
   config.optimizer.schedule = "none"  # one of SCHEDULES: none|cosine|warmup_cosine|exponential
   config.optimizer.warmup_steps = 0  # "warmup_cosine": linear warm-up from 0 over these updates
   config.optimizer.end_factor = 0.0  # cosine schedules: final lr = end_factor * learning_rate
@@ -172,6 +191,8 @@ def default_config() -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 256  # sequences per held-out batch
   config.eval.num_batches = 4  # held-out batches evaluated after training (0: skip)
+  config.eval.every = 0  # also evaluate every this many updates inside the scan (0: never)
+  config.eval.stop_when_solved = False  # freeze a member once such an evaluation says solved
   config.eval.task_kwargs = ml_collections.ConfigDict()  # task kwargs overridden for eval
   # (e.g. {"split": "test"} for digits and char_lm; fresh keys otherwise)
 
@@ -216,6 +237,93 @@ def default_hparams(config: ml_collections.ConfigDict) -> HParams:
     gain=jnp.asarray(config.model.gain, jnp.float32),
     clip=jnp.asarray(clip, jnp.float32),
   )
+
+
+def _grid_values(name: str, values: Any, default: float, check: Callable, expected: str):
+  """One axis of :func:`grid` as a tuple of floats (None: the config's value)."""
+  if values is None:
+    return (float(default),)
+  single = isinstance(values, int | float | np.number) and not isinstance(values, bool)
+  values = (values,) if single else tuple(values)
+  if not values:
+    raise ValueError(f"grid: {name}=() is empty; expected one value or a sequence of values")
+  for v in values:
+    ok = not isinstance(v, bool) and isinstance(v, int | float | np.number)
+    if not (ok and math.isfinite(v) and check(v)):
+      raise ValueError(f"grid: {name} value {v!r} is invalid; expected {expected}")
+  return tuple(float(v) for v in values)
+
+
+def grid(
+  config: ml_collections.ConfigDict,
+  seeds: int | Any = 1,
+  *,
+  learning_rate: float | Any = None,
+  gain: float | Any = None,
+  clip: float | Any = None,
+) -> tuple[Array, HParams, tuple[dict, ...]]:
+  """Keys and hyper-parameters of a grid of runs, ready for ``jax.vmap(train)(keys, hparams)``.
+
+  The members are the cartesian product ``gain x clip x learning_rate x seed``,
+  in that order with the seed varying fastest (the experiment runner's order), so
+  ``N = len(gain) * len(clip) * len(learning_rate) * len(seeds)`` and a metric of
+  shape ``(N, ...)`` reshapes to ``(len(gain), len(clip), len(learning_rate),
+  len(seeds), ...)``::
+
+    keys, hps, labels = rnnlab.train.grid(config, seeds=4, learning_rate=(1e-3, 1e-2))
+    params, metrics = jax.jit(jax.vmap(rnnlab.train.make_train(config)))(keys, hps)
+    labels[5]  # {'gain': 1.0, 'clip': 1.0, 'learning_rate': 0.01, 'seed': 1}
+
+  Member ``i`` runs with ``jax.random.key(labels[i]["seed"])`` (the runner's keys
+  too), so it is the run ``train(jax.random.key(seed), hparams)`` of those values
+  (to float rounding: see the module docstring on vmapped members).
+
+  Args:
+    config: the training config; an axis left at None takes its value from it.
+    seeds: the number of seeds ``n`` (seeds ``0 .. n-1``) or the seeds themselves (ints).
+    learning_rate: one value or a sequence of peak learning rates (> 0).
+    gain: one value or a sequence of recurrent initialisation gains.
+    clip: one value or a sequence of clipping thresholds (>= 0; 0: off).
+
+  Returns:
+    ``(keys, hparams, labels)``: ``keys`` ``(N,)`` typed PRNG keys, ``hparams`` an
+    :class:`HParams` of float32 ``(N,)`` arrays, ``labels`` a tuple of ``N`` dicts
+    ``{"gain", "clip", "learning_rate", "seed"}`` saying which member is which
+    (``pandas.DataFrame(labels)`` makes them a table).
+  """
+  check_config(config)
+  if isinstance(seeds, int) and not isinstance(seeds, bool):
+    if seeds < 1:
+      raise ValueError(f"grid: seeds={seeds} is invalid; expected a count >= 1 or a list of ints")
+    seeds = tuple(range(seeds))
+  else:
+    seeds = tuple(seeds)
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int | np.integer)]
+    if not seeds or bad:
+      raise ValueError(f"grid: seeds={seeds!r} is invalid; expected a count >= 1 or a list of ints")
+    seeds = tuple(int(s) for s in seeds)
+  config_clip = 0.0 if config.clip is None else config.clip
+  axes = {
+    "gain": _grid_values("gain", gain, config.model.gain, lambda v: True, "a finite number"),
+    "clip": _grid_values("clip", clip, config_clip, lambda v: v >= 0, "a number >= 0 (0: off)"),
+    "learning_rate": _grid_values(
+      "learning_rate",
+      learning_rate,
+      config.optimizer.learning_rate,
+      lambda v: v > 0,
+      "a number > 0",
+    ),
+  }
+  labels = tuple(
+    {"gain": g, "clip": c, "learning_rate": lr, "seed": seed}
+    for g, c, lr, seed in itertools.product(*axes.values(), seeds)
+  )
+  seed_keys = {seed: jax.random.key_data(jax.random.key(seed)) for seed in seeds}
+  keys = jax.random.wrap_key_data(jnp.stack([seed_keys[m["seed"]] for m in labels]))
+  hparams = HParams(
+    **{name: jnp.asarray([m[name] for m in labels], jnp.float32) for name in HParams._fields}
+  )
+  return keys, hparams, labels
 
 
 class Model(NamedTuple):
@@ -293,6 +401,22 @@ def _check_divergence_config(config: ml_collections.ConfigDict) -> None:
       _fail(f"divergence.{field}", value, f"None (off) or a number > {bound:g}")
 
 
+def _check_eval_config(config: ml_collections.ConfigDict) -> None:
+  every, num_steps = config.eval.every, config.num_steps
+  if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+    _fail("eval.every", every, "an int >= 0 (0: off)")
+  if every and num_steps % every:
+    _fail("eval.every", every, f"a divisor of num_steps={num_steps}")
+  if every and not config.eval.num_batches:
+    _fail("eval.num_batches", config.eval.num_batches, "an int >= 1 when eval.every is set")
+  if not isinstance(config.eval.stop_when_solved, bool):
+    _fail("eval.stop_when_solved", config.eval.stop_when_solved, "a bool")
+  if config.eval.stop_when_solved and not every:
+    _fail(
+      "eval.stop_when_solved", True, "False unless eval.every > 0 (it stops on those evaluations)"
+    )
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises a one-line ``ValueError`` naming the first bad field of ``config``."""
   _check_model_config(config)
@@ -304,6 +428,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _number("optimizer.b1", o.b1, nonneg=True)
   _number("optimizer.b2", o.b2, nonneg=True)
   _number("optimizer.eps", o.eps, nonneg=True)
+  _number("optimizer.weight_decay", o.weight_decay, nonneg=True)
+  if not isinstance(o.decay_biases, bool):
+    _fail("optimizer.decay_biases", o.decay_biases, "a bool")
   _choice("optimizer.schedule", o.schedule, SCHEDULES)
   num_steps = _positive_int("num_steps", config.num_steps)
   if isinstance(o.warmup_steps, bool) or not isinstance(o.warmup_steps, int):
@@ -325,6 +452,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     _fail("diagnostics_every", every, "an int >= 0 (0: off)")
   if every and num_steps % every:
     _fail("diagnostics_every", every, f"a divisor of num_steps={num_steps}")
+  _check_eval_config(config)
   _check_divergence_config(config)
   k1, k2 = config.tbptt.k1, config.tbptt.k2
   if (k1 is None) != (k2 is None):
@@ -456,6 +584,13 @@ def make_optimizer(
   The optimizer is wrapped in ``optax.inject_hyperparams``, so the (possibly
   traced) learning rate lives in its state. ``learning_rate`` and ``clip``
   default to the config's.
+
+  ``adamw`` is ``optax.adamw`` (Loshchilov & Hutter 2019): the decay is decoupled
+  from the gradient's moments, ``theta <- theta - eta_s (adam(g) + lambda theta)``
+  with ``lambda = optimizer.weight_decay`` (scaled by the scheduled rate, as in
+  optax and PyTorch), applied to the leaves of :func:`weight_decay_mask` (the
+  matrices) unless ``optimizer.decay_biases``. The gradient is clipped before,
+  the decay term is not.
   """
   o = config.optimizer
   _choice("optimizer.name", o.name, OPTIMIZERS)
@@ -472,9 +607,29 @@ def make_optimizer(
     opt = optax.inject_hyperparams(optax.rmsprop)(
       learning_rate=schedule, decay=o.rmsprop_decay, eps=o.eps
     )
-  else:
+  elif o.name == "adam":
     opt = optax.inject_hyperparams(optax.adam)(learning_rate=schedule, b1=o.b1, b2=o.b2, eps=o.eps)
+  else:
+    opt = optax.inject_hyperparams(optax.adamw, static_args=("mask",))(
+      learning_rate=schedule,
+      b1=o.b1,
+      b2=o.b2,
+      eps=o.eps,
+      weight_decay=o.weight_decay,
+      mask=None if o.decay_biases else weight_decay_mask,
+    )
   return optax.chain(clip_by_global_norm(clip), opt)
+
+
+def weight_decay_mask(params: PyTree) -> PyTree:
+  """``adamw``'s default decay mask: True for the leaves with 2 or more axes (the matrices).
+
+  Biases (1-D) are left out: decaying an LSTM's forget-gate bias or a chrono
+  initialisation towards 0 would undo the memory they were set up to give, and
+  the usual practice (BERT's optimizer, nanoGPT) decays only weight matrices.
+  ``config.optimizer.decay_biases = True`` decays every leaf.
+  """
+  return jax.tree.map(lambda leaf: jnp.ndim(leaf) >= 2, params)
 
 
 def _select(pred: Array, on_true: PyTree, on_false: PyTree) -> PyTree:
@@ -578,6 +733,9 @@ class TrainState(NamedTuple):
   rnn_carry: PyTree  # the stream's carried state (TBPTT on a stream), else ()
   diverged_at: Array  # int32: the first rejected step, -1 while none
   initial_loss: Array  # float32: the first finite training loss, nan before one is seen
+  # int32 when config.eval.every > 0: the update count whose periodic evaluation first said
+  # solved, -1 while none; () otherwise (so the state is what it was before the option).
+  solved_at: Any = ()
 
 
 def blow_up_rule(config: ml_collections.ConfigDict, task: Any = None) -> Callable[..., Array]:
@@ -620,19 +778,28 @@ class Trainer(NamedTuple):
   ``train(key, hp)`` of :func:`make_train` is ``finish(run(init(key, hp), key, hp,
   arange(num_steps))...)``; cutting ``arange(num_steps)`` into consecutive chunks
   gives the same updates (each step reads only its own index and the state), so
-  a runner can save the state between chunks and resume. All three are pure and
-  unjitted: jit, vmap and shard them as a whole.
+  a runner can save the state between chunks and resume. With ``config.eval.every
+  = n`` it is chunks of ``n`` steps, each followed by ``evaluate(state, key, end)``.
+  All are pure and unjitted: jit, vmap and shard them as a whole.
 
   Attributes:
     init: ``init(key, hparams) -> TrainState``, the parameters at initialisation.
     run: ``run(state, key, hparams, steps) -> (state, records)``: the updates at
       the int32 step indices ``steps`` (one ``lax.scan``); ``records`` holds
       the per-step metrics, each ``(len(steps),)``.
-    finish: ``finish(state, key, hparams) -> dict``: ``diverged_at`` and, when
-      ``config.eval.num_batches``, ``eval_loss``, ``eval_metric`` and ``solved``.
+    finish: ``finish(state, key, hparams) -> dict``: ``diverged_at``; when
+      ``config.eval.num_batches``, ``eval_loss``, ``eval_metric`` and ``solved``;
+      when ``config.eval.every``, ``solved_at``.
     model: the :class:`Model`.
     task: the training task.
     eval_task: the held-out task (``config.eval.task_kwargs`` applied).
+    evaluate: ``evaluate(state, key, step) -> (state, record)``: one periodic
+      evaluation (see :func:`make_train`) of ``state.params`` after ``step``
+      updates: ``record`` holds ``loss``, ``metric``, ``solved``; when the state
+      tracks ``solved_at`` (``config.eval.every > 0``) and the member is still
+      training and not yet solved, a solved evaluation sets ``solved_at = step``
+      (from which ``run`` freezes it if ``config.eval.stop_when_solved``). A chunked
+      runner calls it after every ``config.eval.every`` steps, as ``train`` does.
   """
 
   init: Callable[..., TrainState]
@@ -641,6 +808,7 @@ class Trainer(NamedTuple):
   model: Model
   task: Any
   eval_task: Any
+  evaluate: Callable[..., tuple[TrainState, dict]]
 
 
 def split_key(key: Array) -> tuple[Array, Array, Array, Array]:
@@ -707,6 +875,7 @@ def make_trainer(
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   blew_up = blow_up_rule(config, task)
+  stop_when_solved = config.eval.stop_when_solved
 
   def init(key: Array, hparams: HParams | None = None) -> TrainState:
     hp = _check_hparams(default_hparams(config) if hparams is None else hparams)
@@ -719,6 +888,7 @@ def make_trainer(
       rnn_carry,
       jnp.asarray(-1, jnp.int32),
       jnp.asarray(jnp.nan, jnp.float32),
+      jnp.asarray(-1, jnp.int32) if config.eval.every else (),
     )
 
   def run(
@@ -746,16 +916,19 @@ def make_trainer(
         jnp.isnan(state.initial_loss) & jnp.isfinite(loss), loss, state.initial_loss
       )
       rejected = ~finite | blew_up(loss, grad_norm, initial_loss)
-      keep_going = ~rejected & (state.diverged_at < 0)
-      diverged_at = jnp.where(
-        (state.diverged_at < 0) & rejected, step_index.astype(jnp.int32), state.diverged_at
-      )
+      training = state.diverged_at < 0
+      if stop_when_solved:
+        # Stopped by a solved evaluation: frozen as a diverged member is, never marked diverged.
+        training = training & (state.solved_at < 0)
+      keep_going = ~rejected & training
+      diverged_at = jnp.where(training & rejected, step_index.astype(jnp.int32), state.diverged_at)
       new_state = TrainState(
         _select(keep_going, params, state.params),
         _select(keep_going, opt_state, state.opt_state),
         () if stream is None else _select(keep_going, carry_out, state.rnn_carry),
         diverged_at,
         initial_loss.astype(jnp.float32),
+        state.solved_at,
       )
       record = {
         "loss": loss,
@@ -791,9 +964,29 @@ def make_trainer(
       result["eval_loss"] = scores["loss"]
       result["eval_metric"] = scores["metric"]
       result["solved"] = jnp.asarray(task.solved(scores["loss"], scores["metric"]))
+    if config.eval.every:
+      result["solved_at"] = state.solved_at
     return result
 
-  return Trainer(init, run, finish, model, task, eval_task)
+  def evaluate(state: TrainState, key: Array, step: Any) -> tuple[TrainState, dict]:
+    _positive_int("eval.num_batches", config.eval.num_batches)
+    scores = _evaluate(
+      model,
+      eval_task,
+      state.params,
+      split_key(key)[2],
+      config.eval.batch_size,
+      config.eval.num_batches,
+    )
+    solved = jnp.asarray(task.solved(scores["loss"], scores["metric"]), bool)
+    record = {"loss": scores["loss"], "metric": scores["metric"], "solved": solved}
+    if isinstance(state.solved_at, tuple):  # not tracked (config.eval.every == 0)
+      return state, record
+    first = solved & (state.solved_at < 0) & (state.diverged_at < 0)
+    solved_at = jnp.where(first, jnp.asarray(step, jnp.int32), state.solved_at)
+    return state._replace(solved_at=solved_at), record
+
+  return Trainer(init, run, finish, model, task, eval_task, evaluate)
 
 
 def make_train(
@@ -827,7 +1020,11 @@ def make_train(
     entries), each ``(num_steps,)``; ``diverged_at`` (int32, -1 if never);
     ``eval_loss``, ``eval_metric`` and ``solved`` on ``config.eval.num_batches``
     held-out batches after training (absent when 0); ``diagnostics`` and
-    ``diagnostics_step`` when ``diagnostics`` is given.
+    ``diagnostics_step`` when ``diagnostics`` is given; with ``config.eval.every
+    = n``, ``evals`` (a dict of ``step``, ``loss``, ``metric``, ``solved``, each
+    ``(num_steps / n,)``: the held-out evaluation after every ``n`` updates) and
+    ``solved_at`` (int32, the update count of the first solved evaluation, -1 if
+    none; where ``config.eval.stop_when_solved`` froze the member).
 
   With ``config.tbptt`` set, each step's gradient is TBPTT(k1, k2) over the
   sampled batch (:func:`tbptt_outputs`, one update per batch). If the task is a
@@ -846,7 +1043,12 @@ def make_train(
     state = trainer.init(key, hparams)
     steps = jnp.arange(num_steps, dtype=jnp.int32)
     metrics: dict[str, Any] = {}
-    if not every:
+    if config.eval.every:
+      state, records, periodic = _run_with_evaluations(
+        trainer, config, diagnostics if every else None, state, key, hparams
+      )
+      metrics.update(periodic)
+    elif not every:
       state, records = trainer.run(state, key, hparams, steps)
     else:
       diag_batch = trainer.eval_task.sample(split_key(key)[3], config.eval.batch_size)
@@ -869,6 +1071,58 @@ def make_train(
   # Compiled as one program whether or not the caller wraps it in jit (see the module
   # docstring: this is what makes train(key) and jax.jit(train)(key) bitwise equal).
   return jax.jit(train)
+
+
+def _run_with_evaluations(trainer, config, diagnostics, state, key, hparams):
+  """The loop with periodic evaluations (and diagnostics): chunks of the steps between them.
+
+  The steps run in chunks of ``period = gcd(eval.every, diagnostics_every)``
+  (one ``lax.scan`` over chunks of an inner scan); after a chunk, each of the two
+  runs only when its own interval divides the update count, under a ``lax.cond``
+  on that count. The count is the same for every member, so under ``vmap`` the
+  condition stays a real branch and nothing is computed at other chunk ends.
+  """
+  num_steps, eval_every = config.num_steps, config.eval.every
+  diag_every = config.diagnostics_every if diagnostics is not None else 0
+  period = math.gcd(eval_every, diag_every) if diag_every else eval_every
+  ends = np.arange(period, num_steps + 1, period)  # the update count after each chunk
+  if diag_every:
+    diag_batch = trainer.eval_task.sample(split_key(key)[3], config.eval.batch_size)
+
+  def at_multiples(interval, count, fn, state):
+    """``fn(state) -> (state, out)`` where ``interval`` divides ``count``, else a no-op."""
+    if interval == period:
+      return fn(state)
+    skipped = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, state)[1])
+    return jax.lax.cond(count % interval == 0, fn, lambda st: (st, skipped), state)
+
+  def chunk(state, chunk_steps):
+    state, records = trainer.run(state, key, hparams, chunk_steps)
+    count = chunk_steps[-1] + 1
+    state, out = at_multiples(eval_every, count, lambda st: trainer.evaluate(st, key, count), state)
+    outs = {"evals": out}
+    if diag_every:
+      state, outs["diagnostics"] = at_multiples(
+        diag_every, count, lambda st: (st, diagnostics(st.params, diag_batch)), state
+      )
+    return state, (records, outs)
+
+  def pick(tree, interval):
+    index = np.flatnonzero(ends % interval == 0)
+    return tree if len(index) == len(ends) else jax.tree.map(lambda r: r[index], tree)
+
+  first = diagnostics(state.params, diag_batch) if diag_every else None
+  steps = jnp.arange(num_steps, dtype=jnp.int32).reshape(-1, period)
+  state, (records, outs) = jax.lax.scan(chunk, state, steps)
+  records = jax.tree.map(lambda r: r.reshape(num_steps, *r.shape[2:]), records)
+  evals = pick(outs["evals"], eval_every)
+  evals["step"] = jnp.arange(eval_every, num_steps + 1, eval_every, dtype=jnp.int32)
+  metrics = {"evals": evals}
+  if diag_every:
+    diags = pick(outs["diagnostics"], diag_every)
+    metrics["diagnostics"] = jax.tree.map(lambda f, d: jnp.concatenate([f[None], d]), first, diags)
+    metrics["diagnostics_step"] = jnp.arange(0, num_steps + 1, diag_every, dtype=jnp.int32)
+  return state, records, metrics
 
 
 def _evaluate(model, task, params, key_or_batch, batch_size, num_batches) -> dict:

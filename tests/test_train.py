@@ -1,8 +1,10 @@
-"""Tests for rnnlab.train: learning, vmap over seeds and hparams, divergence, clipping,
-optimizers and schedules, truncated BPTT, streams, hooks, reproducibility, config errors.
+"""Tests for rnnlab.train: learning, vmap over seeds and hparams, grids, divergence, periodic
+evaluation and early stopping, clipping, optimizers (AdamW's mask) and schedules, truncated
+BPTT, streams, hooks, reproducibility, config errors.
 
 Compiled functions are shared through module-level caches: the main LSTM run (jit and
-jit(vmap)) is compiled once, the small Elman run once per variant.
+jit(vmap)) is compiled once, the small Elman run once per variant; the grid test reuses the
+blow-up tests' vmapped block, and the early-stopping run is compiled once for its two tests.
 """
 
 import functools
@@ -13,7 +15,7 @@ import numpy as np
 import optax
 import pytest
 
-from rnnlab import diagnostics, tasks
+from rnnlab import cells, diagnostics, layers, tasks
 from rnnlab import train as rt
 
 LEARN_T = 20
@@ -317,6 +319,147 @@ def test_same_key_is_bitwise_reproducible_jitted_or_not():
   assert not np.array_equal(m_plain["loss"], m_other["loss"])
 
 
+# ----------------------------------------------------------------------------- grid
+
+
+def test_grid_is_the_cartesian_product_with_a_label_per_member():
+  config = learn_config()
+  keys, hps, labels = rt.grid(
+    config, seeds=(5, 7), learning_rate=(1e-3, 1e-2, 0.1), clip=(0.0, 1.0), gain=0.9
+  )
+  expected = [
+    {"gain": 0.9, "clip": c, "learning_rate": lr, "seed": seed}
+    for c in (0.0, 1.0)
+    for lr in (1e-3, 1e-2, 0.1)
+    for seed in (5, 7)
+  ]
+  assert list(labels) == expected
+  assert keys.shape == (12,) and all(leaf.shape == (12,) for leaf in hps)
+  assert all(leaf.dtype == jnp.float32 for leaf in hps)
+  for i, label in enumerate(labels):
+    np.testing.assert_array_equal(
+      jax.random.key_data(keys[i]), jax.random.key_data(jax.random.key(label["seed"]))
+    )
+    for name in rt.HParams._fields:
+      assert getattr(hps, name)[i] == np.float32(label[name]), (i, name)
+  # Axes left out take the config's values; an int counts seeds from 0.
+  _, hps, labels = rt.grid(config, seeds=3)
+  assert [m["seed"] for m in labels] == [0, 1, 2]
+  assert {(m["gain"], m["clip"], m["learning_rate"]) for m in labels} == {(1.0, 1.0, 1e-2)}
+  assert_trees_equal(member(hps, 2), rt.default_hparams(config))
+
+
+@pytest.mark.parametrize(
+  ("kwargs", "match"),
+  [
+    ({"seeds": 0}, "seeds=0"),
+    ({"seeds": [1.5]}, "seeds="),
+    ({"learning_rate": (1e-3, 0.0)}, "learning_rate value 0.0"),
+    ({"clip": -1.0}, "clip value -1.0"),
+    ({"gain": ()}, "gain=()"),
+    ({"gain": (1.0, float("nan"))}, "gain value nan"),
+  ],
+)
+def test_grid_rejects_bad_values_in_one_line(kwargs, match):
+  with pytest.raises(ValueError, match=match) as info:
+    rt.grid(learn_config(), **kwargs)
+  assert "\n" not in str(info.value)
+
+
+def test_vmapped_grid_members_are_the_runs_their_labels_name():
+  # The block of 3 the blow-up tests compile: each member of the grid equals, bitwise, the
+  # member built by hand from its label in another block (reversed order, so another slot).
+  keys, hps, labels = rt.grid(blow_up_config(), seeds=(4, 9), learning_rate=(1e-2, 3e-3))
+  keys, hps, labels = keys[:3], member(hps, slice(0, 3)), labels[:3]
+  train = blow_up_train(1e7)  # the cache entry blow_up_run uses
+  params, metrics = train(keys, hps)
+  by_hand = rt.HParams(
+    *(jnp.asarray([m[name] for m in labels[::-1]], jnp.float32) for name in rt.HParams._fields)
+  )
+  keys_by_hand = jnp.stack([jax.random.key(m["seed"]) for m in labels[::-1]])
+  params_h, metrics_h = train(keys_by_hand, by_hand)
+  for i in range(3):
+    assert_trees_equal(member(metrics, i), member(metrics_h, 2 - i))
+    assert_trees_equal(member(params, i), member(params_h, 2 - i))
+  assert not np.array_equal(metrics["loss"][0], metrics["loss"][1])  # the seeds differ
+
+
+# ----------------------------------------------------------------------------- periodic eval
+
+EVAL_EVERY = 5
+SOLVED_BELOW = 0.15  # a loose criterion that the lr 3e-2 member meets within 30 steps
+
+
+def stop_task():
+  return tasks.get("adding", 10)._replace(solved=lambda loss, metric: loss < SOLVED_BELOW)
+
+
+def stop_config():
+  """The blow-up block's config with a held-out evaluation every 5 steps and early stopping."""
+  c = blow_up_config()
+  c.diagnostics_every = 1  # params at every update count, as in blow_up_train
+  c.eval.every = EVAL_EVERY
+  c.eval.batch_size = 32
+  c.eval.num_batches = 1
+  c.eval.stop_when_solved = True
+  return c
+
+
+@functools.cache
+def stop_run():
+  """Learning rates 1e-2, 3e-2, 3e-3: member 1 solves (at update 10), 0 and 2 never do."""
+  train = rt.make_train(stop_config(), diagnostics=lambda params, batch: params, task=stop_task())
+  keys = jax.random.split(jax.random.key(21), BLOW_UP_MEMBERS)
+  return keys, jax.jit(jax.vmap(train))(keys, blow_up_hparams(3e-2))
+
+
+def test_periodic_evaluations_equal_evaluate_on_the_params_of_their_step():
+  keys, (params, metrics) = stop_run()
+  evals, history = metrics["evals"], metrics["diagnostics"]
+  steps = np.arange(EVAL_EVERY, blow_up_config().num_steps + 1, EVAL_EVERY)
+  np.testing.assert_array_equal(evals["step"], np.broadcast_to(steps, (BLOW_UP_MEMBERS, 6)))
+  config, task = stop_config(), stop_task()
+  evaluate = jax.jit(lambda p, k: rt.evaluate(config, p, k, task=task))
+  for i in range(BLOW_UP_MEMBERS):
+    k_eval = jax.random.split(keys[i], 4)[2]  # the held-out stream (module docstring)
+    for j, step in enumerate(steps):
+      scores = evaluate(member(history, (i, step)), k_eval)
+      for name in ("loss", "metric"):
+        np.testing.assert_allclose(
+          evals[name][i, j], scores[name], rtol=1e-6, err_msg=f"{i}, {step}"
+        )
+      assert bool(evals["solved"][i, j]) == bool(scores["loss"] < SOLVED_BELOW)
+  # The last evaluation is the final one (same held-out batches, same params).
+  np.testing.assert_array_equal(evals["loss"][:, -1], metrics["eval_loss"])
+
+
+def test_a_solved_member_stops_and_its_neighbours_run_on_bitwise_unchanged():
+  _, (params, metrics) = stop_run()
+  solved = np.asarray(metrics["evals"]["solved"])
+  first = [int(np.flatnonzero(row)[0]) if row.any() else -1 for row in solved]
+  solved_at = [(j + 1) * EVAL_EVERY if j >= 0 else -1 for j in first]
+  np.testing.assert_array_equal(metrics["solved_at"], solved_at)
+  assert solved_at[0] == solved_at[2] == -1 and solved_at[1] > 0, solved_at  # the setting works
+  np.testing.assert_array_equal(metrics["diverged_at"], -1)
+  np.testing.assert_array_equal(metrics["solved"], [False, True, False])
+  # The block without evaluations or early stopping (compiled for the blow-up tests).
+  params_b, metrics_b = blow_up_run(3e-2)
+  for i in (0, 2):
+    assert_trees_equal(member(params, i), member(params_b, i))
+    for name in (*rt.STEP_METRICS, "diagnostics"):
+      assert_trees_equal(member(metrics[name], i), member(metrics_b[name], i))
+  # Member 1 trains as it would have up to solved_at, then keeps those params to the end.
+  s = solved_at[1]
+  history, history_b = metrics["diagnostics"], metrics_b["diagnostics"]
+  assert_trees_equal(member(history, (1, slice(0, s + 1))), member(history_b, (1, slice(0, s + 1))))
+  for step in range(s, blow_up_config().num_steps + 1):
+    assert_trees_equal(member(history, (1, step)), member(history, (1, s)))
+  assert_trees_equal(member(params, 1), member(history, (1, s)))
+  assert not np.array_equal(member(params_b, 1).readout.w, member(params, 1).readout.w)
+  # Stopped, not diverged: its later steps record the frozen params' losses, none rejected.
+  assert not np.asarray(metrics["diverged"][1]).any()
+
+
 # ----------------------------------------------------------------------------- hooks
 
 
@@ -350,6 +493,10 @@ def test_optimizers_match_plain_optax(name):
     "momentum": optax.sgd(0.1, momentum=0.9),
     "rmsprop": optax.rmsprop(0.1, decay=0.9, eps=1e-8),
     "adam": optax.adam(0.1, b1=0.9, b2=0.999, eps=1e-8),
+    # The default mask decays the matrix "b" and leaves the vector "a" (a bias) alone.
+    "adamw": optax.adamw(
+      0.1, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4, mask={"a": False, "b": True}
+    ),
   }[name]
   reference = optax.chain(optax.clip_by_global_norm(0.5), plain)
   tx = rt.make_optimizer(config)
@@ -362,6 +509,37 @@ def test_optimizers_match_plain_optax(name):
     # Adam's bias correction 1 - b2**t magnifies b2's float32 rounding (the injected
     # hyper-parameters are float32 arrays) to a few 1e-6.
     jax.tree.map(lambda u, r: np.testing.assert_allclose(u, r, rtol=2e-5), updates, ref_updates)
+
+
+@pytest.mark.parametrize("decay_biases", [False, True])
+def test_adamw_decays_the_matrices_decoupled_from_the_gradient(decay_biases):
+  """With zero gradients Adam's step is 0, so the update is the decay alone: -lr * wd * p."""
+  config = rt.default_config()
+  config.optimizer.name = "adamw"
+  config.optimizer.learning_rate = 0.1
+  config.optimizer.weight_decay = 0.01
+  config.optimizer.decay_biases = decay_biases
+  w = jnp.arange(12.0).reshape(3, 4) / 10
+  params = {"cell": cells.LSTMParams(w, -w, jnp.ones(4)), "readout": layers.DenseParams(w.T, w[0])}
+  tx = rt.make_optimizer(config)
+  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+
+  def check(path, update, value):
+    factor = -0.1 * 0.01 if value.ndim >= 2 or decay_biases else 0.0
+    np.testing.assert_allclose(update, factor * value, rtol=1e-6, err_msg=str(path))
+
+  jax.tree_util.tree_map_with_path(check, updates, params)
+  # A plain optax chain with the same mask gives the same updates on real gradients.
+  mask = jax.tree.map(lambda p: decay_biases or p.ndim >= 2, params)
+  reference = optax.chain(
+    optax.clip_by_global_norm(1.0), optax.adamw(0.1, weight_decay=0.01, mask=mask)
+  )
+  grads = jax.tree.map(lambda p: jnp.sin(p) + 0.5, params)
+  ref_updates, _ = reference.update(grads, reference.init(params), params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  jax.tree.map(
+    lambda u, r: np.testing.assert_allclose(u, r, rtol=2e-5, atol=1e-8), updates, ref_updates
+  )
 
 
 @pytest.mark.parametrize(
@@ -509,6 +687,11 @@ def test_tbptt_training_runs_on_the_exact_forward_pass():
     ("tbptt.k2", None, "tbptt"),
     ("tbptt.k1", 0, "tbptt.k1"),
     ("eval.num_batches", -1, "eval.num_batches"),
+    ("eval.every", 3, "eval.every"),
+    ("eval.every", -1, "eval.every"),
+    ("eval.stop_when_solved", None, "eval.stop_when_solved"),
+    ("optimizer.weight_decay", -0.1, "optimizer.weight_decay"),
+    ("optimizer.decay_biases", None, "optimizer.decay_biases"),
     ("divergence.loss_factor", 1.0, "divergence.loss_factor"),
     ("divergence.loss_factor", float("nan"), "divergence.loss_factor"),
     ("divergence.max_grad_norm", 0.0, "divergence.max_grad_norm"),
@@ -528,6 +711,16 @@ def test_bad_config_values_raise_one_line_errors(field, value, match):
   with pytest.raises(ValueError, match=match) as info:
     rt.make_train(config)
   assert "\n" not in str(info.value)
+
+
+def test_early_stopping_needs_periodic_evaluations():
+  config = small_config()
+  config.eval.stop_when_solved = True
+  with pytest.raises(ValueError, match="eval.stop_when_solved=True"):
+    rt.make_train(config)
+  config.eval.every, config.eval.num_batches = 2, 0
+  with pytest.raises(ValueError, match="eval.num_batches=0 is invalid; expected an int >= 1"):
+    rt.make_train(config)
 
 
 def test_bad_tbptt_windows_and_hparams_raise():
