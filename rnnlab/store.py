@@ -116,6 +116,9 @@ class Store:
     self.keep = keep
     self.write = write
     self.manager = None
+    # A failed read or write ends orbax's event loop while tensorstore still holds
+    # callbacks into it; they fire later, on other threads, each printing a traceback.
+    _drop_closed_loop_callbacks()
 
   def _open(self):
     if self.manager is None:
@@ -150,7 +153,6 @@ class Store:
         with _Quiet():
           restored = self._load(ocp, step, target)
       except Exception as e:  # noqa: BLE001  (any failure to load means: do not use this step)
-        _drop_closed_loop_callbacks()
         reason = f"unreadable ({type(e).__name__}: {_first_line(e)})"
       else:
         if restored is not None:
@@ -211,7 +213,6 @@ class Store:
         )
         manager.wait_until_finished()
     except Exception as e:
-      _drop_closed_loop_callbacks()
       with _Quiet(), contextlib.suppress(Exception):
         self.close()
       self.manager = None
