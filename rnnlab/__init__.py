@@ -4,7 +4,9 @@ Where things live: the cell updates in :mod:`rnnlab.cells`, the unroll in
 :mod:`rnnlab.scan`, sequence layers in :mod:`rnnlab.layers`, the four RNN types
 in :mod:`rnnlab.models`, weight schemes in :mod:`rnnlab.initializers`, the
 long-dependency tasks in :mod:`rnnlab.tasks`, the training loop in :mod:`rnnlab.train`,
-the gradient-flow diagnostics in :mod:`rnnlab.diagnostics`.
+the gradient-flow diagnostics in :mod:`rnnlab.diagnostics` and their figures in
+:mod:`rnnlab.plot` (loaded on first use of ``rnnlab.plot``: matplotlib costs about
+0.4 s to import).
 Exact weight conversion to and from PyTorch, flax and Keras, and flax module wrappers,
 are in :mod:`rnnlab.interop` (imported on demand: ``from rnnlab import interop``).
 """
@@ -34,6 +36,15 @@ from rnnlab.scan import unroll
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+  if name == "plot":
+    import importlib
+
+    return importlib.import_module("rnnlab.plot")
+  raise AttributeError(f"module 'rnnlab' has no attribute {name!r}")
+
+
 __all__ = [
   "Cell",
   "ElmanParams",
@@ -57,6 +68,7 @@ __all__ = [
   "many_to_one",
   "models",
   "one_to_many",
+  "plot",
   "rnn",
   "scan",
   "shift_right",

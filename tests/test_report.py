@@ -381,3 +381,34 @@ def test_plots_return_none_without_their_data(tmp_path):
   # One cell and one T only still draws.
   one = {k: v[(summary["cell"] == "gru") & (summary["T"] == 10)] for k, v in summary.items()}
   assert report.plot_success_vs_T(one) is not None
+
+
+# ---------------------------------------------------------------------------
+# The report draws through rnnlab.plot.
+# ---------------------------------------------------------------------------
+
+
+def test_report_figures_draw_through_rnnlab_plot(tmp_path, monkeypatch):
+  from rnnlab import plot
+
+  workdir = make_workdir(str(tmp_path))
+  summary = report.read_table(os.path.join(workdir, "summary.csv"))
+  gradients = report.read_table(os.path.join(workdir, "gradients.csv"))
+  metrics = report.read_table(os.path.join(workdir, "metrics.csv"))
+  calls = []
+  for name in ("grad_norm_vs_lag", "training_curves"):
+    original = getattr(plot, name)
+    spy = lambda *a, _name=name, _f=original, **k: calls.append((_name, a, k)) or _f(*a, **k)  # noqa: E731
+    monkeypatch.setattr(plot, name, spy)
+  fig = report.plot_grad_vs_lag(gradients, summary)
+  grad_calls = [c for c in calls if c[0] == "grad_norm_vs_lag"]
+  assert len(grad_calls) == 2  # one per phase panel, all three cells in each
+  series = grad_calls[0][1][0]
+  assert [k.split(":")[0] for k in series] == ["Elman", "LSTM", "GRU"]
+  # The init panel's Elman line: the median over seeds of rate * lag - seed, in log10.
+  line = fig.axes[0].get_lines()[0]
+  np.testing.assert_allclose(
+    line.get_ydata(), (RATES["elman"] * np.arange(10) - 0.5) / math.log(10)
+  )
+  report.plot_training_curves(metrics, summary)
+  assert len([c for c in calls if c[0] == "training_curves"]) == len(TS)
