@@ -16,7 +16,9 @@ is absent):
 5. :func:`plot_clipping`: how often clipping fired and what it changed.
 
 :func:`write_report` writes them as ``workdir/figures/<name>.<format>`` and a
-``workdir/report.md`` whose readings are computed from the same data.
+``workdir/report.md`` whose readings are computed from the same data, with the
+success rate and the memory horizons per cell and T (a censored horizon, one
+equal to the largest lag measured, printed as ``>= L``).
 
 This module aggregates the sweep (which runs, medians over seeds, divergence);
 where a figure is a kind :mod:`rnnlab.plot` draws (gradient norm against lag,
@@ -70,7 +72,14 @@ _INT_COLUMNS = {
   "step",
   "lag",
 }
-_BOOL_COLUMNS = {"solved", "clipped", "nonfinite", "diverged"}
+_BOOL_COLUMNS = {
+  "solved",
+  "clipped",
+  "nonfinite",
+  "diverged",
+  "memory_horizon_init_censored",
+  "memory_horizon_censored",
+}
 _STR_COLUMNS = {"group", "cell", "task", "phase"}
 _FLOAT_COLUMNS = {
   "gain",
@@ -1752,6 +1761,101 @@ def _success_table(summary: Mapping[str, np.ndarray], metrics: Mapping[str, np.n
   return "\n".join(_grid(summary, entry)) + "\n\n" + caption
 
 
+# A horizon and its flag in summary.csv, and the phase of gradients.csv it was measured at.
+_HORIZONS = (
+  ("memory_horizon_init", "memory_horizon_init_censored", "init"),
+  ("memory_horizon", "memory_horizon_censored", "trained"),
+)
+
+
+def _censored(
+  summary: Mapping[str, np.ndarray], gradients: Mapping[str, np.ndarray], column: str
+) -> np.ndarray | None:
+  """Per row: whether the horizon in ``column`` is censored (equals the largest lag measured).
+
+  From the sweep's ``<column>_censored`` flag; for tables written before it, from
+  the run's largest lag in ``gradients.csv``; None where neither says.
+  """
+  flag, phase = next((f, p) for c, f, p in _HORIZONS if c == column)
+  if flag in summary:
+    return np.asarray(summary[flag], bool)
+  if not (_has(gradients, "member", "phase", "lag") and "member" in summary and _n(gradients)):
+    return None
+  rows = gradients["phase"] == phase
+  members, inverse = np.unique(gradients["member"][rows], return_inverse=True)
+  largest = np.full(members.size, -1, np.int64)
+  np.maximum.at(largest, inverse.ravel(), gradients["lag"][rows])
+  where = np.minimum(np.searchsorted(members, summary["member"]), max(members.size - 1, 0))
+  if not members.size or not np.all(members[where] == summary["member"]):
+    return None
+  return np.asarray(summary[column]) >= largest[where]
+
+
+def _censored_median(values: np.ndarray, censored: np.ndarray) -> tuple[float, bool]:
+  """The median of horizons some of which are lower bounds, and whether it is one too.
+
+  A censored horizon equals the largest lag, so within one (cell, T) it sorts
+  last; the median is a lower bound when a middle value is.
+  """
+  order = np.lexsort((censored, values))
+  values, censored = _f64(values)[order], censored[order]
+  lo, hi = (values.size - 1) // 2, values.size // 2
+  return float((values[lo] + values[hi]) / 2), bool(censored[lo] or censored[hi])
+
+
+def _horizon_text(value: float, censored: bool) -> str:
+  return (">= " if censored else "") + _g(value)
+
+
+@_quiet()
+def _horizon_table(
+  summary: Mapping[str, np.ndarray],
+  gradients: Mapping[str, np.ndarray],
+  config: Mapping[str, Any] | None,
+) -> str | None:
+  """The memory horizons per cell and T, censored ones marked ``>= L``; None without them."""
+  columns = [c for c, _, _ in _HORIZONS]
+  if not _has(summary, "cell", "T", *columns) or not _n(summary):
+    return None
+  flags = {c: _censored(summary, gradients, c) for c in columns}
+
+  def entry(r: np.ndarray) -> str:
+    texts = []
+    for c in columns:
+      known = flags[c] if flags[c] is not None else np.zeros(_n(summary), bool)
+      texts.append(_horizon_text(*_censored_median(summary[c][r], known[r])))
+    return " → ".join(texts)
+
+  fraction = _cfg(config, "diagnostics", "horizon_fraction")
+  share = (
+    f"{_pct(float(fraction))} of its value at lag 0"
+    if isinstance(fraction, int | float) and not isinstance(fraction, bool)
+    else "a fixed fraction (`diagnostics.horizon_fraction`) of its value at lag 0"
+  )
+  caption = [
+    "Each entry: the memory horizon at initialisation → after training, median over seeds: the "
+    f"largest lag T − 1 − t at which ||dL/dh_t|| is still at least {share}."
+  ]
+  if all(f is not None for f in flags.values()):
+    n = _n(summary)
+    counts = [int(np.sum(flags[c])) for c in columns]
+    caption.append(
+      "`>= L` marks a censored horizon: the norm never fell below that fraction within the "
+      "lags measured, so the largest lag L is only a lower bound on the horizon (a longer "
+      "sequence or a smaller fraction would measure it); a median that takes a censored "
+      "horizon is a lower bound too. "
+      f"Censored: {counts[0]} of {n} horizons at initialisation, {counts[1]} of {n} after "
+      "training."
+    )
+  else:
+    caption.append(
+      "Whether a horizon is censored is not recorded (`summary.csv` has no "
+      "`memory_horizon_censored` column and `gradients.csv` does not say), so a horizon equal "
+      "to the largest lag may only be a lower bound."
+    )
+  return "\n".join(_grid(summary, entry)) + "\n\n" + " ".join(caption)
+
+
 def _save_atomic(path: str, write: Callable[[Any], None]) -> None:
   folder = os.path.dirname(path) or "."
   fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
@@ -1868,6 +1972,9 @@ def write_report(
   title = "# Gradient flow sweep" + (f": the `{task}` task" if task != "sweep" else "")
   md = [title, "", _overview(summary, metrics, config), ""]
   md += ["## Success rate per cell and T", "", _success_table(summary, metrics), ""]
+  horizons = _horizon_table(summary, gradients, config)
+  if horizons is not None:
+    md += ["## Memory horizon per cell and T", "", horizons, ""]
   embed = "png" if "png" in formats else formats[0]
   for number, (name, title, build, read, why) in enumerate(sections, start=1):
     md += [f"## {number}. {title}", ""]
