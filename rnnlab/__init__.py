@@ -5,9 +5,11 @@ Where things live: the cell updates in :mod:`rnnlab.cells`, the unroll in
 in :mod:`rnnlab.models`, weight schemes in :mod:`rnnlab.initializers`, the
 long-dependency tasks in :mod:`rnnlab.tasks`, the training loop in :mod:`rnnlab.train`,
 the gradient-flow diagnostics in :mod:`rnnlab.diagnostics` (which find the unrolls of a
-loss through the probe-tap scope of :mod:`rnnlab.probes`); saving and loading
-pytrees (params, a train state) in :mod:`rnnlab.checkpoint` (``rnnlab.save``,
-``rnnlab.load``), parameter tables in :mod:`rnnlab.summary` (``rnnlab.param_summary``).
+loss through the probe-tap scope of :mod:`rnnlab.probes`) and their figures in
+:mod:`rnnlab.plot` (loaded on first use of ``rnnlab.plot``: matplotlib costs about
+0.4 s to import); saving and loading pytrees (params, a train state) in
+:mod:`rnnlab.checkpoint` (``rnnlab.save``, ``rnnlab.load``), parameter tables in
+:mod:`rnnlab.summary` (``rnnlab.param_summary``).
 Exact weight conversion to and from PyTorch, flax and Keras, and flax module wrappers,
 are in :mod:`rnnlab.interop` (imported on demand: ``from rnnlab import interop``).
 """
@@ -51,6 +53,15 @@ from rnnlab.summary import param_count, param_summary
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+  if name == "plot":
+    import importlib
+
+    return importlib.import_module("rnnlab.plot")
+  raise AttributeError(f"module 'rnnlab' has no attribute {name!r}")
+
+
 __all__ = [
   "Cell",
   "ElmanParams",
@@ -78,6 +89,7 @@ __all__ = [
   "one_to_many",
   "param_count",
   "param_summary",
+  "plot",
   "probes",
   "rnn",
   "save",

@@ -16,10 +16,15 @@ is absent):
 5. :func:`plot_clipping`: how often clipping fired and what it changed.
 
 :func:`write_report` writes them as ``workdir/figures/<name>.<format>`` and a
-``workdir/report.md`` whose readings are computed from the same data.
+``workdir/report.md`` whose readings are computed from the same data, with the
+success rate and the memory horizons per cell and T (a censored horizon, one
+equal to the largest lag measured, printed as ``>= L``).
 
+This module aggregates the sweep (which runs, medians over seeds, divergence);
+where a figure is a kind :mod:`rnnlab.plot` draws (gradient norm against lag,
+training curves) its panels are drawn by that module, in its style and colours.
 Only NumPy, matplotlib (no pyplot: figures render through Agg and the SVG
-backend) and the standard library are used. Every number may be ``nan`` or
+backend), :mod:`rnnlab.plot` and the standard library are used. Every number may be ``nan`` or
 ``inf``; all-``nan`` slices stay quiet. Gradient norms are plotted as
 ``log10`` on a linear axis labelled in powers of ten, so norms far below the
 float range (``ln`` of -1000) keep their tail.
@@ -38,20 +43,21 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-import matplotlib as mpl
 import numpy as np
-from matplotlib import patheffects, ticker
+from matplotlib import ticker
 from matplotlib.figure import Figure
+
+from rnnlab import plot as plot_lib
 
 Table = dict[str, np.ndarray]
 
 FIGURES = ("grad_vs_lag", "decay_vs_gain", "training_curves", "success_vs_T", "clipping")
 
-# Okabe-Ito colours (colour-blind safe); a cell keeps its colour in every figure.
-CELL_COLORS = {"elman": "#D55E00", "lstm": "#0072B2", "gru": "#009E73"}
-_EXTRA_COLORS = ("#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
+# Okabe-Ito colours (colour-blind safe, from rnnlab.plot); a cell keeps its colour in every figure.
+CELL_COLORS = plot_lib.CELL_COLORS
+_EXTRA_COLORS = tuple(c for c in plot_lib.OKABE_ITO if c not in CELL_COLORS.values())
 _CELL_ORDER = ("elman", "lstm", "gru")
-_CELL_NAMES = {"elman": "Elman", "lstm": "LSTM", "gru": "GRU"}
+_CELL_NAMES = plot_lib.CELL_NAMES
 
 # Column types of the sweep's tables; other columns are inferred from their values.
 _INT_COLUMNS = {
@@ -66,7 +72,14 @@ _INT_COLUMNS = {
   "step",
   "lag",
 }
-_BOOL_COLUMNS = {"solved", "clipped", "nonfinite", "diverged"}
+_BOOL_COLUMNS = {
+  "solved",
+  "clipped",
+  "nonfinite",
+  "diverged",
+  "memory_horizon_init_censored",
+  "memory_horizon_censored",
+}
 _STR_COLUMNS = {"group", "cell", "task", "phase"}
 _FLOAT_COLUMNS = {
   "gain",
@@ -97,24 +110,6 @@ _LN2, _LN10 = math.log(2.0), math.log(10.0)
 _BEATS = 0.9  # "clearly below the baseline": a final loss under this fraction of it
 _HUGE, _TINY = 1e6, 1e-6  # losses and loss ratios beyond these print as ">1e6" and "<1e-6"
 
-_RC = {
-  "font.size": 9.0,
-  "axes.titlesize": 9.5,
-  "axes.labelsize": 9.0,
-  "xtick.labelsize": 8.0,
-  "ytick.labelsize": 8.0,
-  "legend.fontsize": 7.5,
-  "figure.titlesize": 10.0,
-  "axes.spines.top": False,
-  "axes.spines.right": False,
-  "axes.grid": True,
-  "grid.alpha": 0.3,
-  "grid.linewidth": 0.5,
-  "lines.linewidth": 1.6,
-  "legend.frameon": False,
-  "svg.hashsalt": "rnnlab",
-}
-_HALO = [patheffects.withStroke(linewidth=3.0, foreground="white", alpha=0.8)]
 _SAVE_METADATA = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}
 
 
@@ -312,17 +307,6 @@ def _matrix(ids: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray
   return ux, out
 
 
-def _slope(x: np.ndarray, y: np.ndarray) -> float:
-  """Least-squares slope of ``y`` on ``x`` over the finite ``y`` (``nan`` if under 2)."""
-  keep = np.isfinite(y)
-  if keep.sum() < 2:
-    return math.nan
-  x, y = _f64(x)[keep], y[keep]
-  dx = x - x.mean()
-  var = float(np.sum(dx * dx))
-  return float(np.sum(dx * (y - y.mean())) / var) if var > 0 else math.nan
-
-
 def _nanmedian(values: Any) -> float:
   values = _f64(values).ravel()
   values = values[~np.isnan(values)]
@@ -349,19 +333,6 @@ def _crossing(x: np.ndarray, y: np.ndarray, level: float = 0.0) -> float | None:
     if i + 1 < x.size and y[i] * y[i + 1] < 0:
       return float(x[i] - y[i] * (x[i + 1] - x[i]) / (y[i + 1] - y[i]))
   return None
-
-
-def _trailing_mean(y: np.ndarray, window: int) -> np.ndarray:
-  """Trailing moving average over the finite values; ``nan`` where ``y`` is not finite."""
-  finite = np.isfinite(y)
-  sums = np.concatenate([[0.0], np.cumsum(np.where(finite, y, 0.0))])
-  counts = np.concatenate([[0], np.cumsum(finite)])
-  idx = np.arange(y.size)
-  lo = np.maximum(idx + 1 - window, 0)
-  count = counts[idx + 1] - counts[lo]
-  with np.errstate(all="ignore"):
-    out = (sums[idx + 1] - sums[lo]) / count
-  return np.where(finite & (count > 0), out, np.nan)
 
 
 def _pick(values: np.ndarray, preferred: Any = None) -> float | None:
@@ -500,7 +471,7 @@ def _baselines(summary: Mapping[str, np.ndarray]) -> dict[int, float]:
 
 
 def _style() -> contextlib.AbstractContextManager:
-  return mpl.rc_context(_RC)
+  return plot_lib.style()
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -508,7 +479,7 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def _finish(ax: Any) -> None:
-  ax.tick_params(labelsize=_RC["xtick.labelsize"])
+  ax.tick_params(labelsize=plot_lib.RC["xtick.labelsize"])
 
 
 def _no_data(ax: Any, text: str = "no data") -> None:
@@ -523,27 +494,6 @@ def _figure_legend(fig: Figure, axes: Any) -> None:
       legend.setdefault(label, handle)
   if legend:
     fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncol=len(legend))
-
-
-def _log10_axis(ax: Any, values: np.ndarray) -> None:
-  """A linear axis holding ``log10`` values, labelled as powers of ten, at least 2 decades."""
-  values = _f64(values)
-  values = values[np.isfinite(values)]
-  if not values.size:
-    return
-  lo, hi = float(values.min()), float(values.max())
-  if hi - lo < 2:
-    mid = 0.5 * (lo + hi)
-    lo, hi = mid - 1, mid + 1
-  pad = 0.04 * (hi - lo)
-  ax.set_ylim(lo - pad, hi + pad)
-  ax.yaxis.set_major_locator(ticker.MaxNLocator(nbins=6, integer=True, steps=[1, 2, 5, 10]))
-  ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"$10^{{{v:.0f}}}$"))
-  if hi - lo <= 5:
-    minor = [k + math.log10(m) for k in range(math.floor(lo), math.ceil(hi)) for m in range(2, 10)]
-    ax.yaxis.set_minor_locator(ticker.FixedLocator(minor))
-  else:
-    ax.yaxis.set_minor_locator(ticker.NullLocator())
 
 
 def _nudge(cells: Sequence[str], cell: str) -> float:
@@ -593,13 +543,14 @@ def _grad_data(
       if not mask.any():
         continue
       lags, logs = _matrix(ids[mask], g["lag"][mask], g["log_grad_norm"][mask])
-      finite = np.where(np.isfinite(logs), logs, np.nan)
+      median, lo, hi = plot_lib.median_band(logs)
       per_cell[cell] = {
         "lags": _f64(lags),
-        "median": np.nanmedian(logs, axis=0),
-        "lo": np.nanmin(finite, axis=0),
-        "hi": np.nanmax(finite, axis=0),
-        "rate": _nanmedian([_slope(lags, row) for row in logs]),
+        "logs": logs,
+        "median": median,
+        "lo": lo,
+        "hi": hi,
+        "rate": _nanmedian(plot_lib.decay_rates(logs, lags)),
         "runs": logs.shape[0],
         "underflow": int(np.sum(logs == -np.inf)),
       }
@@ -623,7 +574,8 @@ def plot_grad_vs_lag(
   the config's default (``model.gain``, ``train.learning_rate``, a clipping-on
   ``train.clip``) or else the most common value is shown and named in the title.
   Lines are the median of ``ln ||dL/dh_t||`` over seeds, bands the min-max of the
-  finite values; the y axis is ``log10`` labelled in powers of ten.
+  finite values; the y axis is ``log10`` labelled in powers of ten. Each panel is
+  drawn by :func:`rnnlab.plot.grad_norm_vs_lag`.
 
   Args:
     gradients: ``gradients.csv`` columns.
@@ -643,27 +595,35 @@ def plot_grad_vs_lag(
     runs = 0
     for ax, (phase, title) in zip(axes, _PHASES, strict=True):
       per_cell = data["phases"].get(phase, {})
-      for cell, d in per_cell.items():
-        median = d["median"] / _LN10
-        median = np.where(np.isfinite(median), median, np.nan)
-        rate = d["rate"]
-        label = f"{_name(cell)}: ×{_num(math.exp(rate))}/step" if np.isfinite(rate) else _name(cell)
-        ax.fill_between(
-          d["lags"], d["lo"] / _LN10, d["hi"] / _LN10, color=_color(cell), alpha=0.2, lw=0
-        )
-        ax.plot(d["lags"], median, color=_color(cell), label=label)
-        shown += [median, d["lo"] / _LN10, d["hi"] / _LN10]
-        runs = max(runs, d["runs"])
+      labels = {
+        cell: f"{_name(cell)}: ×{_num(math.exp(d['rate']))}/step"
+        if np.isfinite(d["rate"])
+        else _name(cell)
+        for cell, d in per_cell.items()
+      }
       if per_cell:
-        ax.legend(loc="best", title="median, per-step factor", title_fontsize=7.5)
+        plot_lib.grad_norm_vs_lag(
+          {labels[c]: d["logs"] for c, d in per_cell.items()},
+          {labels[c]: d["lags"] for c, d in per_cell.items()},
+          ax=ax,
+          colors={labels[c]: _color(c) for c in per_cell},
+          show_rate=False,
+          legend=False,
+          title=title,
+          ylabel="",
+        )
+        ax.legend(loc="best", title="median, per-step factor")
       else:
         _no_data(ax)
-      ax.set_title(title)
-      ax.set_xlabel("lag T − 1 − t (steps)")
+        ax.set_title(title)
+        ax.set_xlabel("lag T − 1 − t (steps)")
+      for d in per_cell.values():
+        shown += [d["median"] / _LN10, d["lo"] / _LN10, d["hi"] / _LN10]
+        runs = max(runs, d["runs"])
       _finish(ax)
     axes[0].set_ylabel(r"$\Vert\partial L/\partial h_t\Vert$ (log scale)")
     if shown:
-      _log10_axis(axes[0], np.concatenate(shown))
+      plot_lib.log10_axis(axes[0], np.concatenate(shown))
     note = f"; {_fixed_note(data['fixed'])}" if data["fixed"] else ""
     fig.suptitle(
       f"{data['task']}, T = {data['T']}: gradient norm against lag "
@@ -1008,7 +968,6 @@ def _curve_data(
         if member in diverged_from:
           raw[k, steps >= diverged_from[member]] = np.nan
       window = max(1, steps.size // 25)
-      smooth = np.stack([_trailing_mean(row, window) for row in raw])
       diverged = []
       for k, row in enumerate(raw):
         # Diverged: the loss is non-finite (or masked) from some recorded step to the end.
@@ -1024,7 +983,7 @@ def _curve_data(
       per_cell[cell] = {
         "steps": _f64(steps),
         "raw": raw,
-        "median": np.nanmedian(smooth, axis=0),
+        "median": plot_lib.smoothed_median(raw, window),
         "window": window,
         "diverged": diverged,
       }
@@ -1055,6 +1014,7 @@ def plot_training_curves(
   diverged seed ends in a cross, and the task's trivial baseline (``baseline``
   of ``summary`` at that T) is the dashed black line. Where clip takes several
   values the clipping-on runs are shown (as gain and lr: see :func:`plot_grad_vs_lag`).
+  Each panel is drawn by :func:`rnnlab.plot.training_curves`.
 
   Args:
     metrics: ``metrics.csv`` columns.
@@ -1074,47 +1034,30 @@ def plot_training_curves(
     fig = _figure(min(max(7.0, 2.6 * ncols + 0.6), 11.0), 2.5 * nrows + 0.5)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
     positive = []
-    for ax, T in zip(axes, Ts, strict=False):
-      for cell, d in data["panels"][T].items():
-        color = _color(cell)
-        stride = max(1, d["steps"].size // 500)  # faint curves: at most ~500 points each
-        alpha = max(0.1, 0.5 / math.sqrt(max(d["raw"].shape[0], 1)))
-        for row in d["raw"]:
-          y = np.where(row > 0, row, np.nan)
-          ax.plot(
-            d["steps"][::stride],
-            y[::stride],
-            color=color,
-            lw=0.5,
-            alpha=alpha,
-            zorder=1,
-            rasterized=True,
-          )
-        median = np.where(np.isfinite(d["median"]) & (d["median"] > 0), d["median"], np.nan)
-        ax.plot(d["steps"], median, color=color, label=_name(cell), zorder=3, path_effects=_HALO)
-        for _, _, step, value in d["diverged"]:
-          if np.isfinite(value) and value > 0:
-            ax.plot([step], [value], "x", color=color, ms=5, mew=1.2, zorder=4)
-        positive += [median[np.isfinite(median)], d["raw"][np.isfinite(d["raw"]) & (d["raw"] > 0)]]
-      baseline = data["baselines"].get(T)
-      if baseline is not None and baseline > 0:
-        ax.axhline(baseline, color="black", ls="--", lw=1.0, label="trivial baseline", zorder=5)
-        positive.append(np.array([baseline]))
-      ax.set_yscale("log")
-      ax.set_title(f"T = {T}")
-      ax.set_xlabel("training step (updates)")
+    for k, (ax, T) in enumerate(zip(axes, Ts, strict=False)):
+      per_cell = data["panels"][T]
+      names = {cell: _name(cell) for cell in per_cell}
+      plot_lib.training_curves(
+        {names[c]: d["raw"] for c, d in per_cell.items()},
+        {names[c]: d["steps"] for c, d in per_cell.items()},
+        baseline=data["baselines"].get(T),
+        smooth={names[c]: d["window"] for c, d in per_cell.items()},
+        ax=ax,
+        colors={names[c]: _color(c) for c in per_cell},
+        legend=False,
+        title=f"T = {T}",
+        ylabel="training loss (log scale)" if k % ncols == 0 else "",
+      )
+      for d in per_cell.values():
+        positive += [d["median"], d["raw"]]
       _finish(ax)
     for ax in axes[len(Ts) :]:
       ax.set_visible(False)
-    for r in range(nrows):
-      axes[r * ncols].set_ylabel("training loss (log scale)")
-    values = np.concatenate(positive) if positive else np.zeros(0)
-    if values.size:
-      lo = float(np.percentile(values, 0.5)) / 1.5
-      top_ref = max(data["baselines"].values(), default=float(np.max(values)))
-      hi = min(float(np.max(values)) * 1.5, max(top_ref, float(np.percentile(values, 99))) * 10)
-      if hi > lo > 0:
-        axes[0].set_ylim(lo, hi)
+    # One y range for the shared axes, from every panel's losses and baselines.
+    values = np.concatenate([p.ravel() for p in positive]) if positive else np.zeros(0)
+    limits = plot_lib.loss_limits(values, list(data["baselines"].values()))
+    if limits is not None:
+      axes[0].set_ylim(*limits)
     _figure_legend(fig, axes[: len(Ts)])
     window = max((d["window"] for p in data["panels"].values() for d in p.values()), default=1)
     note = ""
@@ -1761,16 +1704,13 @@ def _overview(
   return " ".join(parts)
 
 
-@_quiet()
-def _success_table(summary: Mapping[str, np.ndarray], metrics: Mapping[str, np.ndarray]) -> str:
-  if not _has(summary, "cell", "T", "solved") or not _n(summary):
-    return "No success data: `summary.csv` has no rows or no `solved` column."
+def _grid(summary: Mapping[str, np.ndarray], entry: Callable[[np.ndarray], str]) -> list[str]:
+  """A markdown table: a row per cell and varying clip/gain/lr, a column per T.
+
+  ``entry(rows)`` writes the cell of one row mask (``–`` where it selects none).
+  """
   Ts = sorted(int(t) for t in np.unique(summary["T"]))
   variants = [c for c in ("clip", "gain", "lr") if c in summary and np.unique(summary[c]).size > 1]
-  ratio = np.full(_n(summary), np.nan)
-  if _has(summary, "final_loss", "baseline"):
-    ratio = _f64(summary["final_loss"]) / _f64(summary["baseline"])
-  diverged = _diverged_mask(summary, metrics)
   keys = sorted({tuple(float(summary[c][i]) for c in variants) for i in range(_n(summary))})
   header = ["cell", *variants, *(f"T = {T}" for T in Ts)]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -1784,29 +1724,136 @@ def _success_table(summary: Mapping[str, np.ndarray], metrics: Mapping[str, np.n
       entries = []
       for T in Ts:
         r = rows & (summary["T"] == T)
-        if not r.any():
-          entries.append("–")
-          continue
-        k, n = int(np.sum(summary["solved"][r])), int(r.sum())
-        # A diverged run is counted as such, not averaged in at the loss it was frozen at.
-        finite = ratio[r & ~diverged][np.isfinite(ratio[r & ~diverged])]
-        entry = f"{_pct(k / n)} ({k}/{n})"
-        if finite.size:
-          entry += f" · {_loss(float(np.mean(finite)))}"
-        d = int(np.sum(diverged[r]))
-        if d:
-          entry += f" · {d} diverged"
-        entries.append(entry)
+        entries.append(entry(r) if r.any() else "–")
       labels = [
         ("off" if c == "clip" and v == 0 else _g(v)) for c, v in zip(variants, key, strict=True)
       ]
       lines.append("| " + " | ".join([_name(cell), *labels, *entries]) + " |")
+  return lines
+
+
+@_quiet()
+def _success_table(summary: Mapping[str, np.ndarray], metrics: Mapping[str, np.ndarray]) -> str:
+  if not _has(summary, "cell", "T", "solved") or not _n(summary):
+    return "No success data: `summary.csv` has no rows or no `solved` column."
+  ratio = np.full(_n(summary), np.nan)
+  if _has(summary, "final_loss", "baseline"):
+    ratio = _f64(summary["final_loss"]) / _f64(summary["baseline"])
+  diverged = _diverged_mask(summary, metrics)
+
+  def entry(r: np.ndarray) -> str:
+    k, n = int(np.sum(summary["solved"][r])), int(r.sum())
+    # A diverged run is counted as such, not averaged in at the loss it was frozen at.
+    finite = ratio[r & ~diverged][np.isfinite(ratio[r & ~diverged])]
+    text = f"{_pct(k / n)} ({k}/{n})"
+    if finite.size:
+      text += f" · {_loss(float(np.mean(finite)))}"
+    d = int(np.sum(diverged[r]))
+    if d:
+      text += f" · {d} diverged"
+    return text
+
   caption = (
     "Each entry: the share of runs solved (solved / runs) · the mean held-out final loss "
     "divided by the task's trivial baseline, over the runs that did not diverge (below 1 beats "
     "the trivial predictor)."
   )
-  return "\n".join(lines) + "\n\n" + caption
+  return "\n".join(_grid(summary, entry)) + "\n\n" + caption
+
+
+# A horizon and its flag in summary.csv, and the phase of gradients.csv it was measured at.
+_HORIZONS = (
+  ("memory_horizon_init", "memory_horizon_init_censored", "init"),
+  ("memory_horizon", "memory_horizon_censored", "trained"),
+)
+
+
+def _censored(
+  summary: Mapping[str, np.ndarray], gradients: Mapping[str, np.ndarray], column: str
+) -> np.ndarray | None:
+  """Per row: whether the horizon in ``column`` is censored (equals the largest lag measured).
+
+  From the sweep's ``<column>_censored`` flag; for tables written before it, from
+  the run's largest lag in ``gradients.csv``; None where neither says.
+  """
+  flag, phase = next((f, p) for c, f, p in _HORIZONS if c == column)
+  if flag in summary:
+    return np.asarray(summary[flag], bool)
+  if not (_has(gradients, "member", "phase", "lag") and "member" in summary and _n(gradients)):
+    return None
+  rows = gradients["phase"] == phase
+  members, inverse = np.unique(gradients["member"][rows], return_inverse=True)
+  largest = np.full(members.size, -1, np.int64)
+  np.maximum.at(largest, inverse.ravel(), gradients["lag"][rows])
+  where = np.minimum(np.searchsorted(members, summary["member"]), max(members.size - 1, 0))
+  if not members.size or not np.all(members[where] == summary["member"]):
+    return None
+  return np.asarray(summary[column]) >= largest[where]
+
+
+def _censored_median(values: np.ndarray, censored: np.ndarray) -> tuple[float, bool]:
+  """The median of horizons some of which are lower bounds, and whether it is one too.
+
+  A censored horizon equals the largest lag, so within one (cell, T) it sorts
+  last; the median is a lower bound when a middle value is.
+  """
+  order = np.lexsort((censored, values))
+  values, censored = _f64(values)[order], censored[order]
+  lo, hi = (values.size - 1) // 2, values.size // 2
+  return float((values[lo] + values[hi]) / 2), bool(censored[lo] or censored[hi])
+
+
+def _horizon_text(value: float, censored: bool) -> str:
+  return (">= " if censored else "") + _g(value)
+
+
+@_quiet()
+def _horizon_table(
+  summary: Mapping[str, np.ndarray],
+  gradients: Mapping[str, np.ndarray],
+  config: Mapping[str, Any] | None,
+) -> str | None:
+  """The memory horizons per cell and T, censored ones marked ``>= L``; None without them."""
+  columns = [c for c, _, _ in _HORIZONS]
+  if not _has(summary, "cell", "T", *columns) or not _n(summary):
+    return None
+  flags = {c: _censored(summary, gradients, c) for c in columns}
+
+  def entry(r: np.ndarray) -> str:
+    texts = []
+    for c in columns:
+      known = flags[c] if flags[c] is not None else np.zeros(_n(summary), bool)
+      texts.append(_horizon_text(*_censored_median(summary[c][r], known[r])))
+    return " → ".join(texts)
+
+  fraction = _cfg(config, "diagnostics", "horizon_fraction")
+  share = (
+    f"{_pct(float(fraction))} of its value at lag 0"
+    if isinstance(fraction, int | float) and not isinstance(fraction, bool)
+    else "a fixed fraction (`diagnostics.horizon_fraction`) of its value at lag 0"
+  )
+  caption = [
+    "Each entry: the memory horizon at initialisation → after training, median over seeds: the "
+    f"largest lag T − 1 − t at which ||dL/dh_t|| is still at least {share}."
+  ]
+  if all(f is not None for f in flags.values()):
+    n = _n(summary)
+    counts = [int(np.sum(flags[c])) for c in columns]
+    caption.append(
+      "`>= L` marks a censored horizon: the norm never fell below that fraction within the "
+      "lags measured, so the largest lag L is only a lower bound on the horizon (a longer "
+      "sequence or a smaller fraction would measure it); a median that takes a censored "
+      "horizon is a lower bound too. "
+      f"Censored: {counts[0]} of {n} horizons at initialisation, {counts[1]} of {n} after "
+      "training."
+    )
+  else:
+    caption.append(
+      "Whether a horizon is censored is not recorded (`summary.csv` has no "
+      "`memory_horizon_censored` column and `gradients.csv` does not say), so a horizon equal "
+      "to the largest lag may only be a lower bound."
+    )
+  return "\n".join(_grid(summary, entry)) + "\n\n" + " ".join(caption)
 
 
 def _save_atomic(path: str, write: Callable[[Any], None]) -> None:
@@ -1925,6 +1972,9 @@ def write_report(
   title = "# Gradient flow sweep" + (f": the `{task}` task" if task != "sweep" else "")
   md = [title, "", _overview(summary, metrics, config), ""]
   md += ["## Success rate per cell and T", "", _success_table(summary, metrics), ""]
+  horizons = _horizon_table(summary, gradients, config)
+  if horizons is not None:
+    md += ["## Memory horizon per cell and T", "", horizons, ""]
   embed = "png" if "png" in formats else formats[0]
   for number, (name, title, build, read, why) in enumerate(sections, start=1):
     md += [f"## {number}. {title}", ""]

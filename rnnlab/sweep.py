@@ -83,7 +83,9 @@ SUMMARY_COLUMNS = (
   "decay_rate_init",
   "decay_rate",
   "memory_horizon_init",
+  "memory_horizon_init_censored",
   "memory_horizon",
+  "memory_horizon_censored",
   "spectral_radius_init",
   "spectral_radius",
   "lyapunov_init",
@@ -864,6 +866,16 @@ def steps_to_solve(task: Any, loss_N: np.ndarray, metric_N: np.ndarray, window: 
   return int(hits[0] + window) if hits.size else -1
 
 
+def horizon_censored(diag: dict[str, np.ndarray], i: int) -> bool:
+  """Whether member ``i``'s ``memory_horizon`` is censored: it equals the largest lag measured.
+
+  Then the norm never fell below ``diagnostics.horizon_fraction`` of its lag-0 value
+  within the window, and the true horizon is at least that lag, not that lag.
+  """
+  largest = diag["log_grad_norms"][i].shape[-1] - 1
+  return bool(int(diag["memory_horizon"][i]) >= largest)
+
+
 def summary_rows(config: ml_collections.ConfigDict, result: GroupResult) -> list[list[Any]]:
   """One row of :data:`SUMMARY_COLUMNS` per member of a finished group."""
   task = tasks_lib.get(config.task.name, result.group.T, **dict(config.task.kwargs))
@@ -894,7 +906,9 @@ def summary_rows(config: ml_collections.ConfigDict, result: GroupResult) -> list
         float(result.init["decay_rate"][i]),
         float(result.trained["decay_rate"][i]),
         int(result.init["memory_horizon"][i]),
+        horizon_censored(result.init, i),
         int(result.trained["memory_horizon"][i]),
+        horizon_censored(result.trained, i),
         float(result.init["spectral_radius"][i]),
         float(result.trained["spectral_radius"][i]),
         float(result.init["lyapunov"][i]),

@@ -2,8 +2,9 @@
 
 A synthetic workdir stands in for a sweep: 3 cells x 2 T x 2 clips x 2 seeds,
 where the LSTM solves every run, the Elman cell none and the GRU only the
-shorter T; gradients decay at known exact rates (``ln ||dL/dh_t|| = rate * lag``)
-and the gain scan's Elman Pascanu bound equals the gain.
+shorter T; gradients decay at known exact rates (``ln ||dL/dh_t|| = rate * lag``),
+the memory horizons are those rates' (censored where the window ends first) and
+the gain scan's Elman Pascanu bound equals the gain.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ STEPS = 30
 BASELINE = 1 / 6
 RATES = {"elman": -0.5, "lstm": -0.1, "gru": -0.3}  # ln-norm slope per step at init
 GAINS = (0.5, 0.8, 1.25, 2.0)  # the Pascanu threshold (gain 1) lies between grid points
+FRACTION = 0.1  # diagnostics.horizon_fraction of the synthetic sweep
 
 # The schema as the sweep writes it (the report must read what the runner writes).
 SUMMARY = list(sweep.SUMMARY_COLUMNS)
@@ -56,8 +58,21 @@ def write_csv(path, columns, rows):
 BLOWN_UP = 5e9  # a finite blow-up's loss (Adam at learning rate 1e4 on the adding task)
 
 
-def make_workdir(path, diverge=False, gain_scan=True, blow_up=None):
+def horizon(rate, T):
+  """The memory horizon of ``ln ||dL/dh_t|| = rate * lag`` over lags 0..T-1, and if censored.
+
+  Written from the definition (the largest lag whose norm is at least FRACTION of
+  lag 0's), apart from rnnlab.diagnostics.memory_horizon.
+  """
+  reach = math.floor(math.log(FRACTION) / rate)
+  return min(reach, T - 1), reach >= T - 1
+
+
+def make_workdir(path, diverge=False, gain_scan=True, blow_up=None, flags=True):
   """Writes the synthetic sweep tables into ``path``.
+
+  ``flags``: False writes ``summary.csv`` without the ``*_censored`` columns (as
+  the runner did before it had them).
 
   ``diverge``: one Elman run (T = 5, clip 0, seed 1) goes non-finite at step 20.
   ``blow_up``: one Elman run (T = 10, clip 1, seed 0) blows up finitely from step 10
@@ -86,6 +101,7 @@ def make_workdir(path, diverge=False, gain_scan=True, blow_up=None):
           final = float(loss[-1]) if np.isfinite(loss[-1]) else math.nan
           fraction = {"elman": 0.25, "lstm": 0.05, "gru": 0.1}[cell] if clip else 0.0
           rate = RATES[cell]
+          (h_init, c_init), (h_trained, c_trained) = horizon(rate, T), horizon(rate / 2, T)
           summary.append(
             dict(
               member=member,
@@ -108,8 +124,10 @@ def make_workdir(path, diverge=False, gain_scan=True, blow_up=None):
               clip_fraction=fraction,
               decay_rate_init=rate,
               decay_rate=rate / 2,
-              memory_horizon_init=3,
-              memory_horizon=6,
+              memory_horizon_init=h_init,
+              memory_horizon_init_censored=c_init,
+              memory_horizon=h_trained,
+              memory_horizon_censored=c_trained,
               spectral_radius_init=1.0,
               spectral_radius=1.1,
               lyapunov_init=-0.2,
@@ -129,7 +147,8 @@ def make_workdir(path, diverge=False, gain_scan=True, blow_up=None):
                 [member, cell, T, 1.0, 0.002, clip, seed, phase, lag, r * lag - seed]
               )
           member += 1
-  write_csv(os.path.join(path, "summary.csv"), SUMMARY, [[r[c] for c in SUMMARY] for r in summary])
+  columns = [c for c in SUMMARY if flags or not c.endswith("_censored")]
+  write_csv(os.path.join(path, "summary.csv"), columns, [[r[c] for c in columns] for r in summary])
   write_csv(os.path.join(path, "metrics.csv"), METRICS, metrics)
   write_csv(os.path.join(path, "gradients.csv"), GRADIENTS, gradients)
   if gain_scan:
@@ -147,6 +166,7 @@ def make_workdir(path, diverge=False, gain_scan=True, blow_up=None):
     "model": {"hidden_size": 8, "gain": 1.0},
     "train": {"optimizer": "adam", "learning_rate": 0.002, "num_steps": STEPS, "clip": 1.0},
     "sweep": {"cell": list(CELLS), "T": list(TS), "clip": list(CLIPS), "seeds": len(SEEDS)},
+    "diagnostics": {"horizon_fraction": FRACTION},
   }
   with open(os.path.join(path, "config.json"), "w") as f:
     json.dump(config, f)
@@ -270,8 +290,16 @@ def test_write_report_writes_every_figure_in_every_format(full):
   assert not leftovers
 
 
-def table_rows(text, cell):
-  return [line for line in text.splitlines() if line.startswith(f"| {cell} |")]
+def section(text, heading):
+  """The lines of report.md's section ``## <heading>``, up to the next heading."""
+  lines = text.splitlines()
+  start = lines.index(f"## {heading}") + 1
+  end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+  return lines[start:end]
+
+
+def table_rows(text, cell, heading="Success rate per cell and T"):
+  return [line for line in section(text, heading) if line.startswith(f"| {cell} |")]
 
 
 def test_report_success_table(full):
@@ -381,3 +409,148 @@ def test_plots_return_none_without_their_data(tmp_path):
   # One cell and one T only still draws.
   one = {k: v[(summary["cell"] == "gru") & (summary["T"] == 10)] for k, v in summary.items()}
   assert report.plot_success_vs_T(one) is not None
+
+
+# ---------------------------------------------------------------------------
+# Censored memory horizons.
+# ---------------------------------------------------------------------------
+
+HORIZONS = "Memory horizon per cell and T"
+
+
+def test_report_marks_censored_horizons(full):
+  _, _, text = full
+  # Per cell and T: init -> trained, ">= L" where the horizon is the window's largest lag.
+  expected = {}
+  for cell in CELLS:
+    for T in TS:
+      texts = []
+      for rate in (RATES[cell], RATES[cell] / 2):
+        value, censored = horizon(rate, T)
+        texts.append((">= " if censored else "") + str(value))
+      expected[cell, T] = " → ".join(texts)
+  # Both kinds occur: Elman at T = 10 measures 4 at init, its trained horizon is censored.
+  assert expected["elman", 10] == "4 → >= 9" and expected["gru", 10] == "7 → >= 9"
+  assert expected["lstm", 5] == ">= 4 → >= 4"
+  for cell, name in zip(CELLS, ("Elman", "LSTM", "GRU"), strict=True):
+    rows = table_rows(text, name, HORIZONS)
+    assert len(rows) == 2, rows  # clip off and clip 1
+    for row in rows:
+      entries = [e.strip() for e in row.strip("|").split("|")][2:]
+      assert entries == [expected[cell, T] for T in TS], row
+  caption = " ".join(section(text, HORIZONS))
+  assert "at least 10% of its value at lag 0" in caption
+  assert "`>= L` marks a censored horizon: the norm never fell below that fraction" in caption
+  assert "Censored: 16 of 24 horizons at initialisation, 24 of 24 after training." in caption
+
+
+def test_censored_flags_from_gradients_without_the_columns(tmp_path):
+  """A summary.csv written before the flags: censoring read from gradients.csv's lags."""
+  (tmp_path / "flagged").mkdir()
+  (tmp_path / "old").mkdir()
+  flagged = make_workdir(str(tmp_path / "flagged"), gain_scan=False)
+  old = make_workdir(str(tmp_path / "old"), gain_scan=False, flags=False)
+  tables = {}
+  for name, workdir in (("flagged", flagged), ("old", old)):
+    summary = report.read_table(os.path.join(workdir, "summary.csv"))
+    gradients = report.read_table(os.path.join(workdir, "gradients.csv"))
+    tables[name] = report._horizon_table(summary, gradients, {})
+  assert "memory_horizon_censored" not in report.read_table(os.path.join(old, "summary.csv"))
+  assert (
+    tables["old"] == tables["flagged"]
+    and "| Elman | off | >= 4 → >= 4 | 4 → >= 9 |" in (tables["old"])
+  )
+  assert "a fixed fraction (`diagnostics.horizon_fraction`)" in tables["old"]
+  unknown = report._horizon_table(summary, {}, {})  # neither flags nor gradients
+  assert ">=" not in unknown.split("\n\n")[0] and "is not recorded" in unknown
+
+
+def test_censored_median_is_a_lower_bound_when_a_middle_value_is():
+  median = report._censored_median
+  assert median(np.array([3, 9, 5]), np.array([False, True, False])) == (5.0, False)
+  assert median(np.array([9, 9, 5]), np.array([True, True, False])) == (9.0, True)
+  assert median(np.array([5, 9]), np.array([False, True])) == (7.0, True)
+  assert median(np.array([4, 6]), np.array([False, False])) == (5.0, False)
+
+
+def test_summary_rows_flag_horizons_at_the_largest_lag():
+  import ml_collections
+
+  config = ml_collections.ConfigDict(
+    {
+      "task": {"name": "adding", "kwargs": {}},
+      "model": {"hidden_size": 8},
+      "train": {"solve_window": 2},
+    }
+  )
+  members = tuple(
+    sweep.Member(index=i, cell="elman", T=5, gain=1.0, clip=0.0, lr=0.01, seed=i) for i in (0, 1)
+  )
+  steps = np.full((2, 4), 0.2)
+  lags = np.arange(5.0)
+
+  def diag(horizons):
+    return {
+      "log_grad_norms": np.stack([-0.1 * lags, -2.0 * lags]),  # 5 lags: the largest is 4
+      "decay_rate": np.array([-0.1, -2.0]),
+      "memory_horizon": np.array(horizons),
+      "spectral_radius": np.ones(2),
+      "lyapunov": -np.ones(2),
+    }
+
+  result = sweep.GroupResult(
+    group=sweep.Group("elman_T5", "elman", 5, members),
+    records={"loss": steps, "metric": steps, "clipped": np.zeros((2, 4), bool)},
+    finish={
+      "eval_loss": np.full(2, 0.2),
+      "eval_metric": np.full(2, 0.2),
+      "solved": np.zeros(2, bool),
+      "diverged_at": np.full(2, -1),
+    },
+    init_finish={"eval_loss": np.full(2, 0.2)},
+    init=diag([4, 2]),
+    trained=diag([3, 4]),
+    baseline=1 / 6,
+    task="adding",
+  )
+  rows = [
+    dict(zip(sweep.SUMMARY_COLUMNS, r, strict=True)) for r in sweep.summary_rows(config, result)
+  ]
+  assert [r["memory_horizon_init"] for r in rows] == [4, 2]
+  assert [r["memory_horizon_init_censored"] for r in rows] == [True, False]
+  assert [r["memory_horizon"] for r in rows] == [3, 4]
+  assert [r["memory_horizon_censored"] for r in rows] == [False, True]
+  columns = list(sweep.SUMMARY_COLUMNS)
+  for flag in ("memory_horizon_init_censored", "memory_horizon_censored"):
+    assert columns.index(flag) == columns.index(flag.removesuffix("_censored")) + 1
+
+
+# ---------------------------------------------------------------------------
+# The report draws through rnnlab.plot.
+# ---------------------------------------------------------------------------
+
+
+def test_report_figures_draw_through_rnnlab_plot(tmp_path, monkeypatch):
+  from rnnlab import plot
+
+  workdir = make_workdir(str(tmp_path))
+  summary = report.read_table(os.path.join(workdir, "summary.csv"))
+  gradients = report.read_table(os.path.join(workdir, "gradients.csv"))
+  metrics = report.read_table(os.path.join(workdir, "metrics.csv"))
+  calls = []
+  for name in ("grad_norm_vs_lag", "training_curves"):
+    original = getattr(plot, name)
+    spy = lambda *a, _name=name, _f=original, **k: calls.append((_name, a, k)) or _f(*a, **k)  # noqa: E731
+    monkeypatch.setattr(plot, name, spy)
+  fig = report.plot_grad_vs_lag(gradients, summary)
+  grad_calls = [c for c in calls if c[0] == "grad_norm_vs_lag"]
+  assert len(grad_calls) == 2  # one per phase panel, all three cells in each
+  series = grad_calls[0][1][0]
+  assert [k.split(":")[0] for k in series] == ["Elman", "LSTM", "GRU"]
+  # The init panel's Elman line: the median over seeds of rate * lag - seed, in log10.
+  line = fig.axes[0].get_lines()[0]
+  np.testing.assert_allclose(
+    line.get_ydata(), (RATES["elman"] * np.arange(10) - 0.5) / math.log(10)
+  )
+  report.plot_training_curves(metrics, summary)
+  assert len([c for c in calls if c[0] == "training_curves"]) == len(TS)
