@@ -5,14 +5,27 @@ Where things live: the cell updates in :mod:`rnnlab.cells`, the unroll in
 in :mod:`rnnlab.models`, weight schemes in :mod:`rnnlab.initializers`, the
 long-dependency tasks in :mod:`rnnlab.tasks`, the training loop in :mod:`rnnlab.train`,
 the gradient-flow diagnostics in :mod:`rnnlab.diagnostics` (which find the unrolls of a
-loss through the probe-tap scope of :mod:`rnnlab.probes`).
+loss through the probe-tap scope of :mod:`rnnlab.probes`), and property checks for
+any cell, a user's own included, to call from a test suite in :mod:`rnnlab.testing`.
 Exact weight conversion to and from PyTorch, flax and Keras, and flax module wrappers,
 are in :mod:`rnnlab.interop` (imported on demand: ``from rnnlab import interop``).
 """
 
-from rnnlab import cells, diagnostics, initializers, layers, models, probes, scan, tasks, train
+from rnnlab import (
+  cells,
+  diagnostics,
+  initializers,
+  layers,
+  models,
+  probes,
+  scan,
+  tasks,
+  testing,
+  train,
+)
 from rnnlab.cells import (
   Cell,
+  CellParts,
   ElmanParams,
   GRUParams,
   LSTMCarry,
@@ -37,6 +50,7 @@ __version__ = "0.1.0"
 
 __all__ = [
   "Cell",
+  "CellParts",
   "ElmanParams",
   "GRUParams",
   "LSTMCarry",
@@ -65,6 +79,7 @@ __all__ = [
   "stack_cells",
   "stacked",
   "tasks",
+  "testing",
   "train",
   "unroll",
 ]
