@@ -9,7 +9,8 @@ loss through the probe-tap scope of :mod:`rnnlab.probes`) and their figures in
 :mod:`rnnlab.plot` (loaded on first use of ``rnnlab.plot``: matplotlib costs about
 0.4 s to import); saving and loading pytrees (params, a train state) in
 :mod:`rnnlab.checkpoint` (``rnnlab.save``, ``rnnlab.load``), parameter tables in
-:mod:`rnnlab.summary` (``rnnlab.param_summary``).
+:mod:`rnnlab.summary` (``rnnlab.param_summary``); property checks for any cell, a
+user's own included, to call from a test suite in :mod:`rnnlab.testing`.
 Exact weight conversion to and from PyTorch, flax and Keras, and flax module wrappers,
 are in :mod:`rnnlab.interop` (imported on demand: ``from rnnlab import interop``).
 """
@@ -25,10 +26,12 @@ from rnnlab import (
   scan,
   summary,
   tasks,
+  testing,
   train,
 )
 from rnnlab.cells import (
   Cell,
+  CellParts,
   ElmanParams,
   GRUParams,
   LSTMCarry,
@@ -64,6 +67,7 @@ def __getattr__(name: str):
 
 __all__ = [
   "Cell",
+  "CellParts",
   "ElmanParams",
   "GRUParams",
   "LSTMCarry",
@@ -99,6 +103,7 @@ __all__ = [
   "stacked",
   "summary",
   "tasks",
+  "testing",
   "train",
   "unroll",
 ]

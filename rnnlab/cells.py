@@ -97,6 +97,9 @@ class Cell(NamedTuple):
       built-in cells have them (except the reset-before GRU) and
       :func:`rnnlab.unroll` uses them for its fused path; a user's own cell
       needs only ``step``.
+
+  :func:`rnnlab.testing.check_cell` checks the properties every cell must have
+  (causality, padding, jit, vmap, gradients, dtypes, parts that agree with the step).
   """
 
   init: Callable[..., PyTree]

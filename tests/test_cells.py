@@ -1,7 +1,9 @@
-"""Tests for rnnlab.cells: elman, lstm, gru and stack_cells.
+"""Tests for rnnlab.cells: elman, lstm, gru, diagonal and stack_cells.
 
 The NumPy references below are written from the equations in the cells' docstrings
-(float64), not from the implementation.
+(float64), not from the implementation. The properties every cell must have (scan
+equals a loop, causality, padding, jit, vmap, finite-difference gradients, the fused
+path, dtypes) are :mod:`rnnlab.testing`'s checks, run on every built-in cell below.
 """
 
 import re
@@ -10,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.test_util import check_grads
 
 import rnnlab
+from rnnlab import testing
 
 I, H = 3, 5  # input and hidden sizes used throughout
 
@@ -132,16 +134,16 @@ def test_shapes_and_dtypes(name, dtype):
         assert leaf.shape == (*batch_shape, H)
         assert leaf.dtype == dt
         np.testing.assert_array_equal(np.asarray(leaf, np.float32), 0.0)
-      # A float32 input is cast to the params dtype; carry and output keep it.
-      x = normal(1, (*batch_shape, I), jnp.float32)
-      new_carry, y = STEPS[name](params, carry, x)
+      # A float32 input is cast to the params dtype; carry and output keep it. (Shapes
+      # only: the values are rnnlab.testing's, in test_builtin_cell_passes_every_check.)
+      x = jax.ShapeDtypeStruct((*batch_shape, I), jnp.float32)
+      new_carry, y = jax.eval_shape(CELLS[name].step, params, carry, x)
       assert jax.tree.structure(new_carry) == jax.tree.structure(carry)
       for leaf in jax.tree.leaves(new_carry):
         assert leaf.shape == (*batch_shape, H)
         assert leaf.dtype == dt
       assert y.shape == (*batch_shape, H)
       assert y.dtype == dt
-      assert np.all(np.isfinite(np.asarray(y, np.float32)))
 
 
 def test_initial_carry_int_batch_shape():
@@ -149,20 +151,6 @@ def test_initial_carry_int_batch_shape():
   params = cell.init(jax.random.key(0), I)
   carry = cell.initial_carry(params, 4)
   assert carry.h.shape == (4, H) and carry.c.shape == (4, H)
-
-
-@pytest.mark.parametrize("name", IDS)
-def test_batched_step_equals_per_example_step(name):
-  params = randomize(CELLS[name].init(jax.random.key(0), I), 1)
-  carry, x = random_state(name, params, (2, 3), 2)
-  new_carry, y = STEPS[name](params, carry, x)
-  for a in range(2):
-    for b in range(3):
-      one = jax.tree.map(lambda leaf, a=a, b=b: leaf[a, b], carry)
-      c1, y1 = STEPS[name](params, one, x[a, b])
-      np.testing.assert_allclose(y[a, b], y1, rtol=1e-6, atol=1e-6)
-      for l_all, l_one in zip(jax.tree.leaves(new_carry), jax.tree.leaves(c1), strict=True):
-        np.testing.assert_allclose(l_all[a, b], l_one, rtol=1e-6, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- NumPy parity
@@ -202,20 +190,35 @@ def test_lstm_carry_is_named():
   np.testing.assert_array_equal(np.asarray(new_carry.h), np.asarray(y))
 
 
-# ----------------------------------------------------------------------------- gradients
+# ----------------------------------------------------------------------------- rnnlab.testing
+
+# Every built-in cell, each at one shape of one seeded draw: the first three draws take
+# batch ranks 0, 1 and 2, so every rank is checked on some cell.
+CHECKED = {
+  **CELLS,
+  "diagonal": rnnlab.diagonal(H),
+  "stack_lstm_elman": rnnlab.stack_cells([rnnlab.lstm(4), rnnlab.elman(H)]),
+}
+CHECK_SHAPES = dict(zip(CHECKED, testing.random_shapes(seed=0, count=len(CHECKED)), strict=True))
 
 
-@pytest.mark.parametrize("name", IDS)
-def test_step_check_grads_float64(name):
-  with jax.enable_x64(True):
-    cell = CELLS[name]
-    params = randomize(cell.init(jax.random.key(0), I, jnp.float64), 1)
-    carry = randomize(cell.initial_carry(params, (2,)), 2, scale=0.8)
-    x = normal(3, (2, I), jnp.float64)
-    assert all(leaf.dtype == jnp.float64 for leaf in jax.tree.leaves((params, carry)))
-    # relu has a kink: first order only there; second order for the smooth cells.
-    order = 1 if name == "elman_relu" else 2
-    check_grads(cell.step, (params, carry, x), order=order, modes=["rev"])
+@pytest.mark.parametrize("name", list(CHECKED))
+def test_builtin_cell_passes_every_check(name):
+  cell = CHECKED[name]
+  # Random params (biases and the forget slice too), so every term of the step matters.
+  params = randomize(cell.init(jax.random.key(1), I), 2, scale=0.6)
+  # Second derivatives (float64, inside the check) for the LSTM, first elsewhere: each
+  # order costs as many compilations again, and these steps are plain jnp code.
+  order = 2 if name == "lstm" else 1
+  ran = testing.check_cell(
+    cell, I, params=params, shapes=[CHECK_SHAPES[name]], seed=3, grad_order=order
+  )
+  has_parts = name not in ("gru_reset_before", "stack_lstm_elman")
+  assert ran == tuple(c for c in testing.CHECKS if has_parts or c != "fused")
+
+
+def test_builtin_cells_are_checked_at_every_batch_rank():
+  assert {len(s.batch_shape) for s in CHECK_SHAPES.values()} == {0, 1, 2}
 
 
 # ----------------------------------------------------------------------------- init schemes

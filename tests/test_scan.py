@@ -1,4 +1,10 @@
-"""Tests for rnnlab.unroll: against Python loops over cell.step, lengths, reverse, jit/vmap/grad."""
+"""Tests for rnnlab.unroll: against Python loops over cell.step, lengths, reverse, jit/vmap/grad.
+
+What rnnlab.testing checks for every cell (tests/test_cells.py runs it on each built-in
+cell: batch-major unroll against the loop, causality, padding with gradients, jit, vmap,
+dtypes) is not repeated here; these tests cover the unroll's own options: layouts,
+reverse (with lengths, padding and causality), traced lengths, retraces, errors.
+"""
 
 from functools import partial
 
@@ -21,7 +27,9 @@ CELLS = {
   "gru_reset_after": rnnlab.gru(H, reset_after=True),
   "gru_reset_before": rnnlab.gru(H, reset_after=False),
 }
-IDS = list(CELLS)
+# An array carry, a NamedTuple carry, a cell without CellParts: for the unroll's own
+# options (what every cell must satisfy is rnnlab.testing's, run in tests/test_cells.py).
+CARRY_KINDS = ["elman_tanh", "lstm", "gru_reset_before"]
 # Shared compiled functions: one compile per (cell, shapes, options) for the whole module.
 STEPS = {name: jax.jit(cell.step) for name, cell in CELLS.items()}
 UNROLL = jax.jit(
@@ -70,8 +78,8 @@ def tree_index(tree, idx):
 # ----------------------------------------------------------------------------- against a loop
 
 
-@pytest.mark.parametrize("layout", ["batch_major", "time_major", "unbatched", "batch_2d"])
-@pytest.mark.parametrize("name", IDS)
+@pytest.mark.parametrize("layout", ["time_major", "unbatched", "batch_2d"])
+@pytest.mark.parametrize("name", CARRY_KINDS)
 def test_unroll_matches_python_loop(name, layout):
   params = params_for(name)
   batch_shape = {"unbatched": (), "batch_2d": (2, 2)}.get(layout, (B,))
@@ -100,17 +108,6 @@ def test_unroll_option_is_only_a_schedule():
   ys2, c2 = UNROLL(CELLS[name], params, xs, lengths=jnp.array([6, 2, 4]), unroll=3)
   assert_trees_close(ys1, ys2, rtol=1e-6, atol=1e-6)
   assert_trees_close(c1, c2, rtol=1e-6, atol=1e-6)
-
-
-def test_bfloat16_params_keep_dtype_through_unroll():
-  name = "gru_reset_after"
-  params = params_for(name, dtype=jnp.bfloat16)
-  ys, carry = UNROLL(CELLS[name], params, normal(4, (B, T, I)))
-  assert ys.dtype == jnp.bfloat16 and carry.dtype == jnp.bfloat16
-  ref, _ = UNROLL(
-    CELLS[name], jax.tree.map(lambda l: l.astype(jnp.float32), params), normal(4, (B, T, I))
-  )
-  np.testing.assert_allclose(np.asarray(ys, np.float32), ref, atol=5e-2)
 
 
 # ----------------------------------------------------------------------------- jit / vmap
@@ -146,25 +143,7 @@ class UnrollVariantsTest(chex.TestCase):
       np.testing.assert_array_equal(ys_r[b, L:], 0.0)
 
 
-@pytest.mark.parametrize("name", IDS)
-def test_vmap_of_unbatched_unroll_equals_batched(name):
-  params = params_for(name)
-  xs = normal(6, (B, T, I))
-  carry = random_carry(name, params, (B,), 7)
-  lengths = jnp.array([T, 1, 4])
-
-  @jax.jit
-  def per_example(params, xs, carry, lengths):
-    one = partial(rnnlab.unroll, CELLS[name], params)
-    return jax.vmap(lambda x, c, L: one(x, c, lengths=L))(xs, carry, lengths)
-
-  ys_v, c_v = per_example(params, xs, carry, lengths)
-  ys_b, c_b = UNROLL(CELLS[name], params, xs, carry, lengths=lengths)
-  assert_trees_close(ys_v, ys_b, rtol=1e-6, atol=1e-6)
-  assert_trees_close(c_v, c_b, rtol=1e-6, atol=1e-6)
-
-
-@pytest.mark.parametrize("name", ["elman_tanh", "lstm", "gru_reset_before"])
+@pytest.mark.parametrize("name", CARRY_KINDS)
 def test_no_retrace_on_second_call(name):
   chex.clear_trace_counter()  # the counter is keyed by the function's code, shared across params
 
@@ -205,8 +184,9 @@ def jac_ys_xs(name, reverse, params, xs):
   return jax.jacrev(lambda xs: rnnlab.unroll(CELLS[name], params, xs, reverse=reverse)[0])(xs)
 
 
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("name", IDS)
+# Forward causality is rnnlab.testing.check_causality's, on every cell (tests/test_cells.py).
+@pytest.mark.parametrize("reverse", [True])
+@pytest.mark.parametrize("name", CARRY_KINDS)
 def test_causality(name, reverse):
   Tc = 5
   params = params_for(name)
@@ -230,31 +210,8 @@ def test_causality(name, reverse):
 LENGTHS = np.array([T, 2, 0])
 
 
-@pytest.mark.parametrize("name", IDS)
-def test_lengths_mask_and_final_carry(name):
-  cell = CELLS[name]
-  params = params_for(name)
-  xs = normal(13, (B, T, I))
-  carry0 = random_carry(name, params, (B,), 14)
-  ys, carry = UNROLL(cell, params, xs, carry0, lengths=jnp.asarray(LENGTHS))
-  assert ys.shape == (B, T, H)
-  for b, L in enumerate(LENGTHS):
-    np.testing.assert_array_equal(ys[b, L:], 0.0)  # exactly zero past the length
-    c0_b = tree_index(carry0, b)
-    if L == 0:
-      for got, want in zip(
-        jax.tree.leaves(tree_index(carry, b)), jax.tree.leaves(c0_b), strict=True
-      ):
-        np.testing.assert_array_equal(got, want)  # the initial carry, untouched
-      continue
-    # The truncated sequence unrolled alone (no lengths) gives the same outputs and carry.
-    want_ys, want_c = UNROLL(cell, params, xs[b, :L], c0_b)
-    assert_trees_close(ys[b, :L], want_ys, rtol=1e-6, atol=1e-6)
-    assert_trees_close(tree_index(carry, b), want_c, rtol=1e-6, atol=1e-6)
-    # ... and the loop over the truncated sequence.
-    want_ys, want_c = loop(name, params, xs[b, :L], c0_b)
-    assert_trees_close(ys[b, :L], want_ys)
-    assert_trees_close(tree_index(carry, b), want_c)
+# Outputs zero past each length and the final carry of the cut sequences (lengths
+# 0, T and between): rnnlab.testing.check_padding's, on every cell (tests/test_cells.py).
 
 
 def test_all_lengths_zero_gives_initial_carry():
@@ -312,8 +269,9 @@ VALUE_AND_GRAD = jax.jit(
 )
 
 
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("name", IDS)
+# Forward is rnnlab.testing.check_padding's, on every cell (tests/test_cells.py).
+@pytest.mark.parametrize("reverse", [True])
+@pytest.mark.parametrize("name", CARRY_KINDS)
 def test_padding_changes_neither_outputs_nor_gradients(name, reverse):
   params = params_for(name)
   xs = normal(17, (B, T, I))
@@ -339,7 +297,7 @@ def test_padding_changes_neither_outputs_nor_gradients(name, reverse):
 
 
 @pytest.mark.parametrize("time_major", [False, True])
-@pytest.mark.parametrize("name", IDS)
+@pytest.mark.parametrize("name", CARRY_KINDS)
 def test_reverse_equals_flipped_forward(name, time_major):
   params = params_for(name)
   xs = normal(20, (B, T, I))
@@ -372,7 +330,7 @@ def reverse_with_lengths_reference(name, params, xs, carry0, lengths):
 
 
 @pytest.mark.parametrize("time_major", [False, True])
-@pytest.mark.parametrize("name", IDS)
+@pytest.mark.parametrize("name", CARRY_KINDS)
 def test_reverse_with_lengths(name, time_major):
   params = params_for(name)
   xs = normal(22, (B, T, I))
@@ -399,7 +357,8 @@ def test_reverse_with_lengths(name, time_major):
 # ----------------------------------------------------------------------------- gradients
 
 
-@pytest.mark.parametrize("name", IDS)
+# The step's own gradients (order 2) are rnnlab.testing.check_grads's, on every cell.
+@pytest.mark.parametrize("name", CARRY_KINDS)
 def test_gradients_match_finite_differences(name):
   with jax.enable_x64(True):
     cell = CELLS[name]
