@@ -27,7 +27,15 @@ from rnnlab.cells import (
   lstm,
 )
 from rnnlab.cells import stack as stack_cells
-from rnnlab.layers import Layer, bidirectional, dense, embedding, rnn, stacked
+from rnnlab.layers import (
+  Layer,
+  bidirectional,
+  dense,
+  embedding,
+  rnn,
+  stacked,
+  variational_dropout,
+)
 from rnnlab.models import (
   encoder_decoder,
   many_to_many,
@@ -75,4 +83,5 @@ __all__ = [
   "tasks",
   "train",
   "unroll",
+  "variational_dropout",
 ]
