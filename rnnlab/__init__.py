@@ -34,16 +34,28 @@ from rnnlab.cells import (
   CellParts,
   ElmanParams,
   GRUParams,
+  LayerNormGRUParams,
+  LayerNormLSTMParams,
   LSTMCarry,
   LSTMParams,
   diagonal,
   elman,
   gru,
+  layer_norm_gru,
+  layer_norm_lstm,
   lstm,
 )
 from rnnlab.cells import stack as stack_cells
 from rnnlab.checkpoint import load, save
-from rnnlab.layers import Layer, bidirectional, dense, embedding, rnn, stacked
+from rnnlab.layers import (
+  Layer,
+  bidirectional,
+  dense,
+  embedding,
+  rnn,
+  stacked,
+  variational_dropout,
+)
 from rnnlab.models import (
   encoder_decoder,
   many_to_many,
@@ -73,6 +85,8 @@ __all__ = [
   "LSTMCarry",
   "LSTMParams",
   "Layer",
+  "LayerNormGRUParams",
+  "LayerNormLSTMParams",
   "bidirectional",
   "cells",
   "checkpoint",
@@ -84,6 +98,8 @@ __all__ = [
   "encoder_decoder",
   "gru",
   "initializers",
+  "layer_norm_gru",
+  "layer_norm_lstm",
   "layers",
   "load",
   "lstm",
@@ -106,4 +122,5 @@ __all__ = [
   "testing",
   "train",
   "unroll",
+  "variational_dropout",
 ]

@@ -31,6 +31,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _is_dtype(value: Any) -> bool:
   """Whether ``value`` names a dtype (``jnp.float32``, ``np.dtype``, ``"bfloat16"``)."""
+  if isinstance(value, np.dtype):  # before the shape test: a dtype has a .shape too
+    return True
   if value is None or isinstance(value, (bool, int, float, complex, np.ndarray)):
     return False
   if hasattr(value, "shape"):  # an array, not a dtype

@@ -1,11 +1,12 @@
-"""Recurrent cells: the vanilla (Elman) RNN, the LSTM and the GRU, as pure functions.
+"""Recurrent cells: the vanilla (Elman) RNN, the LSTM and the GRU (plain and
+layer-normalised), and a diagonal linear recurrence, as pure functions.
 
 A cell is a :class:`Cell`, a NamedTuple of three pure functions that its factory
 closes over the cell's hyper-parameters (the optax ``GradientTransformation``
 pattern)::
 
     cell = rnnlab.lstm(hidden_size=64)
-    params = cell.init(key, input_size)              # a NamedTuple of arrays
+    params = cell.init(key, input_size)              # a NamedTuple of arrays; dtype= by keyword
     carry = cell.initial_carry(params, batch_shape=(32,))
     carry, y = cell.step(params, carry, x)           # x: (*batch, input_size)
 
@@ -20,7 +21,8 @@ Conventions, shared by every cell here:
 * sizes are read from the arrays' shapes, never stored;
 * any number of leading batch dimensions, including none;
 * all arithmetic runs in the parameters' dtype (float32, bfloat16 or float64):
-  inputs are cast to it and the carry keeps it;
+  inputs are cast to it and the carry keeps it (the layer norms compute their
+  mean and variance in at least float32);
 * initialisation is explicit: each weight's scheme is an argument with a stated
   default (see :mod:`rnnlab.initializers`), and gains are never implicit.
 """
@@ -32,8 +34,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnnlab import initializers as inits
+from rnnlab._signatures import init_signature
 
 Array = jax.Array
 PyTree = Any
@@ -89,12 +93,15 @@ class Cell(NamedTuple):
   """A recurrent cell: three pure functions closed over its hyper-parameters.
 
   Attributes:
-    init: ``init(key, input_size, dtype=jnp.float32) -> params``.
+    init: ``init(key, input_size, *, dtype=jnp.float32) -> params`` (the convention of
+      every ``init`` in rnnlab, :mod:`rnnlab._signatures`; the old positional dtype,
+      ``init(key, input_size, jnp.bfloat16)``, still works for the built-in cells).
     initial_carry: ``initial_carry(params, batch_shape=()) -> carry`` (zeros).
     step: ``step(params, carry, x) -> (carry, y)``, the ``lax.scan`` signature.
     name: a short label used in error messages and reports.
     parts: optional :class:`CellParts`, the same step split at its matmuls. The
-      built-in cells have them (except the reset-before GRU) and
+      built-in cells have them (except the reset-before GRU and the layer-normalised
+      cells, whose normalisations hold parameters between the matmuls and the update) and
       :func:`rnnlab.unroll` uses them for its fused path; a user's own cell
       needs only ``step``.
 
@@ -272,6 +279,25 @@ def _identity(h: Array) -> Array:
   return h
 
 
+def _lstm_bias(b: Array, forget_bias: float, chrono: Callable | None, key: Array) -> Array:
+  """An LSTM's ``b (4H,)`` with the forget bias, or chrono's ``b_f`` and ``b_i = -b_f``, written."""
+  H = b.shape[0] // 4
+  if chrono is None:
+    return b.at[H : 2 * H].set(forget_bias)
+  b_f = chrono(key, (H,), b.dtype)
+  return b.at[0:H].set(-b_f).at[H : 2 * H].set(b_f)
+
+
+def _gru_biases(
+  b_ih: Array, b_hh: Array, chrono: Callable | None, key: Array
+) -> tuple[Array, Array]:
+  """A GRU's ``(b_ih, b_hh)``, with chrono's ``b_iz`` and ``b_hz = 0`` written when asked."""
+  if chrono is None:
+    return b_ih, b_hh
+  H = b_ih.shape[0] // 3
+  return b_ih.at[H : 2 * H].set(chrono(key, (H,), b_ih.dtype)), b_hh.at[H : 2 * H].set(0)
+
+
 def _lstm_hidden(carry: LSTMCarry) -> Array:
   return carry.h
 
@@ -322,7 +348,8 @@ def elman(
   bias = inits.bias(bias_init, hidden_size)
   check = params_check(name, ElmanParams)
 
-  def init(key: Array, input_size: int, dtype: Any = jnp.float32) -> ElmanParams:
+  @init_signature(name)
+  def init(key: Array, input_size: int, *, dtype: Any = jnp.float32) -> ElmanParams:
     input_size = _check_input_size(name, input_size)
     dtype = check_dtype(name, dtype)
     k_ih, k_hh, k_b = jax.random.split(key, 3)
@@ -409,20 +436,15 @@ def lstm(
   H = hidden_size
   check = params_check(name, LSTMParams)
 
-  def init(key: Array, input_size: int, dtype: Any = jnp.float32) -> LSTMParams:
+  @init_signature(name)
+  def init(key: Array, input_size: int, *, dtype: Any = jnp.float32) -> LSTMParams:
     input_size = _check_input_size(name, input_size)
     dtype = check_dtype(name, dtype)
     k_ih, k_hh, k_b, k_chrono = jax.random.split(key, 4)
-    b = bias(k_b, (4 * H,), dtype)
-    if chrono is None:
-      b = b.at[H : 2 * H].set(forget_bias)
-    else:
-      b_f = chrono(k_chrono, (H,), dtype)
-      b = b.at[0:H].set(-b_f).at[H : 2 * H].set(b_f)
     return LSTMParams(
       w_ih=inits.per_gate(inp, k_ih, input_size, H, 4, dtype),
       w_hh=inits.per_gate(rec, k_hh, H, H, 4, dtype),
-      b=b,
+      b=_lstm_bias(bias(k_b, (4 * H,), dtype), forget_bias, chrono, k_chrono),
     )
 
   def initial_carry(params: LSTMParams, batch_shape: int | Sequence[int] = ()) -> LSTMCarry:
@@ -509,15 +531,14 @@ def gru(
   H = hidden_size
   check = params_check(name, GRUParams)
 
-  def init(key: Array, input_size: int, dtype: Any = jnp.float32) -> GRUParams:
+  @init_signature(name)
+  def init(key: Array, input_size: int, *, dtype: Any = jnp.float32) -> GRUParams:
     input_size = _check_input_size(name, input_size)
     dtype = check_dtype(name, dtype)
     k_ih, k_hh, k_bi, k_bh, k_chrono = jax.random.split(key, 5)
-    b_ih = bias(k_bi, (3 * H,), dtype)
-    b_hh = bias(k_bh, (3 * H,), dtype)
-    if chrono is not None:
-      b_ih = b_ih.at[H : 2 * H].set(chrono(k_chrono, (H,), dtype))
-      b_hh = b_hh.at[H : 2 * H].set(0)
+    b_ih, b_hh = _gru_biases(
+      bias(k_bi, (3 * H,), dtype), bias(k_bh, (3 * H,), dtype), chrono, k_chrono
+    )
     return GRUParams(
       w_ih=inits.per_gate(inp, k_ih, input_size, H, 3, dtype),
       w_hh=inits.per_gate(rec, k_hh, H, H, 3, dtype),
@@ -565,6 +586,256 @@ def gru(
   return Cell(init, initial_carry, step_from_parts(parts), name, parts)
 
 
+# ----------------------------------------------------------------------------- layer norm
+
+LAYER_NORM_EPS = 1e-5  # ryankiros/layer-norm's epsilon (Ba, Kiros & Hinton's code)
+
+
+def _normalize(a: Array, eps: float, blocks: Sequence[int] = ()) -> Array:
+  r"""``(a - mu) / sqrt(sigma^2 + eps)`` over the last axis, each block on its own statistics.
+
+  ``blocks`` are the sizes of consecutive slices of the last axis normalised
+  separately (default: the whole axis as one). The statistics are computed in at
+  least float32 (bfloat16 params would otherwise lose the variance; flax's
+  ``LayerNorm`` does the same) and the result is cast back to ``a``'s dtype.
+  """
+  dtype = a.dtype
+  a = a.astype(jnp.promote_types(dtype, jnp.float32))
+  pieces = jnp.split(a, np.cumsum(blocks[:-1]).tolist(), axis=-1) if blocks else [a]
+  out = []
+  for piece in pieces:
+    centred = piece - jnp.mean(piece, axis=-1, keepdims=True)
+    variance = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
+    out.append(centred * jax.lax.rsqrt(variance + eps))
+  return (out[0] if len(out) == 1 else jnp.concatenate(out, axis=-1)).astype(dtype)
+
+
+def _check_eps(name: str, eps: Any) -> float:
+  if isinstance(eps, bool) or not isinstance(eps, int | float) or not eps > 0:
+    raise ValueError(f"{name}: eps must be a number > 0; got {eps!r}")
+  return float(eps)
+
+
+class LayerNormLSTMParams(NamedTuple):
+  """Layer-normalised LSTM parameters (:func:`layer_norm_lstm`), gates in the order i, f, g, o.
+
+  ``w_ih (I, 4H)``, ``w_hh (H, 4H)``, ``b (4H,)``; the layer norms' gains
+  ``scale_ih (4H,)`` (of ``x W_ih``), ``scale_hh (4H,)`` (of ``h W_hh``),
+  ``scale_c (H,)`` and bias ``bias_c (H,)`` (of the cell state).
+  """
+
+  w_ih: Array
+  w_hh: Array
+  b: Array
+  scale_ih: Array
+  scale_hh: Array
+  scale_c: Array
+  bias_c: Array
+
+
+class LayerNormGRUParams(NamedTuple):
+  """Layer-normalised GRU parameters (:func:`layer_norm_gru`), gates in the order r, z, n.
+
+  ``w_ih (I, 3H)``, ``w_hh (H, 3H)``; the layer norms' gains ``scale_ih (3H,)``,
+  ``scale_hh (3H,)`` and biases ``b_ih (3H,)``, ``b_hh (3H,)``.
+  """
+
+  w_ih: Array
+  w_hh: Array
+  b_ih: Array
+  b_hh: Array
+  scale_ih: Array
+  scale_hh: Array
+
+
+def layer_norm_lstm(
+  hidden_size: int,
+  forget_bias: float = 1.0,
+  *,
+  recurrent_init: inits.InitSpec = "orthogonal",
+  gain: float = 1.0,
+  input_init: inits.InitSpec = "lecun_normal",
+  bias_init: inits.InitSpec = "zeros",
+  chrono_t_max: float | None = None,
+  eps: float = LAYER_NORM_EPS,
+) -> Cell:
+  r"""The layer-normalised LSTM of Ba, Kiros & Hinton 2016 ("Layer Normalization", sec. 3.1).
+
+  .. math::
+     \mathrm{LN}(a; \alpha, \beta) &= \alpha \odot \frac{a - \mu(a)}{\sqrt{\sigma^2(a)
+        + \epsilon}} + \beta, \quad \mu, \sigma^2 \text{ over the units of } a \\
+     [a_i, a_f, a_g, a_o] &= \mathrm{LN}(x W_{ih}; s_{ih}, 0)
+        + \mathrm{LN}(h W_{hh}; s_{hh}, 0) + b \\
+     i = \sigma(a_i),\ f &= \sigma(a_f),\ g = \tanh(a_g),\ o = \sigma(a_o) \\
+     c' = f \odot c + i \odot g, &\qquad
+        h' = o \odot \tanh(\mathrm{LN}(c'; s_c, \beta_c)), \qquad y = h'
+
+  As the paper's equations and its authors' code (``lnlstm_layer`` in
+  github.com/ryankiros/layer-norm, ``layers.py``): each projection is normalised
+  over all ``4H`` pre-activations at once (one mean and variance, not one per
+  gate), ``epsilon = 1e-5`` under the square root, and the carried ``c'`` is the
+  un-normalised cell state (the norm feeds only the output). The paper gives each
+  projection's norm its own bias as well as ``b``; the three only ever enter as
+  their sum, so here they are one parameter, ``b`` (as :func:`lstm` keeps PyTorch's
+  ``b_ih + b_hh`` as one ``b``). Gains start at 1, ``beta_c`` at 0.
+
+  Shapes: ``w_ih (I, 4H)``, ``w_hh (H, 4H)``, ``b``, ``scale_ih``, ``scale_hh (4H,)``,
+  ``scale_c``, ``bias_c (H,)``; gate order i, f, g, o. The carry is
+  :class:`LSTMCarry` ``(h, c)``. The norms' statistics are computed in at least
+  float32. No :class:`CellParts` (so no fused path and no gate diagnostics): the
+  norms hold parameters between the two matmuls and the update, which
+  ``CellParts.update`` may not.
+
+  Args:
+    hidden_size: H.
+    forget_bias: initial value of the forget slice of ``b`` (default 1.0, as :func:`lstm`).
+    recurrent_init, gain, input_init, bias_init, chrono_t_max: as :func:`lstm`
+      (``w_hh`` and ``w_ih`` per gate block; ``b`` and its forget and input slices).
+    eps: epsilon, added to the variance (default 1e-5).
+
+  Returns:
+    A :class:`Cell` with params :class:`LayerNormLSTMParams` and carry :class:`LSTMCarry`.
+  """
+  name = "layer_norm_lstm"
+  hidden_size = _check_hidden_size(name, hidden_size)
+  eps = _check_eps(name, eps)
+  rec = inits.recurrent(recurrent_init, hidden_size, gain)
+  inp = inits.input_weights(input_init, hidden_size)
+  bias = inits.bias(bias_init, hidden_size)
+  chrono = None if chrono_t_max is None else inits.chrono(chrono_t_max)
+  H = hidden_size
+  check = params_check(name, LayerNormLSTMParams)
+
+  @init_signature(name)
+  def init(key: Array, input_size: int, *, dtype: Any = jnp.float32) -> LayerNormLSTMParams:
+    input_size = _check_input_size(name, input_size)
+    dtype = check_dtype(name, dtype)
+    k_ih, k_hh, k_b, k_chrono = jax.random.split(key, 4)
+    return LayerNormLSTMParams(
+      w_ih=inits.per_gate(inp, k_ih, input_size, H, 4, dtype),
+      w_hh=inits.per_gate(rec, k_hh, H, H, 4, dtype),
+      b=_lstm_bias(bias(k_b, (4 * H,), dtype), forget_bias, chrono, k_chrono),
+      scale_ih=jnp.ones((4 * H,), dtype),
+      scale_hh=jnp.ones((4 * H,), dtype),
+      scale_c=jnp.ones((H,), dtype),
+      bias_c=jnp.zeros((H,), dtype),
+    )
+
+  def initial_carry(
+    params: LayerNormLSTMParams, batch_shape: int | Sequence[int] = ()
+  ) -> LSTMCarry:
+    check(params)
+    zeros = jnp.zeros((*_batch_shape(batch_shape), params.w_hh.shape[0]), params.w_hh.dtype)
+    return LSTMCarry(h=zeros, c=zeros)
+
+  def step(params: LayerNormLSTMParams, carry: LSTMCarry, x: Array) -> tuple[LSTMCarry, Array]:
+    check(params)
+    x = _cast_input(name, params.w_ih, x)
+    a = (
+      _normalize(x @ params.w_ih, eps) * params.scale_ih
+      + _normalize(carry.h @ params.w_hh, eps) * params.scale_hh
+      + params.b
+    )
+    a_i, a_f, a_g, a_o = jnp.split(a, 4, axis=-1)
+    i, f, g, o = jax.nn.sigmoid(a_i), jax.nn.sigmoid(a_f), jnp.tanh(a_g), jax.nn.sigmoid(a_o)
+    c = f * carry.c + i * g
+    h = o * jnp.tanh(_normalize(c, eps) * params.scale_c + params.bias_c)
+    return LSTMCarry(h=h, c=c), h
+
+  return Cell(init, initial_carry, step, name)
+
+
+def layer_norm_gru(
+  hidden_size: int,
+  *,
+  recurrent_init: inits.InitSpec = "orthogonal",
+  gain: float = 1.0,
+  input_init: inits.InitSpec = "lecun_normal",
+  bias_init: inits.InitSpec = "zeros",
+  chrono_t_max: float | None = None,
+  eps: float = LAYER_NORM_EPS,
+) -> Cell:
+  r"""A layer-normalised GRU, placed as in Ba, Kiros & Hinton's own code (reset after).
+
+  The paper writes only the LSTM's equations; its authors' GRU (``lngru_layer`` in
+  github.com/ryankiros/layer-norm, ``layers.py``, used for the paper's GRU
+  experiments) normalises the input and the recurrent projection separately, the
+  ``r, z`` block (``2H`` units) and the candidate's ``n`` block (``H``) each on
+  its own statistics, and applies the reset to the normalised recurrent term:
+
+  .. math::
+     [u_r, u_z] &= \mathrm{LN}(x W_{i,rz}), \quad u_n = \mathrm{LN}(x W_{in}),
+        \quad \text{each } \odot s_{ih} + b_{ih} \\
+     [v_r, v_z] &= \mathrm{LN}(h W_{h,rz}), \quad v_n = \mathrm{LN}(h W_{hn}),
+        \quad \text{each } \odot s_{hh} + b_{hh} \\
+     r = \sigma(u_r + v_r), \quad z &= \sigma(u_z + v_z), \quad
+        n = \tanh(u_n + r \odot v_n) \\
+     h' &= (1 - z) \odot n + z \odot h, \qquad y = h'
+
+  with ``LN(a) = (a - mu(a)) / sqrt(sigma^2(a) + eps)`` (:func:`layer_norm_lstm`).
+  As in :func:`gru` (reset after), ``b_hn`` sits inside the reset, and z keeps the
+  old state. Gains start at 1.
+
+  Shapes: ``w_ih (I, 3H)``, ``w_hh (H, 3H)``, ``b_ih``, ``b_hh``, ``scale_ih``,
+  ``scale_hh (3H,)``, gate order r, z, n. The carry is the array ``h``. The
+  norms' statistics are computed in at least float32. No :class:`CellParts`
+  (see :func:`layer_norm_lstm`).
+
+  Args:
+    hidden_size: H.
+    recurrent_init, gain, input_init, bias_init, chrono_t_max: as :func:`gru`.
+    eps: epsilon, added to the variance (default 1e-5).
+
+  Returns:
+    A :class:`Cell` with params :class:`LayerNormGRUParams` and carry ``h``.
+  """
+  name = "layer_norm_gru"
+  hidden_size = _check_hidden_size(name, hidden_size)
+  eps = _check_eps(name, eps)
+  rec = inits.recurrent(recurrent_init, hidden_size, gain)
+  inp = inits.input_weights(input_init, hidden_size)
+  bias = inits.bias(bias_init, hidden_size)
+  chrono = None if chrono_t_max is None else inits.chrono(chrono_t_max)
+  H = hidden_size
+  check = params_check(name, LayerNormGRUParams)
+
+  @init_signature(name)
+  def init(key: Array, input_size: int, *, dtype: Any = jnp.float32) -> LayerNormGRUParams:
+    input_size = _check_input_size(name, input_size)
+    dtype = check_dtype(name, dtype)
+    k_ih, k_hh, k_bi, k_bh, k_chrono = jax.random.split(key, 5)
+    b_ih, b_hh = _gru_biases(
+      bias(k_bi, (3 * H,), dtype), bias(k_bh, (3 * H,), dtype), chrono, k_chrono
+    )
+    return LayerNormGRUParams(
+      w_ih=inits.per_gate(inp, k_ih, input_size, H, 3, dtype),
+      w_hh=inits.per_gate(rec, k_hh, H, H, 3, dtype),
+      b_ih=b_ih,
+      b_hh=b_hh,
+      scale_ih=jnp.ones((3 * H,), dtype),
+      scale_hh=jnp.ones((3 * H,), dtype),
+    )
+
+  def initial_carry(params: LayerNormGRUParams, batch_shape: int | Sequence[int] = ()) -> Array:
+    check(params)
+    return jnp.zeros((*_batch_shape(batch_shape), params.w_hh.shape[0]), params.w_hh.dtype)
+
+  def step(params: LayerNormGRUParams, h: Array, x: Array) -> tuple[Array, Array]:
+    check(params)
+    x = _cast_input(name, params.w_ih, x)
+    blocks = (2 * H, H)  # r and z together, n alone
+    u = _normalize(x @ params.w_ih, eps, blocks) * params.scale_ih + params.b_ih
+    v = _normalize(h @ params.w_hh, eps, blocks) * params.scale_hh + params.b_hh
+    u_r, u_z, u_n = jnp.split(u, 3, axis=-1)
+    v_r, v_z, v_n = jnp.split(v, 3, axis=-1)
+    r, z = jax.nn.sigmoid(u_r + v_r), jax.nn.sigmoid(u_z + v_z)
+    n = jnp.tanh(u_n + r * v_n)
+    h = (1 - z) * n + z * h
+    return h, h
+
+  return Cell(init, initial_carry, step, name)
+
+
 class DiagonalParams(NamedTuple):
   """Diagonal linear recurrence parameters: ``lam (H,)``, ``w_ih (I, H)``, ``b (H,)``."""
 
@@ -608,7 +879,8 @@ def diagonal(
   bias = inits.bias(bias_init, hidden_size)
   check = params_check(name, DiagonalParams)
 
-  def init(key: Array, input_size: int, dtype: Any = jnp.float32) -> DiagonalParams:
+  @init_signature(name)
+  def init(key: Array, input_size: int, *, dtype: Any = jnp.float32) -> DiagonalParams:
     input_size = _check_input_size(name, input_size)
     dtype = check_dtype(name, dtype)
     k_lam, k_ih, k_b = jax.random.split(key, 3)
@@ -666,11 +938,12 @@ def stack(cells: Sequence[Cell], *, residual: bool = False) -> Cell:
     raise ValueError(f"stack: expected a non-empty sequence of Cells; got {cells!r}")
   name = "stack(" + ",".join(c.name for c in cells) + ")"
 
-  def init(key: Array, input_size: int, dtype: Any = jnp.float32) -> tuple:
+  @init_signature(name)
+  def init(key: Array, input_size: int, *, dtype: Any = jnp.float32) -> tuple:
     params = []
     size = input_size
     for l, (cell, k) in enumerate(zip(cells, jax.random.split(key, len(cells)), strict=True)):
-      p = cell.init(k, size, dtype)
+      p = cell.init(k, size, dtype=dtype)
       out = output_size(cell, p, size, dtype)
       if residual and l > 0 and out != size:
         raise ValueError(

@@ -1,5 +1,6 @@
 """Sequence layers built from cells: one direction, bidirectional, stacked; plus
-the two feed-forward pieces every sequence model needs (embedding, dense readout).
+the two feed-forward pieces every sequence model needs (embedding, dense readout),
+and variational dropout.
 
 A :class:`Layer` maps whole sequences to sequences::
 
@@ -12,6 +13,15 @@ A :class:`Layer` maps whole sequences to sequences::
 ``lengths - 1`` for a forward direction, position 0 for a backward one. Layers
 are batch-major (``(*batch, T, F)``); use :func:`rnnlab.unroll` directly for a
 time-major layout.
+
+Dropout (Gal & Ghahramani 2016, "A Theoretically Grounded Application of Dropout
+in Recurrent Neural Networks") is variational: one mask per sequence and unit,
+drawn once per forward pass and shared by every time step, with inverted
+scaling (kept units are divided by ``1 - rate``). Rates are fixed when a layer
+is built (``stacked(..., dropout=)`` between layers, ``rnn(...,
+recurrent_dropout=)`` on the state fed back); ``apply(..., key=key)`` draws the
+masks from ``key`` (training), and without a key (the default) a layer is
+exactly its deterministic self (evaluation). Rates of 0 draw nothing.
 """
 
 from __future__ import annotations
@@ -39,8 +49,9 @@ class Layer(NamedTuple):
     init: ``init(key, input_size, *, dtype=jnp.float32) -> params`` (a :func:`rnn`
       layer's is its cell's).
     initial_carry: ``initial_carry(params, batch_shape=()) -> carry``.
-    apply: ``apply(params, xs, carry=None, *, lengths=None) -> (ys, carry)`` with
-      ``xs (*batch, T, I)`` and ``ys (*batch, T, F)``, zero past ``lengths``.
+    apply: ``apply(params, xs, carry=None, *, lengths=None, key=None) -> (ys, carry)``
+      with ``xs (*batch, T, I)`` and ``ys (*batch, T, F)``, zero past ``lengths``;
+      ``key`` (a PRNG key) turns the layer's dropout on, ``None`` is evaluation.
     last: ``last(ys, lengths=None) -> (*batch, F)``, each sequence's final state.
     name: a short label for errors and reports.
   """
@@ -55,14 +66,86 @@ class Layer(NamedTuple):
 def gather_last(ys: Array, lengths: Array | None = None) -> Array:
   """``ys[..., lengths - 1, :]``: each sequence's output at its last valid step.
 
-  A sequence of length 0 gives zeros.
+  A sequence of length 0 gives zeros. Traced lengths outside ``[0, T]`` (inside
+  ``jit``, where they cannot be checked) are clamped to it, as :func:`rnnlab.unroll`
+  clamps them: a length above ``T`` reads step ``T - 1``, a negative one gives zeros.
   """
   if lengths is None:
     return ys[..., -1, :]
   lengths = check_lengths(lengths, tuple(ys.shape[:-2]), ys.shape[-2])
-  index = jnp.maximum(lengths - 1, 0)[..., None, None]
+  index = jnp.clip(lengths - 1, 0, ys.shape[-2] - 1)[..., None, None]
   last = jnp.take_along_axis(ys, index, axis=-2)[..., 0, :]
   return jnp.where((lengths > 0)[..., None], last, jnp.zeros_like(last))
+
+
+def check_rate(where: str, rate: Any) -> float:
+  """A dropout rate in ``[0, 1)`` as a float, or a one-line ``ValueError`` naming it."""
+  if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate < 1:
+    raise ValueError(f"{where} must be a number in [0, 1) (the chance to drop); got {rate!r}")
+  return float(rate)
+
+
+def _keep_mask(key: Array, shape: tuple[int, ...], rate: float) -> Array:
+  """Booleans of ``shape``, True with probability ``1 - rate``."""
+  return jax.random.bernoulli(key, 1.0 - rate, shape)
+
+
+def _drop(x: Array, keep: Array, rate: float) -> Array:
+  """``x * keep / (1 - rate)``; dropped units are exactly 0 (so are their gradients).
+
+  The scaling runs in at least float32: a bfloat16 ``1 / (1 - rate)`` would bias
+  every kept unit the same way (0.16 % at rate 0.4), a float32 product rounds each alone.
+  """
+  wide = jnp.promote_types(x.dtype, jnp.float32)
+  scaled = (x.astype(wide) * jnp.asarray(1.0 / (1.0 - rate), wide)).astype(x.dtype)
+  return jnp.where(keep, scaled, jnp.zeros_like(x))
+
+
+def variational_dropout(key: Array | None, xs: Array, rate: float) -> Array:
+  r"""Dropout with one mask per sequence and unit, shared by every step (Gal & Ghahramani 2016).
+
+  .. math::  y_{b,t,f} = x_{b,t,f}\, m_{b,f} / (1 - p), \qquad m_{b,f} \sim \mathrm{B}(1 - p)
+
+  for ``xs (*batch, T, F)``: the mask has shape ``(*batch, F)``, is drawn once
+  from ``key`` and broadcast over the time axis, so it does not depend on ``T``
+  (the same key masks every window of a sequence alike). Inverted scaling makes
+  the expectation over masks exactly ``xs``. ``key=None`` or ``rate=0`` returns
+  ``xs`` unchanged (no draw).
+
+  Args:
+    key: a PRNG key, or None (evaluation: no dropout).
+    xs: ``(*batch, T, F)``.
+    rate: p, the chance that a unit is dropped, in ``[0, 1)``.
+  """
+  rate = check_rate("variational_dropout: rate", rate)
+  if key is None or rate == 0:
+    return xs
+  xs = jnp.asarray(xs)
+  if xs.ndim < 2:
+    raise ValueError(
+      f"variational_dropout: xs must have shape (*batch, T, F); got {tuple(xs.shape)}"
+    )
+  keep = _keep_mask(key, (*xs.shape[:-2], xs.shape[-1]), rate)
+  return _drop(xs, keep[..., None, :], rate)
+
+
+def _recurrent_dropout_cell(cell: Cell, keep: Array, rate: float) -> Cell:
+  """``cell`` with its hidden state masked where it feeds ``w_hh``: ``(h * m / (1 - p)) W_hh``.
+
+  The mask ``keep (*batch, H)`` is the same at every step. Only the recurrent
+  product sees it (the LSTM's ``c``, the GRU's ``z * h`` are untouched), as in
+  Gal & Ghahramani's equations.
+  """
+  parts = cell.parts
+
+  def step(params, carry, x):
+    w, b = parts.recurrent(params)
+    hp = _drop(parts.hidden(carry), keep, rate) @ w
+    carry = parts.update(carry, parts.project(params, x), hp if b is None else hp + b)
+    return carry, parts.hidden(carry)
+
+  # A per-sequence mask cannot be folded into one w_hh, so this cell has no fused path.
+  return cell._replace(step=step, parts=None)
 
 
 def _first(ys: Array, lengths: Array | None = None) -> Array:
@@ -93,27 +176,47 @@ def rnn(
   unroll_steps: int | bool = 1,
   impl: str = "auto",
   remat_chunk: int | None = None,
+  recurrent_dropout: float = 0.0,
 ) -> Layer:
-  """One direction of ``cell`` over whole sequences (:func:`rnnlab.unroll`).
+  r"""One direction of ``cell`` over whole sequences (:func:`rnnlab.unroll`).
 
   ``impl`` and ``remat_chunk`` choose the unroll's path and gradient
   checkpointing, as in :func:`rnnlab.unroll`; neither changes the numbers.
+
+  ``recurrent_dropout`` (default 0) is Gal & Ghahramani's mask on the state fed
+  back: with a key, ``h_{t-1}`` enters the recurrent product as
+  ``(h_{t-1} \odot m / (1 - p)) W_hh``, one mask ``m (*batch, H)`` for the whole
+  sequence and for every gate; the rest of the update (the LSTM's ``c``, the
+  GRU's ``z * h``) sees the unmasked state. It needs a cell with
+  :class:`~rnnlab.cells.CellParts` (which name that product), and a masked
+  unroll takes the plain scan path.
   """
   if not isinstance(cell, Cell):
     raise TypeError(f"rnn: expected an rnnlab Cell; got {type(cell).__name__}")
+  recurrent_dropout = check_rate("rnn: recurrent_dropout", recurrent_dropout)
+  if recurrent_dropout and cell.parts is None:
+    raise ValueError(
+      f"rnn: recurrent_dropout needs a cell with CellParts (the recurrent product to mask); "
+      f"{cell.name} has none"
+    )
   name = ("reverse_" if reverse else "") + cell.name
 
-  def apply(params, xs, carry=None, *, lengths=None):
+  def apply(params, xs, carry=None, *, lengths=None, key=None):
     xs = _check_xs(name, xs)
+    run_cell, run_impl = cell, impl
+    if key is not None and recurrent_dropout:
+      w, _ = cell.parts.recurrent(params)
+      keep = _keep_mask(key, (*xs.shape[:-2], w.shape[0]), recurrent_dropout)
+      run_cell, run_impl = _recurrent_dropout_cell(cell, keep, recurrent_dropout), "scan"
     return unroll(
-      cell,
+      run_cell,
       params,
       xs,
       carry,
       lengths=lengths,
       reverse=reverse,
       unroll=unroll_steps,
-      impl=impl,
+      impl=run_impl,
       remat_chunk=remat_chunk,
     )
 
@@ -145,6 +248,7 @@ def bidirectional(
   merge: str = "concat",
   impl: str = "auto",
   remat_chunk: int | None = None,
+  recurrent_dropout: float = 0.0,
 ) -> Layer:
   """A forward and a backward pass over each sequence, merged per step.
 
@@ -156,13 +260,15 @@ def bidirectional(
     forward: the forward cell.
     backward: the backward cell; default a second cell like ``forward`` (own params).
     merge: ``"concat"`` or ``"sum"``; both need the two outputs of equal size.
-    impl, remat_chunk: passed to :func:`rnn` for both directions.
+    impl, remat_chunk, recurrent_dropout: passed to :func:`rnn` for both directions
+      (with a key, each direction draws its own mask).
   """
   backward = forward if backward is None else backward
   if merge not in MERGES:
     raise ValueError(f"bidirectional: merge={merge!r}; expected one of {MERGES}")
-  fw = rnn(forward, impl=impl, remat_chunk=remat_chunk)
-  bw = rnn(backward, reverse=True, impl=impl, remat_chunk=remat_chunk)
+  options = dict(impl=impl, remat_chunk=remat_chunk, recurrent_dropout=recurrent_dropout)
+  fw = rnn(forward, **options)
+  bw = rnn(backward, reverse=True, **options)
   name = f"bidirectional({forward.name},{backward.name})"
 
   @init_signature(name)
@@ -184,10 +290,11 @@ def bidirectional(
       fw.initial_carry(params.forward, batch_shape), bw.initial_carry(params.backward, batch_shape)
     )
 
-  def apply(params, xs, carry=None, *, lengths=None):
+  def apply(params, xs, carry=None, *, lengths=None, key=None):
     carry = BidirectionalCarry(None, None) if carry is None else carry
-    ys_f, c_f = fw.apply(params.forward, xs, carry.forward, lengths=lengths)
-    ys_b, c_b = bw.apply(params.backward, xs, carry.backward, lengths=lengths)
+    k_f, k_b = (None, None) if key is None else jax.random.split(key)
+    ys_f, c_f = fw.apply(params.forward, xs, carry.forward, lengths=lengths, key=k_f)
+    ys_b, c_b = bw.apply(params.backward, xs, carry.backward, lengths=lengths, key=k_b)
     ys = jnp.concatenate([ys_f, ys_b], axis=-1) if merge == "concat" else ys_f + ys_b
     return ys, BidirectionalCarry(c_f, c_b)
 
@@ -203,17 +310,28 @@ def bidirectional(
   return Layer(init, initial_carry, apply, last, name)
 
 
-def stacked(layers: Sequence[Cell | Layer], *, residual: bool = False) -> Layer:
+def stacked(
+  layers: Sequence[Cell | Layer], *, residual: bool = False, dropout: float = 0.0
+) -> Layer:
   r"""Layers applied one after another over whole sequences.
 
   ``ys^0 = xs``, ``ys^l = layer_l(ys^{l-1})``; with ``residual`` every layer
   after the first adds its input, ``ys^l = layer_l(ys^{l-1}) + ys^{l-1}``, and
   must keep the width. Cells are wrapped by :func:`rnn`. Params and carry are
   tuples with one entry per layer, bottom first.
+
+  ``dropout`` (default 0) is variational dropout between the layers: with a key,
+  every layer after the first reads ``D_l(ys^{l-1})``
+  (:func:`variational_dropout`, its own mask per layer); a residual connection
+  adds the undropped ``ys^{l-1}``. The first layer's inputs and the last layer's
+  outputs are the model's to drop (``input_dropout``, ``output_dropout`` in
+  :mod:`rnnlab.models`). The key is split between the layers, so each layer's
+  own dropout (:func:`rnn`'s ``recurrent_dropout``) draws its own masks too.
   """
   layers = tuple(as_layer(l) for l in layers)
   if not layers:
     raise ValueError("stacked: expected at least one layer")
+  dropout = check_rate("stacked: dropout", dropout)
   name = "stacked(" + ",".join(l.name for l in layers) + ")"
 
   @init_signature(name)
@@ -236,11 +354,18 @@ def stacked(layers: Sequence[Cell | Layer], *, residual: bool = False) -> Layer:
   def initial_carry(params, batch_shape=()):
     return tuple(l.initial_carry(p, batch_shape) for l, p in zip(layers, params, strict=True))
 
-  def apply(params, xs, carry=None, *, lengths=None):
+  def apply(params, xs, carry=None, *, lengths=None, key=None):
     carry = (None,) * len(layers) if carry is None else carry
+    keys = None if key is None else jax.random.split(key, (len(layers), 2))
     new_carry = []
     for index, (layer, p, c) in enumerate(zip(layers, params, carry, strict=True)):
-      ys, c = layer.apply(p, xs, c, lengths=lengths)
+      inputs, options = xs, {}
+      if keys is not None:
+        # With a key every layer gets its own (a Layer's apply takes key=).
+        options["key"] = keys[index, 0]
+        if index > 0:
+          inputs = variational_dropout(keys[index, 1], xs, dropout)
+      ys, c = layer.apply(p, inputs, c, lengths=lengths, **options)
       xs = ys + xs if residual and index > 0 else ys
       new_carry.append(c)
     return xs, tuple(new_carry)

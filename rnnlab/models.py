@@ -15,6 +15,16 @@ the input size, which for tokens is the vocabulary size (one-hot and embedded
 inputs then share a signature). Every ``init`` takes the key, then the sizes the
 model does not know (none for :func:`one_to_many`, which knows its vocabulary),
 then keyword-only ``dtype=``; the old ``init(key, ..., dtype)`` still works.
+
+Dropout: every model takes ``input_dropout`` (on the inputs, embedded ones for
+tokens) and ``output_dropout`` (on the recurrent outputs before the readout),
+both variational (:func:`rnnlab.layers.variational_dropout`: one mask per
+sequence and unit for all steps, inverted scaling) and 0 by default; between
+stacked layers and on the recurrent state they are the encoder layer's
+(``rnnlab.stacked(..., dropout=)``, ``rnnlab.rnn(cell, recurrent_dropout=)``).
+``apply(..., key=key)`` draws the masks from ``key`` (training); without a key
+(the default) the model is exactly the deterministic one (evaluation), and
+``generate`` and ``greedy_decode`` never drop.
 """
 
 from __future__ import annotations
@@ -33,9 +43,11 @@ from rnnlab.layers import (
   EmbeddingParams,
   Layer,
   as_layer,
+  check_rate,
   dense,
   embedding,
   output_size,
+  variational_dropout,
 )
 from rnnlab.scan import check_lengths, unroll
 
@@ -52,16 +64,42 @@ class ModelParams(NamedTuple):
 
 
 class SequenceModel(NamedTuple):
-  """``init(key, input_size, *, dtype=float32) -> params``; ``apply(params, inputs, *, lengths=None)``."""
+  """``init(key, input_size, *, dtype=float32) -> params``;
+  ``apply(params, inputs, *, lengths=None, key=None)`` (``key``: dropout on)."""
 
   init: Callable[..., ModelParams]
   apply: Callable[..., Array]
 
 
-def _input_encoder(where: str, encoder: Cell | Layer, output_features: int, embed_size: int | None):
+def _check_rates(where: str, input_dropout: Any, output_dropout: Any) -> tuple[float, float]:
+  return (
+    check_rate(f"{where}: input_dropout", input_dropout),
+    check_rate(f"{where}: output_dropout", output_dropout),
+  )
+
+
+def _split3(key: Array | None) -> tuple[Array | None, Array | None, Array | None]:
+  """Keys for the input mask, the recurrent layers and the output mask (Nones without a key)."""
+  return (None, None, None) if key is None else tuple(jax.random.split(key, 3))
+
+
+def _layer_key(key: Array | None) -> dict:
+  """``{"key": key}`` for a layer's apply, nothing without a key (a user's Layer may take none)."""
+  return {} if key is None else {"key": key}
+
+
+def _input_encoder(
+  where: str,
+  encoder: Cell | Layer,
+  output_features: int,
+  embed_size: int | None,
+  input_dropout: float,
+  output_dropout: float,
+):
   layer = as_layer(encoder)
   readout = dense(output_features)
   size = "the vocabulary size" if embed_size is not None else "the input features"
+  input_dropout, output_dropout = _check_rates(where, input_dropout, output_dropout)
 
   @init_signature(where, f" (input_size: {size})")
   def init(key, input_size, *, dtype=jnp.float32):
@@ -74,45 +112,65 @@ def _input_encoder(where: str, encoder: Cell | Layer, output_features: int, embe
     features = output_size(layer, layer_params, input_size, dtype)
     return ModelParams(embed, layer_params, readout.init(k_r, features, dtype=dtype))
 
-  def encode(params, inputs, lengths):
+  def encode(params, inputs, lengths, key):
+    k_in, k_layer, k_out = _split3(key)
     if embed_size is not None:
       vocab_size = params.embed.table.shape[0]
       inputs = embedding(vocab_size, embed_size).apply(params.embed, inputs)
-    ys, _ = layer.apply(params.encoder, inputs, lengths=lengths)
-    return ys
+    inputs = variational_dropout(k_in, inputs, input_dropout)
+    ys, _ = layer.apply(params.encoder, inputs, lengths=lengths, **_layer_key(k_layer))
+    return variational_dropout(k_out, ys, output_dropout)
 
   return layer, readout, init, encode
 
 
 def many_to_one(
-  encoder: Cell | Layer, output_features: int, *, embed_size: int | None = None
+  encoder: Cell | Layer,
+  output_features: int,
+  *,
+  embed_size: int | None = None,
+  input_dropout: float = 0.0,
+  output_dropout: float = 0.0,
 ) -> SequenceModel:
   """Sequence classification/regression: a readout of each sequence's last valid state.
 
   ``out = readout(encoder.last(ys, lengths))``, shape ``(*batch, output_features)``.
   For a bidirectional encoder the last state is the forward pass at
-  ``lengths - 1`` and the backward pass at 0.
+  ``lengths - 1`` and the backward pass at 0. ``input_dropout`` and
+  ``output_dropout`` (the last state's units) apply with ``apply(..., key=key)``
+  (module docstring).
   """
-  layer, readout, init, encode = _input_encoder("many_to_one", encoder, output_features, embed_size)
+  layer, readout, init, encode = _input_encoder(
+    "many_to_one", encoder, output_features, embed_size, input_dropout, output_dropout
+  )
 
-  def apply(params, inputs, *, lengths=None):
-    ys = encode(params, inputs, lengths)
+  def apply(params, inputs, *, lengths=None, key=None):
+    ys = encode(params, inputs, lengths, key)
     return readout.apply(params.readout, layer.last(ys, lengths))
 
   return SequenceModel(init, apply)
 
 
 def many_to_many(
-  encoder: Cell | Layer, output_features: int, *, embed_size: int | None = None
+  encoder: Cell | Layer,
+  output_features: int,
+  *,
+  embed_size: int | None = None,
+  input_dropout: float = 0.0,
+  output_dropout: float = 0.0,
 ) -> SequenceModel:
   """Per-step readout (tagging, per-step regression), zero past ``lengths``.
 
   ``out[..., t, :] = readout(ys[..., t, :])``, shape ``(*batch, T, output_features)``.
+  ``input_dropout`` and ``output_dropout`` apply with ``apply(..., key=key)``
+  (module docstring).
   """
-  _, readout, init, encode = _input_encoder("many_to_many", encoder, output_features, embed_size)
+  _, readout, init, encode = _input_encoder(
+    "many_to_many", encoder, output_features, embed_size, input_dropout, output_dropout
+  )
 
-  def apply(params, inputs, *, lengths=None):
-    ys = encode(params, inputs, lengths)
+  def apply(params, inputs, *, lengths=None, key=None):
+    ys = encode(params, inputs, lengths, key)
     out = readout.apply(params.readout, ys)
     if lengths is None:
       return out
@@ -145,8 +203,8 @@ class Generator(NamedTuple):
   Attributes:
     init: ``init(key, *, dtype=float32) -> GeneratorParams`` (no sizes: the vocabulary
       and embedding sizes are the model's own).
-    apply: ``apply(params, tokens, carry=None, *, lengths=None) -> (logits, carry)``,
-      ``logits[..., t, :]`` scoring token ``t + 1``.
+    apply: ``apply(params, tokens, carry=None, *, lengths=None, key=None) -> (logits,
+      carry)``, ``logits[..., t, :]`` scoring token ``t + 1`` (``key``: dropout on).
     generate: ``generate(params, key, prompt, num_steps, *, temperature=1.0,
       carry=None) -> tokens (*batch, num_steps)``, one ``lax.scan``.
   """
@@ -156,7 +214,14 @@ class Generator(NamedTuple):
   generate: Callable[..., Array]
 
 
-def one_to_many(cell: Cell, vocab_size: int, embed_size: int) -> Generator:
+def one_to_many(
+  cell: Cell,
+  vocab_size: int,
+  embed_size: int,
+  *,
+  input_dropout: float = 0.0,
+  output_dropout: float = 0.0,
+) -> Generator:
   """One-to-many: from a start (a prompt, and optionally a conditioning carry) to a sequence.
 
   ``x_t = embed(token_t)``, ``(c_t, y_t) = step(c_{t-1}, x_t)``,
@@ -164,9 +229,12 @@ def one_to_many(cell: Cell, vocab_size: int, embed_size: int) -> Generator:
   :func:`rnnlab.cells.stack` for a multi-layer generator; pass ``carry`` to
   condition the sequence on anything mapped into the cell's state (a
   one-to-many model in the strict sense: one vector in, a sequence out).
+  ``input_dropout`` (the embedded tokens) and ``output_dropout`` (the cell's
+  outputs) apply in the teacher-forced ``apply`` with a key; ``generate`` never drops.
   """
   embed = embedding(vocab_size, embed_size)
   readout = dense(vocab_size)
+  input_dropout, output_dropout = _check_rates("one_to_many", input_dropout, output_dropout)
 
   @init_signature(
     "one_to_many", f" (vocab_size={vocab_size} and embed_size={embed_size} are the model's own)"
@@ -178,9 +246,11 @@ def one_to_many(cell: Cell, vocab_size: int, embed_size: int) -> Generator:
     readout_params = readout.init(k_r, features, dtype=dtype)
     return GeneratorParams(embed.init(k_e, dtype=dtype), cell_params, readout_params)
 
-  def apply(params, tokens, carry=None, *, lengths=None):
-    xs = embed.apply(params.embed, tokens)
+  def apply(params, tokens, carry=None, *, lengths=None, key=None):
+    k_in, _, k_out = _split3(key)
+    xs = variational_dropout(k_in, embed.apply(params.embed, tokens), input_dropout)
     ys, carry = unroll(cell, params.cell, xs, carry, lengths=lengths)
+    ys = variational_dropout(k_out, ys, output_dropout)
     return readout.apply(params.readout, ys), carry
 
   def generate(params, key, prompt, num_steps, *, temperature=1.0, carry=None):
@@ -223,10 +293,10 @@ class EncoderDecoder(NamedTuple):
   Attributes:
     init: ``init(key, source_size, *, dtype=float32)`` (source_size: features, or
       the source vocabulary when ``source_embed_size`` is set).
-    encode: ``encode(params, source, *, source_lengths=None) -> decoder carry``.
+    encode: ``encode(params, source, *, source_lengths=None, key=None) -> decoder carry``.
     apply: ``apply(params, source, target_in, *, source_lengths=None,
-      target_lengths=None) -> logits (*batch, T_target, V)``, teacher forcing:
-      ``target_in = shift_right(targets, start_token)``.
+      target_lengths=None, key=None) -> logits (*batch, T_target, V)``, teacher forcing:
+      ``target_in = shift_right(targets, start_token)``; ``key``: dropout on.
     greedy_decode: ``greedy_decode(params, source, num_steps, *, start_token,
       source_lengths=None) -> tokens (*batch, num_steps)``.
   """
@@ -251,6 +321,8 @@ def encoder_decoder(
   *,
   target_embed_size: int,
   source_embed_size: int | None = None,
+  input_dropout: float = 0.0,
+  output_dropout: float = 0.0,
 ) -> EncoderDecoder:
   r"""An RNN encoder-decoder (Cho et al. 2014; Sutskever et al. 2014).
 
@@ -259,8 +331,14 @@ def encoder_decoder(
   through a learned bridge, ``c_0 = tanh(s W + b)`` (one affine map per leaf, so
   any encoder fits any decoder). The decoder is trained with teacher forcing and
   decoded greedily, each step inside one ``lax.scan``.
+
+  With a key, ``input_dropout`` masks the (embedded) source and the embedded
+  target inputs (each its own mask) and ``output_dropout`` the decoder's
+  outputs before the readout; the encoder layer draws its own dropout from the
+  key too. ``greedy_decode`` never drops.
   """
   layer = as_layer(encoder)
+  input_dropout, output_dropout = _check_rates("encoder_decoder", input_dropout, output_dropout)
   target_embed = embedding(target_vocab_size, target_embed_size)
   readout = dense(target_vocab_size)
 
@@ -296,23 +374,29 @@ def encoder_decoder(
       readout.init(k_r, features, dtype=dtype),
     )
 
-  def encode(params, source, *, source_lengths=None):
+  def encode(params, source, *, source_lengths=None, key=None):
+    k_in, k_layer, _ = _split3(key)
     if params.source_embed is not None:
       vocab_size, features = params.source_embed.table.shape
       source = embedding(vocab_size, features).apply(params.source_embed, source)
-    ys, _ = layer.apply(params.encoder, source, lengths=source_lengths)
+    source = variational_dropout(k_in, source, input_dropout)
+    ys, _ = layer.apply(params.encoder, source, lengths=source_lengths, **_layer_key(k_layer))
     summary = layer.last(ys, source_lengths)
     template = decoder.initial_carry(params.decoder, summary.shape[:-1])
     treedef = jax.tree.structure(template)
     states = [jnp.tanh(summary @ p.w + p.b) for p in params.bridge]
     return jax.tree.unflatten(treedef, states)
 
-  def apply(params, source, target_in, *, source_lengths=None, target_lengths=None):
-    carry = encode(params, source, source_lengths=source_lengths)
-    xs = target_embed.apply(params.target_embed, target_in)
+  def apply(params, source, target_in, *, source_lengths=None, target_lengths=None, key=None):
+    k_encode, k_in, k_out = _split3(key)
+    carry = encode(params, source, source_lengths=source_lengths, key=k_encode)
+    xs = variational_dropout(
+      k_in, target_embed.apply(params.target_embed, target_in), input_dropout
+    )
     if target_lengths is not None:
       target_lengths = check_lengths(target_lengths, tuple(xs.shape[:-2]), xs.shape[-2])
     ys, _ = unroll(decoder, params.decoder, xs, carry, lengths=target_lengths)
+    ys = variational_dropout(k_out, ys, output_dropout)
     return readout.apply(params.readout, ys)
 
   def greedy_decode(params, source, num_steps, *, start_token, source_lengths=None):

@@ -80,7 +80,10 @@ stopping.
 Keys: ``k_init, k_data, k_eval, k_diag = jax.random.split(key, 4)``; step
 ``s`` samples its batch from ``jax.random.fold_in(k_data, s)`` (a stream task
 instead reads window ``(randint(k_data, (), 0, num_windows) + s) % num_windows``
-of its parallel rows, resetting the carried state at window 0).
+of its parallel rows, resetting the carried state at window 0). With dropout on
+(``config.model.dropout``), step ``s`` draws its masks from
+``fold_in(fold_in(key, 4), s)``, a stream apart from those four, so a run's
+batches do not depend on its dropout rates; evaluation never drops.
 
 Truncated BPTT (``config.tbptt.k1, k2``): see :func:`tbptt_outputs`; one update
 per batch, whose gradient is the sum of the windows' truncated gradients.
@@ -127,7 +130,8 @@ from rnnlab._signatures import init_signature
 Array = jax.Array
 PyTree = Any
 
-CELLS = ("elman", "lstm", "gru")
+CELLS = ("elman", "lstm", "gru", "layer_norm_lstm", "layer_norm_gru")
+DROPOUT_STREAM = 4  # fold_in(key, DROPOUT_STREAM): the dropout masks' key stream
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 SCHEDULES = ("none", "cosine", "warmup_cosine", "exponential")
 READOUTS = ("linear",)
@@ -157,16 +161,23 @@ def default_config() -> ml_collections.ConfigDict:
   config.task.kwargs = ml_collections.ConfigDict()  # extra keyword arguments for tasks.get
 
   config.model = ml_collections.ConfigDict()
-  config.model.cell = "lstm"  # one of CELLS: "elman" | "lstm" | "gru"
+  config.model.cell = "lstm"  # one of CELLS: elman|lstm|gru|layer_norm_lstm|layer_norm_gru
   config.model.hidden_size = 64  # H, units per layer
   config.model.num_layers = 1  # stacked recurrent layers (rnnlab.layers.stacked)
   config.model.nonlinearity = "tanh"  # elman only: "tanh" | "relu" | "linear"
   config.model.recurrent_init = "orthogonal"  # w_hh scheme: orthogonal|gaussian|identity|uniform
   config.model.gain = 1.0  # g, the recurrent scheme's scale (a sweepable hparam)
   config.model.input_init = "lecun_normal"  # w_ih scheme: lecun_normal|glorot_uniform|uniform|zeros
-  config.model.forget_bias = 1.0  # lstm only: initial forget-gate bias (Jozefowicz 2015)
-  config.model.chrono_t_max = None  # lstm/gru: chrono gate-bias init T_max (None: off)
+  config.model.forget_bias = 1.0  # lstms only: initial forget-gate bias (Jozefowicz 2015)
+  config.model.chrono_t_max = None  # gated cells: chrono gate-bias init T_max (None: off)
   config.model.readout = "linear"  # per-step readout from the top layer: "linear" (dense)
+  # Variational dropout (Gal & Ghahramani 2016): one mask per sequence and unit for all
+  # steps, drawn every training step; evaluation never drops. Rates in [0, 1).
+  config.model.dropout = ml_collections.ConfigDict()
+  config.model.dropout.input = 0.0  # on the task's inputs
+  config.model.dropout.between = 0.0  # between stacked layers (num_layers > 1)
+  config.model.dropout.output = 0.0  # on the top layer's outputs, before the readout
+  config.model.dropout.recurrent = 0.0  # on h_{t-1} in h W_hh (elman, lstm, gru only)
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = "adam"  # one of OPTIMIZERS: sgd | momentum | rmsprop | adam | adamw
@@ -336,8 +347,9 @@ class Model(NamedTuple):
     init: ``init(key, *, gain=None) -> params``; ``gain`` (may be traced) overrides
       ``config.model.gain`` for the recurrent scheme.
     initial_carry: ``initial_carry(params, batch_shape) -> carry`` (zeros).
-    apply: ``apply(params, inputs, carry=None, *, lengths=None) -> (outputs, carry)``
-      with ``inputs (B, T, I)`` and ``outputs (B, T, O)``, zero past ``lengths``.
+    apply: ``apply(params, inputs, carry=None, *, lengths=None, key=None) -> (outputs,
+      carry)`` with ``inputs (B, T, I)`` and ``outputs (B, T, O)``, zero past
+      ``lengths``; ``key`` draws ``config.model.dropout``'s masks (None: no dropout).
     input_size: I.
     output_size: O.
   """
@@ -389,6 +401,16 @@ def _check_model_config(config: ml_collections.ConfigDict) -> None:
       _fail("model.chrono_t_max", m.chrono_t_max, "None or a number > 2")
     if m.cell == "elman":
       _fail("model.chrono_t_max", m.chrono_t_max, "None for the elman cell (it has no gates)")
+  for field in ("input", "between", "output", "recurrent"):
+    value = m.dropout[field]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+      _fail(f"model.dropout.{field}", value, "a number in [0, 1)")
+  if m.dropout.recurrent and m.cell.startswith("layer_norm"):
+    _fail(
+      "model.dropout.recurrent",
+      m.dropout.recurrent,
+      f"0 for the {m.cell} cell (it has no CellParts naming the recurrent product)",
+    )
 
 
 def _check_divergence_config(config: ml_collections.ConfigDict) -> None:
@@ -485,9 +507,11 @@ def make_cell(config: ml_collections.ConfigDict, gain: Any = None) -> cells_lib.
   kwargs = dict(recurrent_init=m.recurrent_init, gain=gain, input_init=m.input_init)
   if m.cell == "elman":
     return cells_lib.elman(m.hidden_size, m.nonlinearity, **kwargs)
-  if m.cell == "lstm":
-    return cells_lib.lstm(m.hidden_size, m.forget_bias, chrono_t_max=m.chrono_t_max, **kwargs)
-  return cells_lib.gru(m.hidden_size, chrono_t_max=m.chrono_t_max, **kwargs)
+  if m.cell in ("lstm", "layer_norm_lstm"):
+    factory = cells_lib.lstm if m.cell == "lstm" else cells_lib.layer_norm_lstm
+    return factory(m.hidden_size, m.forget_bias, chrono_t_max=m.chrono_t_max, **kwargs)
+  factory = cells_lib.gru if m.cell == "gru" else cells_lib.layer_norm_gru
+  return factory(m.hidden_size, chrono_t_max=m.chrono_t_max, **kwargs)
 
 
 def make_model(config: ml_collections.ConfigDict, task: Any = None) -> Model:
@@ -497,6 +521,10 @@ def make_model(config: ml_collections.ConfigDict, task: Any = None) -> Model:
   readout at every step (:func:`rnnlab.models.many_to_many`'s parameters), so
   ``outputs[b, t] = readout(h^L_t)`` has the task's output size; the task's mask
   selects the steps that count (the last one for the adding problem).
+  ``config.model.dropout`` applies when ``apply`` is given a key: input dropout on
+  the inputs, ``between`` between the layers (:func:`rnnlab.layers.stacked`),
+  ``recurrent`` on each layer's ``h_{t-1}`` (:func:`rnnlab.layers.rnn`) and
+  output dropout on the top layer's outputs, all variational.
 
   Args:
     config: a config like :func:`default_config`'s.
@@ -505,9 +533,13 @@ def make_model(config: ml_collections.ConfigDict, task: Any = None) -> Model:
   _check_model_config(config)
   task = _make_task(config) if task is None else task
   num_layers = config.model.num_layers
+  dropout = config.model.dropout
 
   def stack(gain):
-    return layers_lib.stacked([make_cell(config, gain) for _ in range(num_layers)])
+    cells = [make_cell(config, gain) for _ in range(num_layers)]
+    if dropout.recurrent:
+      cells = [layers_lib.rnn(c, recurrent_dropout=dropout.recurrent) for c in cells]
+    return layers_lib.stacked(cells, dropout=dropout.between)
 
   layer = stack(config.model.gain)
   readout = layers_lib.dense(task.output_size)
@@ -520,8 +552,11 @@ def make_model(config: ml_collections.ConfigDict, task: Any = None) -> Model:
   def initial_carry(params, batch_shape=()):
     return layer.initial_carry(params.encoder, batch_shape)
 
-  def apply(params, inputs, carry=None, *, lengths=None):
-    ys, carry = layer.apply(params.encoder, inputs, carry, lengths=lengths)
+  def apply(params, inputs, carry=None, *, lengths=None, key=None):
+    k_in, k_layers, k_out = (None, None, None) if key is None else jax.random.split(key, 3)
+    inputs = layers_lib.variational_dropout(k_in, inputs, dropout.input)
+    ys, carry = layer.apply(params.encoder, inputs, carry, lengths=lengths, key=k_layers)
+    ys = layers_lib.variational_dropout(k_out, ys, dropout.output)
     outputs = readout.apply(params.readout, ys)
     if lengths is not None:
       valid = jnp.arange(outputs.shape[-2]) < jnp.asarray(lengths)[..., None]
@@ -669,6 +704,7 @@ def tbptt_outputs(
   carry: PyTree = None,
   *,
   lengths: Array | None = None,
+  key: Array | None = None,
 ) -> tuple[Array, PyTree]:
   r"""The model's outputs with gradients truncated as TBPTT(k1, k2) (Williams & Peng 1990).
 
@@ -689,6 +725,8 @@ def tbptt_outputs(
     k2: window length, ``k1 <= k2 <= T``, ``(T - k2) % k1 == 0``.
     carry: the carry at step 0 (``None``: zeros); its gradient is stopped.
     lengths: optional ``(B,)`` valid lengths (past them outputs are 0, the carry frozen).
+    key: the dropout key (None: none), handed to every window alike, so a
+      sequence keeps one mask across its windows.
 
   Returns:
     ``(outputs (B, T, O), carry)`` with the carry after step ``T - 1`` (gradient stopped).
@@ -701,7 +739,7 @@ def tbptt_outputs(
   def run(carry, start, size):
     xs = jax.lax.dynamic_slice_in_dim(inputs, start, size, axis=1)
     window_lengths = None if lengths is None else jnp.clip(lengths - start, 0, size)
-    return model.apply(params, xs, carry, lengths=window_lengths)
+    return model.apply(params, xs, carry, lengths=window_lengths, key=key)
 
   def window(carry, start):
     # Part A, [start, start + k1): its end is where the next window starts.
@@ -856,7 +894,7 @@ def make_trainer(
   if tbptt:
     _window_schedule(batch_shape.inputs.shape[1], config.tbptt.k1, config.tbptt.k2)
 
-  def forward(params, batch, carry):
+  def forward(params, batch, carry, dropout_key):
     if tbptt:
       return tbptt_outputs(
         model,
@@ -866,12 +904,15 @@ def make_trainer(
         config.tbptt.k2,
         carry,
         lengths=batch.lengths,
+        key=dropout_key,
       )
-    return model.apply(params, batch.inputs, lengths=batch.lengths)
+    return model.apply(params, batch.inputs, lengths=batch.lengths, key=dropout_key)
 
-  def loss_fn(params, batch, carry):
-    outputs, carry = forward(params, batch, carry)
+  def loss_fn(params, batch, carry, dropout_key):
+    outputs, carry = forward(params, batch, carry, dropout_key)
     return task.loss(outputs, batch), (outputs, carry)
+
+  dropout_on = any(config.model.dropout[f] for f in ("input", "between", "output", "recurrent"))
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   blew_up = blow_up_rule(config, task)
@@ -898,16 +939,18 @@ def make_trainer(
     tx = make_optimizer(config, hp.learning_rate, hp.clip)
     schedule = make_schedule(config, hp.learning_rate)
     k_data = split_key(key)[1]
+    k_dropout = jax.random.fold_in(key, DROPOUT_STREAM) if dropout_on else None
 
     def step(state: TrainState, step_index: Array):
       batch = sample(k_data, step_index)
+      step_dropout = None if k_dropout is None else jax.random.fold_in(k_dropout, step_index)
       carry_in = None
       if stream is not None:
         # A new pass over the rows starts from zeros; otherwise carry the state on.
         fresh = _stream_window(k_data, step_index) == 0
         zeros = model.initial_carry(state.params, (batch_size,))
         carry_in = _select(fresh, zeros, state.rnn_carry)
-      (loss, (outputs, carry_out)), grads = grad_fn(state.params, batch, carry_in)
+      (loss, (outputs, carry_out)), grads = grad_fn(state.params, batch, carry_in, step_dropout)
       grad_norm = diag_lib.global_norm(grads)
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)

@@ -1,4 +1,4 @@
-"""Tests for rnnlab.cells: elman, lstm, gru, diagonal and stack_cells.
+"""Tests for rnnlab.cells: elman, lstm, gru, their layer-normalised forms, diagonal, stack_cells.
 
 The NumPy references below are written from the equations in the cells' docstrings
 (float64), not from the implementation. The properties every cell must have (scan
@@ -6,12 +6,14 @@ equals a loop, causality, padding, jit, vmap, finite-difference gradients, the f
 path, dtypes) are :mod:`rnnlab.testing`'s checks, run on every built-in cell below.
 """
 
+import functools
 import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.test_util import check_grads
 
 import rnnlab
 from rnnlab import testing
@@ -101,6 +103,14 @@ def random_state(name, params, batch_shape, seed):
   carry = randomize(cell.initial_carry(params, batch_shape), seed, scale=0.8)
   x = normal(seed + 1, (*batch_shape, I))
   return carry, x
+
+
+LN_CELLS = {
+  "layer_norm_lstm": rnnlab.layer_norm_lstm(H),
+  "layer_norm_gru": rnnlab.layer_norm_gru(H),
+}
+LN_STEPS = {name: jax.jit(cell.step) for name, cell in LN_CELLS.items()}
+STACK = rnnlab.stack_cells([rnnlab.elman(H), rnnlab.gru(H)])
 
 
 # ----------------------------------------------------------------------------- shapes, dtypes
@@ -198,6 +208,8 @@ CHECKED = {
   **CELLS,
   "diagonal": rnnlab.diagonal(H),
   "stack_lstm_elman": rnnlab.stack_cells([rnnlab.lstm(4), rnnlab.elman(H)]),
+  "layer_norm_lstm": rnnlab.layer_norm_lstm(H),
+  "layer_norm_gru": rnnlab.layer_norm_gru(H),
 }
 CHECK_SHAPES = dict(zip(CHECKED, testing.random_shapes(seed=0, count=len(CHECKED)), strict=True))
 
@@ -213,7 +225,7 @@ def test_builtin_cell_passes_every_check(name):
   ran = testing.check_cell(
     cell, I, params=params, shapes=[CHECK_SHAPES[name]], seed=3, grad_order=order
   )
-  has_parts = name not in ("gru_reset_before", "stack_lstm_elman")
+  has_parts = cell.parts is not None
   assert ran == tuple(c for c in testing.CHECKS if has_parts or c != "fused")
 
 
@@ -509,7 +521,26 @@ def test_float64_without_x64_is_an_error_not_a_silent_float32():
 @pytest.mark.parametrize("dtype", [jnp.int32, "not-a-dtype"])
 def test_non_float_dtype_rejected(dtype):
   with pytest.raises(ValueError, match="dtype"):
-    CELLS["lstm"].init(jax.random.key(0), I, dtype)
+    CELLS["lstm"].init(jax.random.key(0), I, dtype=dtype)
+
+
+def test_init_takes_dtype_by_keyword_and_still_positionally():
+  # init(key, input_size, *, dtype=...), the convention of every init in rnnlab.
+  key = jax.random.key(0)
+  for cell in [*CELLS.values(), *LN_CELLS.values(), rnnlab.diagonal(H), STACK]:
+    for dtype in (jnp.bfloat16, np.dtype("bfloat16"), "bfloat16"):
+      by_keyword = jax.eval_shape(lambda k, c=cell, d=dtype: c.init(k, I, dtype=d), key)
+      positional = jax.eval_shape(lambda k, c=cell, d=dtype: c.init(k, I, d), key)
+      assert {l.dtype for l in jax.tree.leaves(by_keyword)} == {jnp.dtype(jnp.bfloat16)}
+      assert jax.tree.structure(by_keyword) == jax.tree.structure(positional)
+      assert {l.dtype for l in jax.tree.leaves(positional)} == {jnp.dtype(jnp.bfloat16)}
+  usage = re.escape("call init(key, input_size, *, dtype=jnp.float32)")
+  with pytest.raises(TypeError, match=rf"^lstm.init: unexpected positional argument 'x'; {usage}$"):
+    CELLS["lstm"].init(key, I, "x")
+  with pytest.raises(TypeError, match=rf"^layer_norm_gru.init: missing input_size; {usage}$"):
+    LN_CELLS["layer_norm_gru"].init(key)
+  with pytest.raises(TypeError, match=rf"^stack\(elman,gru\).init: unexpected .* 2.0; {usage}$"):
+    STACK.init(key, I, 2.0)
 
 
 # ----------------------------------------------------------------------------- determinism
@@ -526,6 +557,179 @@ def test_init_determinism(name):
   # Biases default to zeros (and forget_bias is constant), so only weights differ.
   assert not np.array_equal(a.w_ih, c.w_ih)
   assert not np.array_equal(a.w_hh, c.w_hh)
+
+
+# ----------------------------------------------------------------------------- layer norm
+
+
+def np_layer_norm(a, eps=1e-5):
+  """(a - mean) / sqrt(var + eps) over the last axis (Ba et al. 2016, eq. 4; their code's eps)."""
+  mean = a.mean(axis=-1, keepdims=True)
+  return (a - mean) / np.sqrt(((a - mean) ** 2).mean(axis=-1, keepdims=True) + eps)
+
+
+def np_ln_step(kind, params, carry, x):
+  """One layer-normalised step from the equations in the docstrings, float64 NumPy."""
+  p = {k: np.asarray(v, np.float64) for k, v in params._asdict().items()}
+  x = np.asarray(x, np.float64)
+  if kind == "layer_norm_lstm":
+    h, c = (np.asarray(v, np.float64) for v in carry)
+    a = (
+      np_layer_norm(x @ p["w_ih"]) * p["scale_ih"]
+      + np_layer_norm(h @ p["w_hh"]) * p["scale_hh"]
+      + p["b"]
+    )
+    i, f, g, o = (a[..., k * H : (k + 1) * H] for k in range(4))
+    c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+    h = sigmoid(o) * np.tanh(np_layer_norm(c) * p["scale_c"] + p["bias_c"])
+    return (h, c), h
+  h = np.asarray(carry, np.float64)
+  rz, n = slice(0, 2 * H), slice(2 * H, 3 * H)  # r and z share their statistics, n has its own
+
+  def normed(a, side):
+    out = np.concatenate([np_layer_norm(a[..., rz]), np_layer_norm(a[..., n])], axis=-1)
+    return out * p[f"scale_{side}"] + p[f"b_{side}"]
+
+  u, v = normed(x @ p["w_ih"], "ih"), normed(h @ p["w_hh"], "hh")
+  r = sigmoid(u[..., :H] + v[..., :H])
+  z = sigmoid(u[..., H : 2 * H] + v[..., H : 2 * H])
+  n_t = np.tanh(u[..., n] + r * v[..., n])
+  h = (1.0 - z) * n_t + z * h
+  return h, h
+
+
+def random_ln_params(name, seed):
+  """Every leaf random, the norms' gains around 1 (so no unit is switched off)."""
+  params = randomize(LN_CELLS[name].init(jax.random.key(seed), I), seed, scale=0.7)
+  scales = {k: v + 1.0 for k, v in params._asdict().items() if k.startswith("scale")}
+  return params._replace(**scales)
+
+
+def plain_twin(name, params):
+  """The plain cell's reference kind and params with the layer-normalised cell's weights."""
+  if name == "layer_norm_lstm":
+    return "lstm", rnnlab.LSTMParams(params.w_ih, params.w_hh, params.b)
+  return "gru_after", rnnlab.GRUParams(params.w_ih, params.w_hh, params.b_ih, params.b_hh)
+
+
+@pytest.mark.parametrize("name", LN_CELLS)
+def test_layer_norm_step_matches_numpy_reference(name):
+  params = random_ln_params(name, 1)
+  carry = randomize(LN_CELLS[name].initial_carry(params, (3,)), 2, scale=0.8)
+  x = normal(3, (3, I))
+  new_carry, y = LN_STEPS[name](params, carry, x)
+  ref_carry, ref_y = np_ln_step(name, params, carry, x)
+  np.testing.assert_allclose(np.asarray(y), ref_y, rtol=1e-5, atol=1e-5)
+  for got, want in zip(jax.tree.leaves(new_carry), jax.tree.leaves(ref_carry), strict=True):
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+  # The plain cell on the same weights is another function (the norms do something).
+  kind, plain_params = plain_twin(name, params)
+  _, y_plain = np_step(kind, plain_params, carry, x)
+  assert np.max(np.abs(y_plain - ref_y)) > 1e-2
+
+
+@pytest.mark.parametrize("name", LN_CELLS)
+def test_layer_norm_unroll_equals_a_python_loop_of_the_reference(name):
+  params = random_ln_params(name, 4)
+  xs = normal(5, (2, 6, I))
+  ys, carry = jax.jit(functools.partial(rnnlab.unroll, LN_CELLS[name]))(params, xs)
+  ref = LN_CELLS[name].initial_carry(params, (2,))
+  for t in range(xs.shape[1]):
+    ref, y = np_ln_step(name, params, ref, xs[:, t])
+    np.testing.assert_allclose(np.asarray(ys[:, t]), y, rtol=1e-5, atol=1e-5)
+  for got, want in zip(jax.tree.leaves(carry), jax.tree.leaves(ref), strict=True):
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", LN_CELLS)
+def test_layer_norm_check_grads_float64(name):
+  with jax.enable_x64(True):
+    cell = LN_CELLS[name]
+    params = jax.tree.map(lambda l: l.astype(jnp.float64), random_ln_params(name, 6))
+    carry = randomize(cell.initial_carry(params, (2,)), 7, scale=0.8)
+    x = normal(8, (2, I), jnp.float64)
+    assert all(leaf.dtype == jnp.float64 for leaf in jax.tree.leaves((params, carry)))
+    # First order and jitted, for the CI budget (order 2 costs 3x, op by op 2x more).
+    check_grads(jax.jit(cell.step), (params, carry, x), order=1, modes=["rev"])
+
+
+@pytest.mark.parametrize("name", LN_CELLS)
+def test_layer_norm_output_ignores_the_scale_of_each_weight_matrix(name):
+  # The paper's invariance (sec. 5.1): rescaling W_ih or W_hh leaves every step unchanged,
+  # as each projection is normalised on its own. With a negligible eps and powers of two
+  # (exact in floating point) only rounding is left.
+  cell = getattr(rnnlab, name)(H, eps=1e-20)
+  params = random_ln_params(name, 9)
+  carry = randomize(cell.initial_carry(params, (3,)), 10, scale=0.8)
+  x = normal(11, (3, I))
+  _, y = cell.step(params, carry, x)
+  scaled = params._replace(w_ih=4.0 * params.w_ih, w_hh=0.25 * params.w_hh)
+  _, y_scaled = cell.step(scaled, carry, x)
+  np.testing.assert_allclose(np.asarray(y_scaled), np.asarray(y), rtol=1e-5, atol=1e-6)
+  # ... which the plain cells are not.
+  kind, plain_params = plain_twin(name, params)
+  _, p0 = np_step(kind, plain_params, carry, x)
+  _, p1 = np_step(kind, plain_params._replace(w_ih=4.0 * params.w_ih), carry, x)
+  assert np.max(np.abs(p0 - p1)) > 1e-2
+
+
+def test_layer_norm_init():
+  gain = 1.3
+  key = jax.random.key(0)
+  lstm_params = rnnlab.layer_norm_lstm(H, 2.0, gain=gain).init(key, I)
+  gru_params = rnnlab.layer_norm_gru(H, gain=gain, chrono_t_max=20.0).init(key, I)
+  assert isinstance(lstm_params, rnnlab.LayerNormLSTMParams)
+  assert isinstance(gru_params, rnnlab.LayerNormGRUParams)
+  shapes = {k: v.shape for k, v in lstm_params._asdict().items()}
+  assert shapes == {
+    "w_ih": (I, 4 * H),
+    "w_hh": (H, 4 * H),
+    "b": (4 * H,),
+    "scale_ih": (4 * H,),
+    "scale_hh": (4 * H,),
+    "scale_c": (H,),
+    "bias_c": (H,),
+  }
+  shapes = {k: v.shape for k, v in gru_params._asdict().items()}
+  assert shapes == {
+    "w_ih": (I, 3 * H),
+    "w_hh": (H, 3 * H),
+    "b_ih": (3 * H,),
+    "b_hh": (3 * H,),
+    "scale_ih": (3 * H,),
+    "scale_hh": (3 * H,),
+  }
+  # Gains start at 1, the cell state's bias at 0, the weights as the plain cells'.
+  for params in (lstm_params, gru_params):
+    for k in ("scale_ih", "scale_hh", "scale_c"):
+      if hasattr(params, k):
+        np.testing.assert_array_equal(getattr(params, k), 1.0)
+  np.testing.assert_array_equal(lstm_params.bias_c, 0.0)
+  for params, gates in ((lstm_params, 4), (gru_params, 3)):
+    for blk in blocks(params.w_hh, gates):
+      np.testing.assert_allclose(np.linalg.svd(blk, compute_uv=False), gain, rtol=1e-5)
+  same = rnnlab.lstm(H, 2.0, gain=gain).init(key, I)
+  np.testing.assert_array_equal(lstm_params.w_ih, same.w_ih)
+  np.testing.assert_array_equal(lstm_params.b, same.b)  # forget slice 2.0, the rest 0
+  same = rnnlab.gru(H, gain=gain, chrono_t_max=20.0).init(key, I)
+  np.testing.assert_array_equal(gru_params.b_ih, same.b_ih)  # chrono's b_iz
+  np.testing.assert_array_equal(gru_params.w_hh, same.w_hh)
+
+
+def test_layer_norm_errors():
+  with pytest.raises(ValueError, match=r"layer_norm_lstm: eps must be a number > 0; got 0"):
+    rnnlab.layer_norm_lstm(H, eps=0)
+  with pytest.raises(ValueError, match=r"layer_norm_gru: hidden_size must be a positive int"):
+    rnnlab.layer_norm_gru(0)
+  cell = LN_CELLS["layer_norm_lstm"]
+  params = jax.eval_shape(lambda: CELLS["lstm"].init(jax.random.key(0), I))
+  carry = jax.ShapeDtypeStruct((2, H), jnp.float32)
+  with pytest.raises(TypeError, match="^layer_norm_lstm: got params of type LSTMParams"):
+    jax.jit(cell.step).trace(params, rnnlab.LSTMCarry(carry, carry), jnp.ones((2, I)))
+  with pytest.raises(ValueError, match=r"layer_norm_gru.step: x has shape \(2, 4\)"):
+    cell = LN_CELLS["layer_norm_gru"]
+    params = cell.init(jax.random.key(0), I)
+    cell.step(params, cell.initial_carry(params, (2,)), jnp.ones((2, I + 1)))
 
 
 # ----------------------------------------------------------------------------- stack_cells

@@ -1,5 +1,6 @@
 """Tests for rnnlab.layers: one direction, bidirectional, stacked, the last-state readout,
-dense and embedding, each against a composition written by hand from rnnlab.unroll and NumPy."""
+dense and embedding, each against a composition written by hand from rnnlab.unroll and NumPy;
+variational dropout by direct inspection of its masks."""
 
 import functools
 
@@ -348,3 +349,177 @@ def test_embedding():
     table.apply(params, jnp.array([1.0]))
   with pytest.raises(ValueError, match="vocab_size must be a positive int; got 0"):
     rnnlab.embedding(0, 4)
+
+
+# ---- gather_last under jit -------------------------------------------------------------------
+
+
+def test_gather_last_clamps_traced_lengths_as_unroll_does():
+  # Inside jit lengths cannot be checked; unroll clamps them to [0, T], and so must the readout.
+  layer = rnnlab.rnn(rnnlab.elman(H))
+  params = random_params(layer, seed=8)
+  lengths = jnp.array([T + 5, -3, 2])
+
+  @jax.jit
+  def run(params, xs, lengths):
+    ys, carry = layer.apply(params, xs, lengths=lengths)
+    return ys, carry, gather_last(ys, lengths)
+
+  ys, carry, last = run(params, XS, lengths)
+  assert np.all(np.isfinite(np.asarray(last)))
+  close(last, np.stack([ys[0, T - 1], np.zeros(H), ys[2, 1]]))
+  close(last, carry)  # the final carry of an Elman layer is its last valid output
+
+
+# ---- dropout ---------------------------------------------------------------------------------
+
+RATE = 0.4
+SCALE = np.float32(1 / (1 - RATE))
+
+
+def random_params_of(layer, seed):
+  """``random_params`` with unit scale and every leaf's own dtype."""
+  rng = np.random.default_rng(seed)
+  shapes = jax.eval_shape(lambda key: layer.init(key, I), KEY)
+  return jax.tree.map(lambda l: jnp.asarray(rng.standard_normal(l.shape), l.dtype), shapes)
+
+
+def sigmoid(a):
+  return 1.0 / (1.0 + np.exp(-a))
+
+
+def identity_cell():
+  """A user's cell whose output is its input: a window onto what a layer is fed."""
+
+  def init(key, input_size, *, dtype=jnp.float32):
+    return ()
+
+  def initial_carry(params, batch_shape=()):
+    return jnp.zeros(batch_shape)
+
+  def step(params, carry, x):
+    return carry, x
+
+  return rnnlab.Cell(init, initial_carry, step, "identity")
+
+
+def test_variational_dropout_is_one_mask_per_sequence_and_unit_for_all_steps():
+  ones = jnp.ones((64, T, 16))
+  out = np.asarray(rnnlab.variational_dropout(KEY, ones, RATE))
+  assert set(np.unique(out)) == {0.0, SCALE}  # inverted scaling: kept units / (1 - rate)
+  np.testing.assert_array_equal(out, np.broadcast_to(out[:, :1], out.shape))  # one mask in time
+  assert len({row.tobytes() for row in out[:, 0]}) > 32  # each sequence its own mask
+  # 1024 units kept with probability 0.6: the standard error is 0.015, this is 5 of them.
+  assert abs((out[:, 0] > 0).mean() - (1 - RATE)) < 0.077
+  xs = jnp.asarray(np.random.default_rng(9).standard_normal(ones.shape), jnp.float32)
+  np.testing.assert_array_equal(rnnlab.variational_dropout(KEY, xs, RATE), xs * out)
+  # The mask does not depend on T: a sequence's windows are masked alike with one key.
+  np.testing.assert_array_equal(
+    rnnlab.variational_dropout(KEY, xs[:, :3], RATE), xs[:, :3] * out[:, :3]
+  )
+  assert rnnlab.variational_dropout(None, xs, RATE) is xs  # no key: evaluation
+  assert rnnlab.variational_dropout(KEY, xs, 0.0) is xs
+  for bad in (1.0, -0.1, True, "0.5"):
+    with pytest.raises(ValueError, match=r"rate must be a number in \[0, 1\)"):
+      rnnlab.variational_dropout(KEY, xs, bad)
+
+
+def test_dropout_leaves_the_expectation_of_a_linear_map_unchanged():
+  # Monte Carlo over 4000 keys: the mean of readout(dropout(xs)) is readout(xs), within
+  # 5 standard errors, and the unscaled mask ((1 - rate) * readout(xs)) would be far outside.
+  readout = rnnlab.dense(3)
+  params = random_params_of(readout, seed=10)
+  xs = jnp.asarray(np.random.default_rng(11).standard_normal((2, 4, I)), jnp.float32)
+  keys = jax.random.split(KEY, 4000)
+  samples = jax.jit(
+    jax.vmap(lambda k: readout.apply(params, rnnlab.variational_dropout(k, xs, RATE)))
+  )(keys)
+  samples = np.asarray(samples, np.float64)
+  exact = np.asarray(readout.apply(params, xs), np.float64)
+  error = 5 * samples.std(axis=0) / np.sqrt(len(keys))
+  assert np.all(np.abs(samples.mean(axis=0) - exact) < error)
+  assert np.any(np.abs(samples.mean(axis=0) - (1 - RATE) * exact) > error)
+
+
+def test_stacked_dropout_masks_each_layers_input_with_its_own_mask_for_all_steps():
+  ident = identity_cell()
+  xs = jnp.asarray(np.random.default_rng(12).standard_normal((64, T, I)), jnp.float32) + 5.0
+  layer = rnnlab.stacked([ident, ident, ident], dropout=RATE)
+  params = layer.init(KEY, I)
+  np.testing.assert_array_equal(layer.apply(params, xs)[0], xs)  # no key: no dropout
+  ys = np.asarray(layer.apply(params, xs, key=KEY)[0])
+  # Layers 2 and 3 each drop their inputs (xs > 0 here, so a 0 is a dropped unit): two
+  # masks, each constant in time, each kept unit scaled by 1 / (1 - rate).
+  kept = ys != 0
+  np.testing.assert_array_equal(kept, np.broadcast_to(kept[:, :1], kept.shape))
+  np.testing.assert_array_equal(ys, np.where(kept, xs * SCALE * SCALE, 0.0))
+  # Kept by both: (1 - rate)^2 = 0.36 of 256 units (one mask reused would keep 0.6).
+  assert abs(kept[:, 0].mean() - (1 - RATE) ** 2) < 0.15
+  # The first layer's inputs are the model's to drop, not the stack's.
+  single = rnnlab.stacked([ident], dropout=RATE)
+  np.testing.assert_array_equal(single.apply(single.init(KEY, I), xs, key=KEY)[0], xs)
+
+
+def test_recurrent_dropout_is_one_mask_on_the_state_feeding_w_hh():
+  # A linear Elman cell with identity weights and one unit input at t = 0 has h_t = m^t:
+  # the same mask m (values 0 and 1 / (1 - rate)) at every step.
+  batch, hidden = 16, 6
+  elman = rnnlab.rnn(rnnlab.elman(hidden, "linear"), recurrent_dropout=RATE)
+  eye = jnp.eye(hidden)
+  params = rnnlab.ElmanParams(eye, eye, jnp.zeros(hidden))
+  xs = jnp.zeros((batch, 5, hidden)).at[:, 0].set(1.0)
+  ys = np.asarray(jax.jit(elman.apply)(params, xs, key=KEY)[0])
+  mask = ys[:, 1]
+  assert set(np.unique(mask)) == {0.0, SCALE}
+  for t in range(5):
+    np.testing.assert_allclose(ys[:, t], mask**t, rtol=1e-6)
+  # An LSTM layer with the same key and (batch, H) draws that mask: its h enters h W_hh masked,
+  # while c and everything else see the plain state (a NumPy loop of the equations).
+  lstm = rnnlab.rnn(rnnlab.lstm(hidden), recurrent_dropout=RATE)
+  lp = random_params_of(lstm, seed=13)
+  lp = jax.tree.map(lambda l: 0.5 * l, lp)
+  xs = jnp.asarray(np.random.default_rng(14).standard_normal((batch, 5, I)), jnp.float32)
+  ys, carry = jax.jit(lstm.apply)(lp, xs, key=KEY)
+  w_ih, w_hh, b = (np.asarray(v, np.float64) for v in lp)
+  h = c = np.zeros((batch, hidden))
+  for t in range(5):
+    a = np.asarray(xs[:, t], np.float64) @ w_ih + (h * mask) @ w_hh + b
+    i, f, g, o = (a[:, k * hidden : (k + 1) * hidden] for k in range(4))
+    c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+    h = sigmoid(o) * np.tanh(c)
+    np.testing.assert_allclose(np.asarray(ys[:, t]), h, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(carry.c), c, rtol=1e-5, atol=1e-5)
+  for cell in (rnnlab.layer_norm_lstm(H), rnnlab.gru(H, reset_after=False)):
+    with pytest.raises(ValueError, match=r"recurrent_dropout needs a cell with CellParts"):
+      rnnlab.rnn(cell, recurrent_dropout=RATE)
+  with pytest.raises(ValueError, match=r"rnn: recurrent_dropout must be a number in \[0, 1\)"):
+    rnnlab.rnn(rnnlab.lstm(H), recurrent_dropout=1.0)
+  with pytest.raises(ValueError, match=r"stacked: dropout must be a number in \[0, 1\) .*; got -1"):
+    rnnlab.stacked([rnnlab.lstm(H)], dropout=-1)
+
+
+def test_without_a_key_dropout_layers_are_bitwise_the_deterministic_layers():
+  def build(rate, recurrent):
+    return rnnlab.stacked(
+      [
+        rnnlab.bidirectional(rnnlab.lstm(H), recurrent_dropout=recurrent),
+        rnnlab.rnn(rnnlab.gru(H), recurrent_dropout=recurrent),
+      ],
+      dropout=rate,
+    )
+
+  dropping, plain = build(0.3, 0.2), build(0.0, 0.0)
+  params = random_params(plain, seed=15)
+
+  @jax.jit
+  def run(params, xs, key):
+    return [
+      layer.apply(params, xs, lengths=LENGTHS, key=k)[0]
+      for layer, k in ((dropping, None), (plain, None), (plain, key), (dropping, key))
+    ]
+
+  evaluation, plain_evaluation, plain_with_key, training = run(params, XS, KEY)
+  np.testing.assert_array_equal(evaluation, plain_evaluation)
+  np.testing.assert_array_equal(evaluation, plain_with_key)  # rates 0: nothing drawn
+  assert float(jnp.abs(training - evaluation).max()) > 1e-2
+  assert float(jnp.abs(jnp.where(PAD, training, 0.0)).max()) == 0.0  # still zero past lengths

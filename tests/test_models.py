@@ -382,6 +382,9 @@ INIT_CELL = rnnlab.gru(H)
 # (object, the sizes it does not know): init(key, *sizes, dtype=...) for every one.
 INITS = {
   "cell": (INIT_CELL, (I,)),
+  "layer_norm_lstm": (rnnlab.layer_norm_lstm(H), (I,)),
+  "layer_norm_gru": (rnnlab.layer_norm_gru(H), (I,)),
+  "stack_cells": (rnnlab.stack_cells([INIT_CELL, rnnlab.lstm(H)]), (I,)),
   "rnn": (rnnlab.rnn(INIT_CELL), (I,)),
   "bidirectional": (rnnlab.bidirectional(INIT_CELL), (I,)),
   "stacked": (rnnlab.stacked([INIT_CELL, INIT_CELL]), (I,)),
@@ -450,3 +453,99 @@ def test_init_errors_show_the_call_to_make():
       call()
   model = rt.make_model(rt.default_config())
   assert jax.eval_shape(lambda k: model.init(k, gain=0.5), KEY).readout.w.dtype == jnp.float32
+
+
+# ---- dropout ---------------------------------------------------------------------------------
+
+RATE = 0.4
+
+
+def identity_cell():
+  """A user's cell whose output is its input, so a model's masks show in its outputs."""
+
+  def init(key, input_size, *, dtype=jnp.float32):
+    return ()
+
+  def initial_carry(params, batch_shape=()):
+    return jnp.zeros(batch_shape)
+
+  def step(params, carry, x):
+    return carry, x
+
+  return rnnlab.Cell(init, initial_carry, step, "identity")
+
+
+def test_model_dropout_masks_inputs_and_outputs_alike_at_every_step_and_only_with_a_key():
+  # An identity encoder and an identity readout: outputs = xs * m_in * m_out / (1 - rate)^2.
+  xs = jnp.asarray(np.random.default_rng(20).standard_normal((64, T, I)), jnp.float32) + 5.0
+  lengths = jnp.asarray(np.random.default_rng(21).integers(1, T + 1, 64))
+  identity = rnnlab.layers.DenseParams(jnp.eye(I), jnp.zeros(I))
+  scale = np.float32(1 / (1 - RATE))
+  for factory in (rnnlab.many_to_many, rnnlab.many_to_one):
+    model = factory(identity_cell(), I, input_dropout=RATE, output_dropout=RATE)
+    params = rnnlab.models.ModelParams(None, (), identity)  # the identity cell has none
+    no_dropout = factory(identity_cell(), I)
+
+    @jax.jit
+    def run(params, model=model, no_dropout=no_dropout):
+      return (
+        model.apply(params, xs, lengths=lengths),
+        no_dropout.apply(params, xs, lengths=lengths),
+        model.apply(params, xs, lengths=lengths, key=KEY),
+      )
+
+    plain, reference, out = (np.asarray(a) for a in run(params))
+    np.testing.assert_array_equal(plain, reference)
+    if factory is rnnlab.many_to_one:
+      kept = out != 0
+      np.testing.assert_allclose(out, np.where(kept, plain * scale * scale, 0.0), rtol=1e-6)
+      assert abs(kept.mean() - (1 - RATE) ** 2) < 0.15  # two masks, 256 units
+      continue
+    valid = np.asarray(~(jnp.arange(T) >= lengths[:, None]))[..., None]
+    kept = (out != 0) | ~valid
+    np.testing.assert_array_equal(kept[:, :1] & valid, kept & valid)  # one mask for all steps
+    np.testing.assert_allclose(out, np.where(kept & valid, plain * scale * scale, 0.0), rtol=1e-6)
+    assert abs(kept[:, 0].mean() - (1 - RATE) ** 2) < 0.15  # two masks, 256 units
+  with pytest.raises(ValueError, match=r"many_to_one: input_dropout must be a number in \[0, 1\)"):
+    rnnlab.many_to_one(identity_cell(), 2, input_dropout=1.5)
+  with pytest.raises(ValueError, match=r"one_to_many: output_dropout must be a number in"):
+    rnnlab.one_to_many(identity_cell(), V, 4, output_dropout=-0.5)
+
+
+def test_generator_and_seq2seq_dropout_is_off_without_a_key():
+  # (generate and greedy_decode take no key: they never drop.)
+  generator = rnnlab.one_to_many(DEC_CELL, V, 5, input_dropout=0.3, output_dropout=0.3)
+  seq2seq = rnnlab.encoder_decoder(
+    rnnlab.stacked([rnnlab.rnn(ENC_CELL, recurrent_dropout=0.3), ENC_CELL], dropout=0.3),
+    DEC_CELL,
+    V,
+    target_embed_size=5,
+    input_dropout=0.3,
+    output_dropout=0.3,
+  )
+  plain_generator = rnnlab.one_to_many(DEC_CELL, V, 5)
+  plain_seq2seq = rnnlab.encoder_decoder(
+    rnnlab.stacked([ENC_CELL, ENC_CELL]), DEC_CELL, V, target_embed_size=5
+  )
+  g_params = random_params(generator.init, seed=22, scale=0.5)
+  s_params = random_params(seq2seq.init, I, seed=23, scale=0.5)
+
+  @jax.jit
+  def run(g_params, s_params, key):
+    g_args, s_args = (g_params, TOKENS), (s_params, XS, TOKENS)
+    g_kw, s_kw = dict(lengths=LENGTHS), dict(source_lengths=LENGTHS, target_lengths=LENGTHS)
+    return (
+      generator.apply(*g_args, **g_kw, key=key)[0],
+      seq2seq.apply(*s_args, **s_kw, key=key),
+      generator.apply(*g_args, **g_kw)[0],
+      seq2seq.apply(*s_args, **s_kw),
+      plain_generator.apply(*g_args, **g_kw)[0],
+      plain_seq2seq.apply(*s_args, **s_kw),
+    )
+
+  g_drop, s_drop, g_eval, s_eval, g_plain, s_plain = run(g_params, s_params, KEY)
+  np.testing.assert_array_equal(g_eval, g_plain)  # evaluation is bitwise the plain model
+  np.testing.assert_array_equal(s_eval, s_plain)
+  valid = ~PAD[..., None]
+  assert float(jnp.abs(jnp.where(valid, g_drop - g_eval, 0.0)).max()) > 1e-2
+  assert float(jnp.abs(jnp.where(valid, s_drop - s_eval, 0.0)).max()) > 1e-2

@@ -697,6 +697,8 @@ def test_tbptt_training_runs_on_the_exact_forward_pass():
     ("divergence.max_grad_norm", 0.0, "divergence.max_grad_norm"),
     ("model.recurrent_init", "xavier", "recurrent_init"),
     ("model.chrono_t_max", 1.0, "model.chrono_t_max"),
+    ("model.dropout.input", 1.0, "model.dropout.input"),
+    ("model.dropout.recurrent", -0.1, "model.dropout.recurrent"),
     ("task.name", "sudoku", "unknown task"),
   ],
 )
@@ -788,3 +790,83 @@ def test_stream_carries_the_state_across_updates():
                    task.stream.window(rows, STREAM_T, STREAM_T))  # fmt: skip
   w1 = [s for s in range(config.num_steps) if (int(first) + s) % STREAM_WINDOWS == 1][0]
   assert abs(float(metrics["loss"][w1]) - float(zero)) > 1e-4
+
+
+# ----------------------------------------------------------------------------- dropout, cells
+
+
+def dropout_config():
+  """Elman(4) x 2 layers, SGD, TBPTT(2, 4) on adding at T=10 for 3 steps, with every kind
+  of dropout (the cheapest loop to compile that has them all)."""
+  c = tiny_config()
+  c.model.cell = "elman"
+  c.model.num_layers = 2
+  c.optimizer.name = "sgd"
+  c.tbptt.k1, c.tbptt.k2 = 2, 4
+  c.model.dropout.input = 0.1
+  c.model.dropout.between = 0.3
+  c.model.dropout.output = 0.2
+  c.model.dropout.recurrent = 0.2
+  c.eval.batch_size = 8
+  return c
+
+
+def test_dropout_masks_come_from_the_step_key_per_member_and_never_in_evaluation():
+  config = dropout_config()
+  train = jax.jit(jax.vmap(rt.make_train(config)))
+  keys = jax.random.split(jax.random.key(5), 3)
+  params, metrics = train(keys)
+  other_params, other_metrics = train(keys.at[1].set(jax.random.key(99)))
+  # Another key for member 1 changes member 1 only: its neighbours' masks are their own.
+  first, second = jax.tree.leaves((params, metrics)), jax.tree.leaves((other_params, other_metrics))
+  for member in (0, 2):
+    for a, b in zip(first, second, strict=True):
+      np.testing.assert_array_equal(a[member], b[member])
+  assert not np.array_equal(metrics["loss"][1], other_metrics["loss"][1])
+  # Step 0 by hand: the batch of fold_in(k_data, 0), the masks of fold_in(fold_in(key, 4), 0),
+  # one full unroll (so the TBPTT windows shared the masks); evaluation (rt.evaluate) against
+  # the config without dropout. One program, one compile.
+  trainer = rt.make_trainer(config)
+  model, task = trainer.model, trainer.task
+  plain = dropout_config()
+  for field in ("input", "between", "output", "recurrent"):
+    plain.model.dropout[field] = 0.0
+
+  @jax.jit
+  def by_hand(key, member_params):
+    params = trainer.init(key).params
+    batch = task.sample(jax.random.fold_in(rt.split_key(key)[1], 0), config.batch_size)
+    mask_key = jax.random.fold_in(jax.random.fold_in(key, rt.DROPOUT_STREAM), 0)
+    outputs, _ = model.apply(params, batch.inputs, lengths=batch.lengths, key=mask_key)
+    deterministic, _ = model.apply(params, batch.inputs, lengths=batch.lengths)
+    evaluations = [
+      rt.evaluate(c, member_params, rt.split_key(key)[2], 1, task=trainer.eval_task)["loss"]
+      for c in (config, plain)
+    ]
+    losses = task.loss(outputs, batch), task.loss(deterministic, batch)
+    return losses, evaluations
+
+  (loss, deterministic), (evaluation, plain_evaluation) = by_hand(
+    keys[0], jax.tree.map(lambda leaf: leaf[0], params)
+  )
+  np.testing.assert_allclose(metrics["loss"][0, 0], loss, rtol=1e-5)
+  assert abs(float(deterministic) - float(loss)) > 1e-4  # the masks did something
+  # Evaluation runs the deterministic model: the same score as with dropout off.
+  np.testing.assert_array_equal(evaluation, plain_evaluation)
+
+
+def test_layer_normalised_cells_are_selectable():
+  for name, params_type in (
+    ("layer_norm_lstm", cells.LayerNormLSTMParams),
+    ("layer_norm_gru", cells.LayerNormGRUParams),
+  ):
+    config = tiny_config()
+    config.model.cell = name
+    config.model.chrono_t_max = 8.0
+    model = rt.make_model(config)
+    params = jax.eval_shape(lambda k, model=model: model.init(k), jax.random.key(0))
+    assert isinstance(params.encoder[0], params_type)
+    assert params.encoder[0].w_hh.shape == (4, (4 if name == "layer_norm_lstm" else 3) * 4)
+    config.model.dropout.recurrent = 0.1
+    with pytest.raises(ValueError, match=rf"model.dropout.recurrent=0.1 .* 0 for the {name} cell"):
+      rt.make_model(config)
