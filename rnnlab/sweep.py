@@ -257,6 +257,14 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # before any work, so a bad T fails in a second and not after an hour.
   for cell, T in itertools.product(config.sweep.cell, config.sweep.T):
     train_lib.check_config(train_config(config, cell, T))
+    # The runner's diagnostics (the hidden state's gradient norms by lag, per-gate
+    # spectra) read the cell's CellParts.
+    if train_lib.make_cell(train_config(config, cell, T)).parts is None:
+      with_parts = [c for c in train_lib.CELLS if train_lib.cell_factory(c)(2).parts is not None]
+      raise ValueError(
+        f"cell {cell!r} in config.sweep.cell has no CellParts, which the runner's diagnostics "
+        f"need; expected one of {', '.join(with_parts)} (train it with rnnlab.train.make_train)"
+      )
     tasks_lib.get(config.task.name, T, **dict(config.task.kwargs))
   if d.gain_scan:
     tasks_lib.get(config.task.name, gain_scan_length(config), **dict(config.task.kwargs))

@@ -110,6 +110,8 @@ Reproducibility (what ``tests/test_train.py`` checks, on the CPU, jax 0.10.2):
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import itertools
 import math
 from collections.abc import Callable
@@ -161,7 +163,8 @@ def default_config() -> ml_collections.ConfigDict:
   config.task.kwargs = ml_collections.ConfigDict()  # extra keyword arguments for tasks.get
 
   config.model = ml_collections.ConfigDict()
-  config.model.cell = "lstm"  # one of CELLS: elman|lstm|gru|layer_norm_lstm|layer_norm_gru
+  config.model.cell = "lstm"  # one of CELLS (elman|lstm|gru|layer_norm_lstm|layer_norm_gru), or
+  # an import path "package.module:factory" of a cell of one's own (see make_cell)
   config.model.hidden_size = 64  # H, units per layer
   config.model.num_layers = 1  # stacked recurrent layers (rnnlab.layers.stacked)
   config.model.nonlinearity = "tanh"  # elman only: "tanh" | "relu" | "linear"
@@ -387,9 +390,10 @@ def _number(field: str, value: Any, *, positive: bool = False, nonneg: bool = Fa
   return float(value)
 
 
-def _check_model_config(config: ml_collections.ConfigDict) -> None:
+def _check_model_config(config: ml_collections.ConfigDict, cell: Any = None) -> None:
   m = config.model
-  _choice("model.cell", m.cell, CELLS)
+  if cell is None and m.cell not in CELLS:
+    cell_factory(m.cell)  # an import path that must resolve
   _positive_int("model.hidden_size", m.hidden_size)
   _positive_int("model.num_layers", m.num_layers)
   _choice("model.nonlinearity", m.nonlinearity, tuple(cells_lib.ACTIVATIONS))
@@ -399,13 +403,13 @@ def _check_model_config(config: ml_collections.ConfigDict) -> None:
   if m.chrono_t_max is not None:
     if _number("model.chrono_t_max", m.chrono_t_max) <= 2:
       _fail("model.chrono_t_max", m.chrono_t_max, "None or a number > 2")
-    if m.cell == "elman":
+    if cell is None and m.cell == "elman":
       _fail("model.chrono_t_max", m.chrono_t_max, "None for the elman cell (it has no gates)")
   for field in ("input", "between", "output", "recurrent"):
     value = m.dropout[field]
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
       _fail(f"model.dropout.{field}", value, "a number in [0, 1)")
-  if m.dropout.recurrent and m.cell.startswith("layer_norm"):
+  if m.dropout.recurrent and cell is None and m.cell.startswith("layer_norm"):
     _fail(
       "model.dropout.recurrent",
       m.dropout.recurrent,
@@ -439,9 +443,12 @@ def _check_eval_config(config: ml_collections.ConfigDict) -> None:
     )
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
-  """Raises a one-line ``ValueError`` naming the first bad field of ``config``."""
-  _check_model_config(config)
+def check_config(config: ml_collections.ConfigDict, *, cell: Any = None) -> None:
+  """Raises a one-line ``ValueError`` naming the first bad field of ``config``.
+
+  ``cell``: a cell factory that replaces ``config.model.cell`` (see :func:`make_cell`).
+  """
+  _check_model_config(config, cell)
   o = config.optimizer
   _choice("optimizer.name", o.name, OPTIMIZERS)
   _number("optimizer.learning_rate", o.learning_rate, positive=True)
@@ -500,21 +507,98 @@ def _make_eval_task(config: ml_collections.ConfigDict):
   return tasks.get(config.task.name, config.task.length, **kwargs)
 
 
-def make_cell(config: ml_collections.ConfigDict, gain: Any = None) -> cells_lib.Cell:
-  """One recurrent cell as ``config.model`` describes it (``gain`` overrides ``model.gain``)."""
+# The keywords a cell factory of one's own is called with, those its signature names.
+CELL_FACTORY_KEYWORDS = (
+  "recurrent_init",
+  "gain",
+  "input_init",
+  "nonlinearity",
+  "forget_bias",
+  "chrono_t_max",
+)
+
+
+def cell_factory(cell: str | Callable[..., cells_lib.Cell]) -> Callable[..., cells_lib.Cell]:
+  """The factory of a ``config.model.cell`` value: a built-in name, an import path, a callable.
+
+  An import path ``"package.module:factory"`` (or ``"package.module.factory"``)
+  names a function of one's own that returns a :class:`rnnlab.cells.Cell`.
+
+  Raises:
+    ValueError: one line naming the value and what was expected.
+  """
+  if callable(cell):
+    return cell
+  builtin = {
+    "elman": cells_lib.elman,
+    "lstm": cells_lib.lstm,
+    "gru": cells_lib.gru,
+    "layer_norm_lstm": cells_lib.layer_norm_lstm,
+    "layer_norm_gru": cells_lib.layer_norm_gru,
+  }
+  if cell in builtin:
+    return builtin[cell]
+  expected = f"one of {CELLS} or an import path 'package.module:factory' of a cell factory"
+  if not isinstance(cell, str) or not ("." in cell or ":" in cell):
+    _fail("model.cell", cell, expected)
+  module_name, _, attr = cell.rpartition(":") if ":" in cell else cell.rpartition(".")
+  try:
+    factory = getattr(importlib.import_module(module_name), attr)
+  except (ImportError, AttributeError) as e:
+    _fail("model.cell", cell, f"{expected} ({type(e).__name__}: {e})")
+  if not callable(factory):
+    _fail("model.cell", cell, f"{expected}; {attr!r} is not callable")
+  return factory
+
+
+def make_cell(
+  config: ml_collections.ConfigDict,
+  gain: Any = None,
+  *,
+  cell: str | Callable[..., cells_lib.Cell] | None = None,
+) -> cells_lib.Cell:
+  """One recurrent cell as ``config.model`` describes it (``gain`` overrides ``model.gain``).
+
+  ``cell`` (default ``config.model.cell``) is a built-in name, an import path
+  ``"package.module:factory"`` or a factory. A factory of one's own is called as
+  ``factory(hidden_size, **keywords)`` with those of
+  :data:`CELL_FACTORY_KEYWORDS` (the built-ins' options: ``recurrent_init``,
+  ``gain``, ``input_init``, ...) that its signature names (all of them if it
+  takes ``**kwargs``); ``gain`` may be a traced scalar (a swept
+  :class:`HParams`). It must return a :class:`rnnlab.cells.Cell`.
+  """
   m = config.model
   gain = m.gain if gain is None else gain
   kwargs = dict(recurrent_init=m.recurrent_init, gain=gain, input_init=m.input_init)
-  if m.cell == "elman":
+  name = m.cell if cell is None else cell
+  if not (isinstance(name, str) and name in CELLS):
+    factory = cell_factory(name)
+    options = {**kwargs, "nonlinearity": m.nonlinearity, "forget_bias": m.forget_bias}
+    options["chrono_t_max"] = m.chrono_t_max
+    parameters = inspect.signature(factory).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+      options = {k: v for k, v in options.items() if k in parameters}
+    made = factory(m.hidden_size, **options)
+    if not isinstance(made, cells_lib.Cell):
+      raise ValueError(
+        f"config.model.cell={name!r} returned {type(made).__name__}; expected an rnnlab.Cell"
+      )
+    return made
+  if name == "elman":
     return cells_lib.elman(m.hidden_size, m.nonlinearity, **kwargs)
-  if m.cell in ("lstm", "layer_norm_lstm"):
-    factory = cells_lib.lstm if m.cell == "lstm" else cells_lib.layer_norm_lstm
+  if name in ("lstm", "layer_norm_lstm"):
+    factory = cells_lib.lstm if name == "lstm" else cells_lib.layer_norm_lstm
     return factory(m.hidden_size, m.forget_bias, chrono_t_max=m.chrono_t_max, **kwargs)
-  factory = cells_lib.gru if m.cell == "gru" else cells_lib.layer_norm_gru
+  factory = cells_lib.gru if name == "gru" else cells_lib.layer_norm_gru
   return factory(m.hidden_size, chrono_t_max=m.chrono_t_max, **kwargs)
 
 
-def make_model(config: ml_collections.ConfigDict, task: Any = None) -> Model:
+def make_model(
+  config: ml_collections.ConfigDict,
+  task: Any = None,
+  *,
+  cell: str | Callable[..., cells_lib.Cell] | None = None,
+) -> Model:
   """The model that ``config.model`` describes, sized for ``task``.
 
   ``config.model.num_layers`` cells (:func:`rnnlab.layers.stacked`) and a dense
@@ -529,14 +613,15 @@ def make_model(config: ml_collections.ConfigDict, task: Any = None) -> Model:
   Args:
     config: a config like :func:`default_config`'s.
     task: an :class:`rnnlab.tasks.Task`; default ``rnnlab.tasks.get`` of ``config.task``.
+    cell: replaces ``config.model.cell``: a cell factory of one's own (see :func:`make_cell`).
   """
-  _check_model_config(config)
+  _check_model_config(config, cell)
   task = _make_task(config) if task is None else task
   num_layers = config.model.num_layers
   dropout = config.model.dropout
 
   def stack(gain):
-    cells = [make_cell(config, gain) for _ in range(num_layers)]
+    cells = [make_cell(config, gain, cell=cell) for _ in range(num_layers)]
     if dropout.recurrent:
       cells = [layers_lib.rnn(c, recurrent_dropout=dropout.recurrent) for c in cells]
     return layers_lib.stacked(cells, dropout=dropout.between)
@@ -860,12 +945,13 @@ def make_trainer(
   step_stats: Callable[[PyTree, PyTree, Array], dict] | None = None,
   *,
   task: Any = None,
+  cell: str | Callable[..., cells_lib.Cell] | None = None,
 ) -> Trainer:
   """The :class:`Trainer` of ``config``: arguments as :func:`make_train` (no diagnostics)."""
-  check_config(config)
+  check_config(config, cell=cell)
   task_is_default = task is None
   task = _make_task(config) if task is None else task
-  model = make_model(config, task)
+  model = make_model(config, task, cell=cell)
   batch_size = config.batch_size
   tbptt = config.tbptt.k1 is not None
   eval_task = _make_eval_task(config) if task_is_default else task
@@ -1038,6 +1124,7 @@ def make_train(
   diagnostics: Callable[[PyTree, Any], PyTree] | None = None,
   *,
   task: Any = None,
+  cell: str | Callable[..., cells_lib.Cell] | None = None,
 ) -> Callable[..., tuple[PyTree, dict]]:
   """Builds ``train(key, hparams=None) -> (params, metrics)``, the whole run as one function.
 
@@ -1053,6 +1140,10 @@ def make_train(
       ``num_steps / e`` chunks of an inner scan of ``e`` steps, so nothing is
       computed at other steps, even under ``vmap``).
     task: an :class:`rnnlab.tasks.Task`; default ``rnnlab.tasks.get`` of ``config.task``.
+    cell: a cell of one's own, replacing ``config.model.cell``: a factory
+      ``factory(hidden_size, **options) -> rnnlab.Cell`` (or an import path
+      ``"package.module:factory"``, which ``config.model.cell`` takes too), called
+      with the ``config.model`` options its signature names (:func:`make_cell`).
 
   Returns:
     ``train(key, hparams=None)``, already wrapped in ``jax.jit`` (so a plain call
@@ -1076,7 +1167,7 @@ def make_train(
   next (gradient stopped); otherwise every batch starts from zeros.
   :func:`make_trainer` gives the same loop in pieces (for checkpointing runners).
   """
-  trainer = make_trainer(config, step_stats, task=task)
+  trainer = make_trainer(config, step_stats, task=task, cell=cell)
   num_steps = config.num_steps
   every = config.diagnostics_every if diagnostics is not None else 0
   if diagnostics is not None and not every:
@@ -1190,6 +1281,7 @@ def evaluate(
   num_batches: int | None = None,
   *,
   task: Any = None,
+  cell: str | Callable[..., cells_lib.Cell] | None = None,
 ) -> dict:
   """Mean loss and metric of ``params`` on held-out batches (full BPTT forward, zero carry).
 
@@ -1202,13 +1294,14 @@ def evaluate(
     num_batches: default ``config.eval.num_batches`` (at least 1).
     task: default ``rnnlab.tasks.get`` of ``config.task`` with
       ``config.eval.task_kwargs`` over its kwargs (e.g. the test split).
+    cell: the cell factory the params were trained with, if not ``config.model.cell``.
 
   Returns:
     ``{"loss": scalar, "metric": scalar}``, the means over the batches (each
     batch's loss is the task's own reduction; batches are equal-sized).
   """
   task = _make_eval_task(config) if task is None else task
-  model = make_model(config, task)
+  model = make_model(config, task, cell=cell)
   if isinstance(key_or_batch, jax.Array) and jnp.issubdtype(
     key_or_batch.dtype, jax.dtypes.prng_key
   ):

@@ -161,6 +161,10 @@ BAD = [
   ([f"--config={CONFIG}:quick", "--config.model.hidden_size=0"], "config.model.hidden_size=0"),
   ([f"--config={CONFIG}:quick", "--config.nosuchfield=1"], "nosuchfield"),
   ([f"--config={CONFIG}:fastest"], "unknown preset 'fastest'"),
+  (
+    [f"--config={CONFIG}:quick,cell=layer_norm_lstm"],
+    "'layer_norm_lstm' in config.sweep.cell has no CellParts",
+  ),
 ]
 
 

@@ -870,3 +870,51 @@ def test_layer_normalised_cells_are_selectable():
     config.model.dropout.recurrent = 0.1
     with pytest.raises(ValueError, match=rf"model.dropout.recurrent=0.1 .* 0 for the {name} cell"):
       rt.make_model(config)
+
+
+# ----------------------------------------------------------------------------- own cells
+
+
+def own_cell_config():
+  c = rt.default_config()
+  c.task.length = 5
+  c.model.cell = "elman"
+  c.model.hidden_size = 4
+  c.batch_size = 4
+  c.num_steps = 3
+  c.eval.batch_size = 8
+  c.eval.num_batches = 1
+  return c
+
+
+def elman_of_my_own(hidden_size, *, recurrent_init, gain, input_init):
+  """A factory of one's own: takes the options its signature names, no others."""
+  return cells.elman(
+    hidden_size, "tanh", recurrent_init=recurrent_init, gain=gain, input_init=input_init
+  )
+
+
+def test_a_cell_of_ones_own_trains_as_a_factory_or_an_import_path():
+  key = jax.random.key(0)
+  builtin = rt.make_train(own_cell_config())(key)
+  by_factory = rt.make_train(own_cell_config(), cell=elman_of_my_own)(key)
+  by_path_config = own_cell_config()
+  by_path_config.model.cell = "rnnlab.cells:elman"
+  by_path = rt.make_train(by_path_config)(key)
+  for other in (by_factory, by_path):
+    for a, b in zip(jax.tree.leaves(builtin), jax.tree.leaves(other), strict=True):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_cell_of_ones_own_that_cannot_be_made_is_one_line():
+  config = own_cell_config()
+  for cell, message in (
+    ("no_such_module:cell", r"config\.model\.cell='no_such_module:cell' is invalid.*import path"),
+    ("rnnlab.cells:no_such_factory", r"AttributeError"),
+    ("lstmm", r"one of \('elman'"),
+  ):
+    config.model.cell = cell
+    with pytest.raises(ValueError, match=message):
+      rt.check_config(config)
+  with pytest.raises(ValueError, match=r"returned int; expected an rnnlab.Cell"):
+    rt.make_model(own_cell_config(), cell=lambda hidden_size: 3)
