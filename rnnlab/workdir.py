@@ -217,9 +217,10 @@ class Lock:
     except OSError as e:
       raise WorkdirError(f"--workdir={self.workdir}: cannot take its lock ({e.strerror})") from None
     try:
-      self.previous = _read_json(self.holder_path)
+      previous = _read_json(self.holder_path)
     except (OSError, ValueError):
-      self.previous = None
+      previous = None
+    self.previous = previous if isinstance(previous, dict) else None
     me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
     try:
       write_json_atomic(self.holder_path, me)
