@@ -125,22 +125,20 @@ def main(argv: list[str]) -> None:
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
   raw = _CONFIG.value
-  from rnnlab import sweep  # noqa: PLC0415  (after the flags: JAX must not start before)
+  import jax  # noqa: PLC0415  (after the flags: JAX must not start before)
+
+  from rnnlab import sweep  # noqa: PLC0415
   from rnnlab import workdir as workdir_lib  # noqa: PLC0415
 
   try:
     sweep.configure_devices(raw.run.devices, raw.run.cpu_opt_level)
     if raw.run.distributed:
-      import jax  # noqa: PLC0415
-
       jax.distributed.initialize()
     config = sweep.resolve(raw)
     mesh = sweep.make_mesh(config.run.devices)
     workdir = workdir_lib.writable_folder(_WORKDIR.value)
   except (ValueError, AttributeError) as e:
     _fail(str(e), EXIT_USAGE)
-  import jax  # noqa: PLC0415
-
   primary = jax.process_index() == 0
   try:
     with workdir_lib.Lock(workdir) if primary else contextlib.nullcontext() as lock:

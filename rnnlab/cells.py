@@ -699,10 +699,16 @@ def layer_norm_lstm(
   name = "layer_norm_lstm"
   hidden_size = _check_hidden_size(name, hidden_size)
   eps = _check_eps(name, eps)
-  rec = inits.recurrent(recurrent_init, hidden_size, gain)
-  inp = inits.input_weights(input_init, hidden_size)
-  bias = inits.bias(bias_init, hidden_size)
-  chrono = None if chrono_t_max is None else inits.chrono(chrono_t_max)
+  # The weights and biases are the plain LSTM's, drawn by its init from the same key.
+  plain = lstm(
+    hidden_size,
+    forget_bias,
+    recurrent_init=recurrent_init,
+    gain=gain,
+    input_init=input_init,
+    bias_init=bias_init,
+    chrono_t_max=chrono_t_max,
+  )
   H = hidden_size
   check = params_check(name, LayerNormLSTMParams)
 
@@ -710,11 +716,8 @@ def layer_norm_lstm(
   def init(key: Array, input_size: int, *, dtype: Any = jnp.float32) -> LayerNormLSTMParams:
     input_size = _check_input_size(name, input_size)
     dtype = check_dtype(name, dtype)
-    k_ih, k_hh, k_b, k_chrono = jax.random.split(key, 4)
     return LayerNormLSTMParams(
-      w_ih=inits.per_gate(inp, k_ih, input_size, H, 4, dtype),
-      w_hh=inits.per_gate(rec, k_hh, H, H, 4, dtype),
-      b=_lstm_bias(bias(k_b, (4 * H,), dtype), forget_bias, chrono, k_chrono),
+      *plain.init(key, input_size, dtype=dtype),
       scale_ih=jnp.ones((4 * H,), dtype),
       scale_hh=jnp.ones((4 * H,), dtype),
       scale_c=jnp.ones((H,), dtype),
@@ -792,10 +795,15 @@ def layer_norm_gru(
   name = "layer_norm_gru"
   hidden_size = _check_hidden_size(name, hidden_size)
   eps = _check_eps(name, eps)
-  rec = inits.recurrent(recurrent_init, hidden_size, gain)
-  inp = inits.input_weights(input_init, hidden_size)
-  bias = inits.bias(bias_init, hidden_size)
-  chrono = None if chrono_t_max is None else inits.chrono(chrono_t_max)
+  # The weights and biases are the plain GRU's, drawn by its init from the same key.
+  plain = gru(
+    hidden_size,
+    recurrent_init=recurrent_init,
+    gain=gain,
+    input_init=input_init,
+    bias_init=bias_init,
+    chrono_t_max=chrono_t_max,
+  )
   H = hidden_size
   check = params_check(name, LayerNormGRUParams)
 
@@ -803,15 +811,8 @@ def layer_norm_gru(
   def init(key: Array, input_size: int, *, dtype: Any = jnp.float32) -> LayerNormGRUParams:
     input_size = _check_input_size(name, input_size)
     dtype = check_dtype(name, dtype)
-    k_ih, k_hh, k_bi, k_bh, k_chrono = jax.random.split(key, 5)
-    b_ih, b_hh = _gru_biases(
-      bias(k_bi, (3 * H,), dtype), bias(k_bh, (3 * H,), dtype), chrono, k_chrono
-    )
     return LayerNormGRUParams(
-      w_ih=inits.per_gate(inp, k_ih, input_size, H, 3, dtype),
-      w_hh=inits.per_gate(rec, k_hh, H, H, 3, dtype),
-      b_ih=b_ih,
-      b_hh=b_hh,
+      *plain.init(key, input_size, dtype=dtype),
       scale_ih=jnp.ones((3 * H,), dtype),
       scale_hh=jnp.ones((3 * H,), dtype),
     )

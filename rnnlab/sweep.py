@@ -256,10 +256,11 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # Every group's training config and task must be valid too: check them all now,
   # before any work, so a bad T fails in a second and not after an hour.
   for cell, T in itertools.product(config.sweep.cell, config.sweep.T):
-    train_lib.check_config(train_config(config, cell, T))
+    tc = train_config(config, cell, T)
+    train_lib.check_config(tc)
     # The runner's diagnostics (the hidden state's gradient norms by lag, per-gate
     # spectra) read the cell's CellParts.
-    if train_lib.make_cell(train_config(config, cell, T)).parts is None:
+    if train_lib.make_cell(tc).parts is None:
       with_parts = [c for c in train_lib.CELLS if train_lib.cell_factory(c)(2).parts is not None]
       raise ValueError(
         f"cell {cell!r} in config.sweep.cell has no CellParts, which the runner's diagnostics "

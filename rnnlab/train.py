@@ -571,26 +571,24 @@ def make_cell(
   gain = m.gain if gain is None else gain
   kwargs = dict(recurrent_init=m.recurrent_init, gain=gain, input_init=m.input_init)
   name = m.cell if cell is None else cell
-  if not (isinstance(name, str) and name in CELLS):
-    factory = cell_factory(name)
-    options = {**kwargs, "nonlinearity": m.nonlinearity, "forget_bias": m.forget_bias}
-    options["chrono_t_max"] = m.chrono_t_max
-    parameters = inspect.signature(factory).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-      options = {k: v for k, v in options.items() if k in parameters}
-    made = factory(m.hidden_size, **options)
-    if not isinstance(made, cells_lib.Cell):
-      raise ValueError(
-        f"config.model.cell={name!r} returned {type(made).__name__}; expected an rnnlab.Cell"
-      )
-    return made
+  factory = cell_factory(name)
   if name == "elman":
-    return cells_lib.elman(m.hidden_size, m.nonlinearity, **kwargs)
+    return factory(m.hidden_size, m.nonlinearity, **kwargs)
   if name in ("lstm", "layer_norm_lstm"):
-    factory = cells_lib.lstm if name == "lstm" else cells_lib.layer_norm_lstm
     return factory(m.hidden_size, m.forget_bias, chrono_t_max=m.chrono_t_max, **kwargs)
-  factory = cells_lib.gru if name == "gru" else cells_lib.layer_norm_gru
-  return factory(m.hidden_size, chrono_t_max=m.chrono_t_max, **kwargs)
+  if name in ("gru", "layer_norm_gru"):
+    return factory(m.hidden_size, chrono_t_max=m.chrono_t_max, **kwargs)
+  options = {**kwargs, "nonlinearity": m.nonlinearity, "forget_bias": m.forget_bias}
+  options["chrono_t_max"] = m.chrono_t_max
+  parameters = inspect.signature(factory).parameters
+  if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+    options = {k: v for k, v in options.items() if k in parameters}
+  made = factory(m.hidden_size, **options)
+  if not isinstance(made, cells_lib.Cell):
+    raise ValueError(
+      f"config.model.cell={name!r} returned {type(made).__name__}; expected an rnnlab.Cell"
+    )
+  return made
 
 
 def make_model(
@@ -1078,37 +1076,30 @@ def make_trainer(
 
     return jax.lax.scan(step, state, jnp.asarray(steps, jnp.int32))
 
+  def score(params: PyTree, key: Array) -> dict:
+    # The held-out evaluation of finish and of the periodic evaluations: the same batches.
+    scores = _evaluate(
+      model, eval_task, params, split_key(key)[2], config.eval.batch_size, config.eval.num_batches
+    )
+    solved = jnp.asarray(task.solved(scores["loss"], scores["metric"]), bool)
+    return {"loss": scores["loss"], "metric": scores["metric"], "solved": solved}
+
   def finish(state: TrainState, key: Array, hparams: HParams | None = None) -> dict:
     del hparams  # the evaluation does not depend on them; kept for a uniform signature
     result = {"diverged_at": state.diverged_at}
     if config.eval.num_batches:
-      scores = _evaluate(
-        model,
-        eval_task,
-        state.params,
-        split_key(key)[2],
-        config.eval.batch_size,
-        config.eval.num_batches,
-      )
+      scores = score(state.params, key)
       result["eval_loss"] = scores["loss"]
       result["eval_metric"] = scores["metric"]
-      result["solved"] = jnp.asarray(task.solved(scores["loss"], scores["metric"]))
+      result["solved"] = scores["solved"]
     if config.eval.every:
       result["solved_at"] = state.solved_at
     return result
 
   def evaluate(state: TrainState, key: Array, step: Any) -> tuple[TrainState, dict]:
     _positive_int("eval.num_batches", config.eval.num_batches)
-    scores = _evaluate(
-      model,
-      eval_task,
-      state.params,
-      split_key(key)[2],
-      config.eval.batch_size,
-      config.eval.num_batches,
-    )
-    solved = jnp.asarray(task.solved(scores["loss"], scores["metric"]), bool)
-    record = {"loss": scores["loss"], "metric": scores["metric"], "solved": solved}
+    record = score(state.params, key)
+    solved = record["solved"]
     if isinstance(state.solved_at, tuple):  # not tracked (config.eval.every == 0)
       return state, record
     first = solved & (state.solved_at < 0) & (state.diverged_at < 0)
