@@ -11,6 +11,11 @@ Suites (``--suites``, comma-separated):
   share the machine's state. Also: sequences/s, achieved GFLOP/s, the share of
   the roofline (one large matmul of the same FLOPs timed in the same run),
   compile time and XLA's peak memory estimate (``compiled.memory_analysis()``).
+* ``vmap``: the runner's workload, ``M`` members' forward+backward vmapped in one
+  program (``members_per_block``), per-member batch ``B``: rnnlab's two paths (as
+  ``impl="auto"`` sees them: one member's batch) against ``flax.linen.RNN``
+  vmapped the same way and one PyTorch module on the ``M * B`` batch (the same
+  FLOPs, one weight set).
 * ``remat``: an LSTM trained on long sequences with and without gradient
   checkpointing (``unroll(remat_chunk=~sqrt(T))``): memory and time against T.
 * ``compile``: compile time of forward+backward against T (one ``lax.scan``: flat).
@@ -55,18 +60,22 @@ import rnnlab
 from rnnlab import diagnostics
 from rnnlab import scan as scan_lib
 
-SUITES = ("speed", "remat", "compile", "diagnostics", "sweep", "runner")
+SUITES = ("speed", "vmap", "remat", "compile", "diagnostics", "sweep", "runner")
 DEFAULT_SUITES = SUITES[:-1]  # "runner" launches the experiment runner: ask for it by name
 CELLS = {"elman": rnnlab.elman, "lstm": rnnlab.lstm, "gru": rnnlab.gru}
 GATES = {"elman": 1, "lstm": 4, "gru": 3}
-# (B, T, I, H): research sizes; the first two are the issue's targets.
+# (B, T, I, H): the research space the auto rule is fitted to (rnnlab.scan.FUSED_RULES):
+# B x H densely at T=100, I=8; then T up to 1000, I from 1 to 64, and shapes between.
 GRID = (
-  (32, 1000, 2, 64),
-  (64, 500, 8, 128),
-  (128, 100, 32, 32),
-  (32, 200, 16, 256),
-  (64, 100, 64, 512),
+  *((B, 100, 8, H) for H in (16, 32, 64, 128, 256, 512) for B in (16, 64, 128)),
+  *((32, T, 4, H) for H in (32, 128) for T in (300, 1000)),
+  (32, 200, 1, 64),
+  (32, 200, 64, 64),
+  (64, 500, 2, 96),
+  (24, 400, 16, 192),
 )
+# The runner's workload: members x (B, T, I, H), one vmapped program (members_per_block).
+VMAP_GRID = tuple((M, (32, T, 2, H)) for M in (2, 8) for T in (40, 100) for H in (32, 64))
 QUICK_GRID = ((4, 20, 3, 8),)
 # The diagnostics suite: the two target shapes and one where `auto` takes the fused path.
 DIAGNOSTICS_GRID = ((32, 1000, 2, 64), (64, 500, 8, 128), (32, 200, 16, 256))
@@ -186,7 +195,7 @@ def time_shape(cell_name, shape, reps, use_torch) -> list[dict]:
   for impl in ("scan", "fused"):
     params, forward = rnnlab_fns(cell_name, impl, xs, key, H)
     contenders[f"rnnlab-{impl}"] = (forward, params)
-  auto = "rnnlab-" + scan_lib.auto_impl(CELLS[cell_name](H), params)
+  auto = "rnnlab-" + scan_lib.auto_impl(CELLS[cell_name](H), params, B)
   flax_params, flax_apply = flax_fns(cell_name, xs, key, H)
   contenders["flax"] = (flax_apply, flax_params)
   fns, info = {}, {}
@@ -234,6 +243,115 @@ def time_shape(cell_name, shape, reps, use_torch) -> list[dict]:
       )
     )
   return rows
+
+
+def _init(cell, key, input_size):
+  return cell.init(key, input_size)
+
+
+def _member_loss(cell, impl, params, xs):
+  return loss_of(rnnlab.unroll(cell, params, xs, impl=impl)[0])
+
+
+def _apply_loss(apply, params, xs):
+  return loss_of(apply(params, xs))
+
+
+def _stack(copies, leaf):
+  return jnp.stack([leaf] * copies)
+
+
+def vmap_suite(blocks, cells, reps, use_torch) -> list[dict]:
+  """``M`` members vmapped, one contender per path, interleaved; one row per contender."""
+  rows = []
+  for M, (B, T, I, H) in blocks:
+    for cell_name in cells:
+      key = jax.random.key(0)
+      keys = jax.random.split(key, M)
+      xs = jax.random.normal(key, (M, B, T, I), jnp.float32)
+      cell = CELLS[cell_name](H)
+      params = jax.vmap(partial(_init, cell, input_size=I))(keys)
+      fns = {}
+      for impl in ("scan", "fused"):
+        grad = jax.jit(jax.vmap(jax.grad(partial(_member_loss, cell, impl))))
+        fns[f"rnnlab-{impl}"] = partial(grad, params, xs)
+      one = jax.eval_shape(partial(_init, cell, key, input_size=I))
+      auto = "rnnlab-" + scan_lib.auto_impl(cell, one, B)
+      flax_params, flax_apply = flax_fns(cell_name, xs[0], key, H)
+      flax_params = jax.tree.map(partial(_stack, M), flax_params)
+      flax_grad = jax.jit(jax.vmap(jax.grad(partial(_apply_loss, flax_apply))))
+      fns["flax"] = partial(flax_grad, flax_params, xs)
+      torch_fns = torch_step(cell_name, xs.reshape(M * B, T, I), H) if use_torch else None
+      if torch_fns is not None:
+        fns["torch"] = torch_fns[1]
+      times = timed(fns, reps)
+      for name, seconds in times.items():
+        torch_time = times.get("torch")
+        rows.append(
+          dict(
+            cell=cell_name,
+            M=M,
+            B=B,
+            T=T,
+            I=I,
+            H=H,
+            impl=name,
+            auto=name == auto,
+            ms=seconds * 1e3,
+            vs_flax=times["flax"] / seconds,
+            vs_torch=None if torch_time is None else torch_time / seconds,
+          )
+        )
+  return rows
+
+
+def fit_auto_rule(rows: list[dict]) -> dict[str, dict]:
+  """The fused-path rule of :data:`rnnlab.scan.FUSED_RULES` that fits ``rows`` best, per cell.
+
+  Rule family: fused when ``B <= b_max`` (any H) or ``h_lo <= H <= h_hi`` (any B).
+  Chosen by the least summed ``log(t_chosen / t_faster)`` over the forward+backward
+  rows of the speed suite (ties: the simpler rule, found first); ``regret`` is
+  that sum's geometric mean as a share (0.02: 2 % slower than always choosing the
+  faster path), next to the current rule's.
+  """
+  by_shape: dict[tuple, dict[str, float]] = {}
+  for r in rows:
+    if r["pass_"] == "fwd+bwd" and r["impl"] in ("rnnlab-scan", "rnnlab-fused"):
+      by_shape.setdefault((r["cell"], r["B"], r["H"], r["T"], r["I"]), {})[r["impl"]] = r["ms"]
+  b_options = (0, 16, 24, 32, 48, 64, 128, 10**9)
+  h_options = (16, 32, 64, 96, 128, 192, 256, 384, 512, None)
+  current = scan_lib.FUSED_RULES.get("cpu", {})
+  fits = {}
+  for cell in sorted({k[0] for k in by_shape}):
+    points = [(k[1], k[2], v) for k, v in by_shape.items() if k[0] == cell and len(v) == 2]
+
+    def regret(rule, points=points):
+      b_max, h_range = rule
+      total = 0.0
+      for batch, hidden, v in points:
+        in_range = h_range is not None and h_range[0] <= hidden <= (h_range[1] or hidden)
+        fused = batch <= b_max or in_range
+        chosen = v["rnnlab-fused"] if fused else v["rnnlab-scan"]
+        total += math.log(chosen / min(v.values()))
+      return total
+
+    rules = [(b, None) for b in b_options] + [
+      (b, (lo, hi))
+      for b in b_options
+      for lo in h_options[:-1]
+      for hi in h_options
+      if hi is None or hi >= lo
+    ]
+    best = min(rules, key=regret)
+    n = max(len(points), 1)
+    fits[cell] = dict(
+      rule=best,
+      regret=math.expm1(regret(best) / n),
+      current=current.get(cell),
+      current_regret=None if cell not in current else math.expm1(regret(current[cell]) / n),
+      points=len(points),
+    )
+  return fits
 
 
 def remat_suite(lengths, hidden, batch, reps) -> list[dict]:
@@ -311,7 +429,7 @@ def diagnostics_suite(shapes, cells, reps) -> list[dict]:
           T=T,
           I=I,
           H=H,
-          impl=scan_lib.auto_impl(cell, params),
+          impl=scan_lib.auto_impl(cell, params, B),
           grad_ms=times["grad"] * 1e3,
           state_grads_ms=times["state_grads"] * 1e3,
           ratio=times["state_grads"] / times["grad"],
@@ -493,6 +611,32 @@ def markdown(results: dict) -> str:
         f"| {_fmt(r['compile_s'])} | {_fmt(r['peak_mib'], '.1f')} |"
       )
     lines.append("")
+  if results.get("speed"):
+    lines += [
+      "The auto rule fitted to these rows (`fit_auto_rule`; fused when B <= b_max or "
+      "h_lo <= H <= h_hi) against `rnnlab.scan.FUSED_RULES['cpu']`:",
+      "",
+      "| cell | shapes | fitted rule | its regret | current rule | its regret |",
+      "|---|---|---|---|---|---|",
+    ]
+    for cell, fit in fit_auto_rule(results["speed"]).items():
+      lines.append(
+        f"| {cell} | {fit['points']} | {fit['rule']} | {fit['regret']:.1%} | {fit['current']} "
+        f"| {_fmt(fit['current_regret'], '.1%')} |"
+      )
+    lines.append("")
+  if results.get("vmap"):
+    lines += [
+      "| vmapped block: cell | members M x (B, T, I, H) | contender | ms | vs flax | vs torch (M*B batch) |",
+      "|---|---|---|---|---|---|",
+    ]
+    for r in results["vmap"]:
+      lines.append(
+        f"| {r['cell']} | {r['M']} x ({r['B']}, {r['T']}, {r['I']}, {r['H']}) "
+        f"| {r['impl']}{' *' if r['auto'] else ''} | {r['ms']:.2f} | {_fmt(r['vs_flax'])} "
+        f"| {_fmt(r['vs_torch'])} |"
+      )
+    lines.append("")
   if results.get("remat"):
     lines += [
       "| LSTM B, H | T | remat_chunk | fwd+bwd ms | peak MiB | compile s |",
@@ -581,6 +725,9 @@ def main(argv):
   suites = _SUITES.value
   if "speed" in suites:
     results["speed"] = speed_suite(shapes, _CELLS.value, reps, _TORCH.value)
+  if "vmap" in suites:
+    blocks = ((2, (4, 20, 3, 8)),) if quick else VMAP_GRID
+    results["vmap"] = vmap_suite(blocks, _CELLS.value, reps, _TORCH.value)
   if "remat" in suites:
     lengths = (64,) if quick else (1000, 3000, 10000)
     results["remat"] = remat_suite(lengths, 8 if quick else 128, 4 if quick else 32, reps)

@@ -7,6 +7,7 @@ with the sequence length and the whole unroll composes with ``jit``, ``vmap``,
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any
 
@@ -107,24 +108,53 @@ def _valid_mask(valid: Array, leaf: Array) -> Array:
 
 IMPLS = ("auto", "fused", "scan")
 
-# The fused path wins on the CPU from this hidden size on (measured by
-# `python -m experiments.benchmark`, quoted in BUILD.md).
-FUSED_MIN_HIDDEN_CPU = 256
+# Where ``impl="auto"`` takes the fused path, per backend and cell kind: ``(b_max, (h_lo,
+# h_hi))`` means fused when ``B <= b_max`` at any H, or when ``h_lo <= H <= h_hi`` (``None``:
+# unbounded) at any B. Fitted to the grid of ``python -m experiments.benchmark`` (B 16-128,
+# T 100-1000, I 1-64, H 16-512; :func:`experiments.benchmark.fit_auto_rule` minimises the
+# summed log-ratio of the chosen path's time to the faster path's): quiet 2-core x86
+# (AVX-512), jax 0.10.2, 2026-11-26, ``benchmarks/cpu-2026-11-26.md``. Within 2.4 % (LSTM),
+# 0.3 % (Elman) and 2.8 % (GRU: the scan, the fused path's gains there were sporadic) of
+# always taking the faster path, geometric mean over the grid. Cells of one's own with
+# additive parts follow the Elman rule; other backends keep the scan until measured.
+FUSED_RULES: dict[str, dict[str, tuple[int, tuple[int, int | None] | None]]] = {
+  "cpu": {
+    "elman": (32, (96, 256)),
+    "lstm": (64, (384, None)),
+    "gru": (0, None),
+  },
+}
+TYPICAL_BATCH = 32  # the batch the rule assumes when the caller does not say
 
 
-def auto_impl(cell: Cell, params: PyTree) -> str:
+def auto_impl(cell: Cell, params: PyTree, batch_size: int | None = None) -> str:
   """The path ``impl="auto"`` takes for ``cell`` with ``params``: ``"scan"`` or ``"fused"``.
 
-  Chosen by measurement (``python -m experiments.benchmark``, BUILD.md): on the
-  CPU the fused path is 1.1-1.3x faster than the plain scan for the Elman and
-  LSTM cells at ``H >= 256`` and 0.8-1.0x below that and for the GRU (whose
-  reverse pass keeps two pre-activations a step), so it is taken only there.
-  Other backends keep the plain scan until measured.
+  Chosen by measurement, per backend (:data:`FUSED_RULES`): on the CPU the fused
+  path (:mod:`rnnlab.fused`) wins for the Elman cell at small batches and at
+  ``96 <= H <= 256``, for the LSTM at ``B <= 64`` and at ``H >= 384``, and not
+  reliably for the GRU. Cells without additive :class:`~rnnlab.cells.CellParts`
+  always scan.
+
+  Args:
+    cell: the cell.
+    params: its parameters (only the recurrent matrix's shape is read).
+    batch_size: the number of sequences per step, ``prod(batch_shape)`` (under
+      ``jax.vmap``, one member's); ``None``: :data:`TYPICAL_BATCH`.
   """
-  if cell.parts is None or not cell.parts.additive or jax.default_backend() != "cpu":
+  rules = FUSED_RULES.get(jax.default_backend())
+  if cell.parts is None or not cell.parts.additive or rules is None:
     return "scan"
   w, _ = cell.parts.recurrent(params)
-  return "fused" if w.shape[0] >= FUSED_MIN_HIDDEN_CPU else "scan"
+  hidden, batch = w.shape[0], TYPICAL_BATCH if batch_size is None else batch_size
+  b_max, h_range = rules.get(cell.name, rules["elman"])
+  if batch <= b_max:
+    return "fused"
+  if h_range is not None:
+    h_lo, h_hi = h_range
+    if hidden >= h_lo and (h_hi is None or hidden <= h_hi):
+      return "fused"
+  return "scan"
 
 
 def _time_major_probes(probes: PyTree, carry: PyTree, num_steps: int, batch_ndim: int, time_major):
@@ -313,7 +343,9 @@ def unroll(
     )
     valid_TxB = steps < lengths
 
-  use_fused = (auto_impl(cell, params) if impl == "auto" else impl) == "fused"
+  if impl == "auto":
+    impl = auto_impl(cell, params, math.prod(batch_shape))
+  use_fused = impl == "fused"
   segment = partial(
     _fused_segment if use_fused else _scan_segment,
     cell,

@@ -176,15 +176,50 @@ def test_errors_name_the_bad_value(kwargs, message):
     rnnlab.unroll(cell, params, jnp.zeros((B, T, I)), **kwargs)
 
 
-def test_auto_takes_the_measured_faster_path():
-  def shapes(cell):
-    return jax.eval_shape(lambda: cell.init(jax.random.key(0), 4))
+@pytest.mark.parametrize(
+  "make, hidden, batch, cpu_choice",
+  [
+    (rnnlab.lstm, 64, 32, "fused"),  # small batch: the fused reverse loop wins
+    (rnnlab.lstm, 64, 64, "fused"),
+    (rnnlab.lstm, 64, 128, "scan"),
+    (rnnlab.lstm, 256, 128, "scan"),
+    (rnnlab.lstm, 512, 128, "fused"),  # wide: the post-loop weight gradient wins
+    (rnnlab.elman, 64, 16, "fused"),
+    (rnnlab.elman, 64, 128, "scan"),
+    (rnnlab.elman, 128, 128, "fused"),
+    (rnnlab.elman, 512, 64, "scan"),
+    (rnnlab.gru, 16, 16, "scan"),
+    (rnnlab.gru, 512, 128, "scan"),
+    (rnnlab.layer_norm_lstm, 64, 16, "scan"),  # no CellParts: always the scan
+  ],
+)
+def test_auto_follows_the_fitted_rule(make, hidden, batch, cpu_choice):
+  cell = make(hidden)
+  params = jax.eval_shape(lambda: cell.init(jax.random.key(0), 4))
+  expected = cpu_choice if jax.default_backend() == "cpu" else "scan"
+  assert rnnlab.scan.auto_impl(cell, params, batch) == expected
 
-  wide, narrow = rnnlab.lstm(256), rnnlab.lstm(64)
-  expected_wide = "fused" if jax.default_backend() == "cpu" else "scan"
-  assert rnnlab.scan.auto_impl(wide, shapes(wide)) == expected_wide
-  assert rnnlab.scan.auto_impl(narrow, shapes(narrow)) == "scan"
-  assert rnnlab.scan.auto_impl(rnnlab.gru(256), shapes(rnnlab.gru(256))) == "scan"
+
+def test_auto_without_a_batch_assumes_the_typical_one():
+  cell = rnnlab.lstm(64)
+  params = jax.eval_shape(lambda: cell.init(jax.random.key(0), 4))
+  typical = rnnlab.scan.TYPICAL_BATCH
+  assert rnnlab.scan.auto_impl(cell, params) == rnnlab.scan.auto_impl(cell, params, typical)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU rule")
+@pytest.mark.parametrize("batch, fused", [(16, True), (128, False)])
+def test_unroll_auto_reads_the_batch_of_one_member_under_vmap(batch, fused):
+  # The fused path is a custom_vjp; the plain scan is not: the jaxpr says which ran.
+  cell = rnnlab.lstm(64)
+  params = cell.init(jax.random.key(0), 2)
+  xs = jnp.zeros((3, batch, 4, 2))  # 3 members vmapped, `batch` sequences each
+
+  def loss(xs):
+    return jnp.sum(rnnlab.unroll(cell, params, xs)[0])
+
+  jaxpr = str(jax.make_jaxpr(jax.vmap(loss))(xs))
+  assert ("custom_vjp_call" in jaxpr) is fused
 
 
 def test_remat_lowers_peak_memory():
