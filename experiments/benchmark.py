@@ -12,8 +12,8 @@ Suites (``--suites``, comma-separated):
   the roofline (one large matmul of the same FLOPs timed in the same run),
   compile time and XLA's peak memory estimate (``compiled.memory_analysis()``).
 * ``vmap``: the runner's workload, ``M`` members' forward+backward vmapped in one
-  program (``members_per_block``), per-member batch ``B``: rnnlab's two paths (as
-  ``impl="auto"`` sees them: one member's batch) against ``flax.linen.RNN``
+  program (``members_per_block``), per-member batch ``B``: rnnlab's two paths
+  (``*``: what ``impl="auto"`` takes inside ``rnnlab.scan.vmapped(M)``) against ``flax.linen.RNN``
   vmapped the same way and one PyTorch module on the ``M * B`` batch (the same
   FLOPs, one weight set).
 * ``remat``: an LSTM trained on long sequences with and without gradient
@@ -276,7 +276,8 @@ def vmap_suite(blocks, cells, reps, use_torch) -> list[dict]:
         grad = jax.jit(jax.vmap(jax.grad(partial(_member_loss, cell, impl))))
         fns[f"rnnlab-{impl}"] = partial(grad, params, xs)
       one = jax.eval_shape(partial(_init, cell, key, input_size=I))
-      auto = "rnnlab-" + scan_lib.auto_impl(cell, one, B)
+      with scan_lib.vmapped(M):
+        auto = "rnnlab-" + scan_lib.auto_impl(cell, one, B)
       flax_params, flax_apply = flax_fns(cell_name, xs[0], key, H)
       flax_params = jax.tree.map(partial(_stack, M), flax_params)
       flax_grad = jax.jit(jax.vmap(jax.grad(partial(_apply_loss, flax_apply))))

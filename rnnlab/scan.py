@@ -7,7 +7,10 @@ with the sequence length and the whole unroll composes with ``jit``, ``vmap``,
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -117,14 +120,37 @@ IMPLS = ("auto", "fused", "scan")
 # 0.3 % (Elman) and 2.8 % (GRU: the scan, the fused path's gains there were sporadic) of
 # always taking the faster path, geometric mean over the grid. Cells of one's own with
 # additive parts follow the Elman rule; other backends keep the scan until measured.
+# Under ``jax.vmap`` over members (:func:`vmapped`; the runner's blocks) XLA batches the
+# fused path's per-step matmuls, and the plain scan was as fast or faster in 22 of 24
+# shapes of the benchmark's ``vmap`` suite (2 and 8 members of B=32, T 40-100, H 32-64):
+# "cpu/vmapped" takes the scan.
 FUSED_RULES: dict[str, dict[str, tuple[int, tuple[int, int | None] | None]]] = {
   "cpu": {
     "elman": (32, (96, 256)),
     "lstm": (64, (384, None)),
     "gru": (0, None),
   },
+  "cpu/vmapped": {"elman": (0, None), "lstm": (0, None), "gru": (0, None)},
 }
 TYPICAL_BATCH = 32  # the batch the rule assumes when the caller does not say
+_VMAPPED = contextvars.ContextVar("rnnlab_scan_vmapped", default=0)
+
+
+@contextlib.contextmanager
+def vmapped(members: int) -> Iterator[None]:
+  """Tells ``impl="auto"`` that unrolls traced inside run under ``jax.vmap`` over ``members``.
+
+  A vmapped unroll cannot see the vmap's size, and the paths rank differently
+  there (:data:`FUSED_RULES`, ``"<backend>/vmapped"``). Enter it inside the
+  function that is vmapped and traced, e.g.
+  ``jax.vmap(lambda p: ...)`` whose body runs ``with vmapped(n): ...``, or around
+  the ``jax.vmap(...)(...)`` call while it traces.
+  """
+  token = _VMAPPED.set(int(members))
+  try:
+    yield
+  finally:
+    _VMAPPED.reset(token)
 
 
 def auto_impl(cell: Cell, params: PyTree, batch_size: int | None = None) -> str:
@@ -133,8 +159,8 @@ def auto_impl(cell: Cell, params: PyTree, batch_size: int | None = None) -> str:
   Chosen by measurement, per backend (:data:`FUSED_RULES`): on the CPU the fused
   path (:mod:`rnnlab.fused`) wins for the Elman cell at small batches and at
   ``96 <= H <= 256``, for the LSTM at ``B <= 64`` and at ``H >= 384``, and not
-  reliably for the GRU. Cells without additive :class:`~rnnlab.cells.CellParts`
-  always scan.
+  reliably for the GRU; inside :func:`vmapped` blocks of several members, the
+  scan. Cells without additive :class:`~rnnlab.cells.CellParts` always scan.
 
   Args:
     cell: the cell.
@@ -142,7 +168,8 @@ def auto_impl(cell: Cell, params: PyTree, batch_size: int | None = None) -> str:
     batch_size: the number of sequences per step, ``prod(batch_shape)`` (under
       ``jax.vmap``, one member's); ``None``: :data:`TYPICAL_BATCH`.
   """
-  rules = FUSED_RULES.get(jax.default_backend())
+  backend = jax.default_backend()
+  rules = FUSED_RULES.get(f"{backend}/vmapped" if _VMAPPED.get() > 1 else backend)
   if cell.parts is None or not cell.parts.additive or rules is None:
     return "scan"
   w, _ = cell.parts.recurrent(params)

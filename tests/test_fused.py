@@ -200,6 +200,24 @@ def test_auto_follows_the_fitted_rule(make, hidden, batch, cpu_choice):
   assert rnnlab.scan.auto_impl(cell, params, batch) == expected
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU rule")
+def test_vmapped_blocks_take_the_scan_and_the_hint_ends_with_its_scope():
+  cell = rnnlab.lstm(64)
+  params = cell.init(jax.random.key(0), 2)
+  xs = jnp.zeros((3, 16, 4, 2))
+
+  def jaxpr(members):
+    def loss(xs):
+      with rnnlab.scan.vmapped(members):
+        return jnp.sum(rnnlab.unroll(cell, params, xs)[0])
+
+    return str(jax.make_jaxpr(jax.vmap(loss))(xs))
+
+  assert "custom_vjp_call" not in jaxpr(3)
+  assert "custom_vjp_call" in jaxpr(1)  # one member: the plain rule (fused at B=16)
+  assert rnnlab.scan.auto_impl(cell, params, 16) == "fused"  # the hint is gone
+
+
 def test_auto_without_a_batch_assumes_the_typical_one():
   cell = rnnlab.lstm(64)
   params = jax.eval_shape(lambda: cell.init(jax.random.key(0), 4))
