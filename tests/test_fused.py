@@ -285,8 +285,14 @@ def test_benchmark_quick_mode_writes_its_tables(tmp_path):
   assert len([r for r in results["diagnostics"] if r["kind"] == "cost"]) == 4
   assert [r["devices"] for r in results["sweep"]] == [2]
   assert "vmap-sharded" in results["sweep"][0]
+  vmap_rows = results["vmap"]
+  assert {r["impl"] for r in vmap_rows} >= {"rnnlab-scan", "rnnlab-fused", "flax"}
+  assert [r["impl"] for r in vmap_rows if r["auto"]] == ["rnnlab-scan"]  # vmapped blocks: scan
   text = table.read_text()
-  assert "| elman | 4, 20, 3, 8 | fwd+bwd | rnnlab-fused |" in text
+  # B=4: the Elman rule takes the fused path, marked *; the fit's table follows the speed rows.
+  assert "| elman | 4, 20, 3, 8 | fwd+bwd | rnnlab-fused * |" in text
+  assert "| elman | 4, 20, 3, 8 | fwd+bwd | rnnlab-scan |" in text
+  assert "| elman | 1 | (" in text and "| (32, (96, 256)) |" in text
   assert "remat_chunk" in text and "compile s" in text
   assert "value_and_state_grads ms" in text and "lyapunov_spectrum" in text
 
