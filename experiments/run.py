@@ -1,14 +1,19 @@
-r"""The experiment runner: a sweep of RNN training runs and its vanishing/exploding report.
+r"""The experiment runner: a sweep of RNN training runs over any fields, and its report.
 
     python -m experiments.run --workdir=runs/vanishing          # the flagship, default preset
     python -m experiments.run --config=experiments/configs/vanishing.py:quick --workdir=/tmp/q
     python -m experiments.run --config=experiments/configs/vanishing.py:cell=lstm,T=200 \
-      --config.train.learning_rate=3e-4 --workdir=runs/x
+      --config.optimizer.learning_rate=3e-4 --workdir=runs/x
+    python -m experiments.run --config=my_experiment.py:quick,model.hidden_size=32+64 \
+      --config.sweep.axes="{'model.cell': ('lstm', 'mine.cells:my_cell')}" --workdir=runs/y
 
-Every field of the config file can be overridden with ``--config.<field>=<value>``,
-before or after ``--config`` (a tuple as ``(1, 2)``; ``None`` where the field's
-comment gives None a meaning); see ``experiments/configs/vanishing.py`` for the
-fields and presets, and the list below. Launched again with the same command, a
+``--config`` takes any file whose ``get_config(arg)`` returns an experiment config
+(:func:`rnnlab.runner.config.experiment_config`: the training config plus the
+``sweep``, ``diagnostics``, ``run`` and ``report`` sections); the default is the
+flagship, ``experiments/configs/vanishing.py``. Every field of the config can be
+overridden with ``--config.<field>=<value>``, before or after ``--config`` (a
+tuple as ``(1, 2)``, the axes as a dict; ``None`` where the field's comment gives
+None a meaning); see the list below. Launched again with the same command, a
 killed run resumes from its checkpoints and ends with the same results; finished
 groups are read back. Multi-host: set ``--config.run.distributed=True`` and launch
 one process per host (``jax.distributed.initialize`` reads the cluster from the
@@ -80,9 +85,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> RunnerFlags:
   config = config_flags.DEFINE_config_file(
     "config",
     _DEFAULT_CONFIG,
-    "Sweep config file, optionally with ':<preset>,<key>=<value>,...' (e.g. "
-    "experiments/configs/vanishing.py:quick or ...:cell=lstm,T=200). Fields can be "
-    "overridden with --config.<field>=<value> (e.g. --config.train.learning_rate=3e-4).",
+    "Experiment config file, optionally with ':<preset>,<key>=<value>,...' (e.g. "
+    "experiments/configs/vanishing.py:quick or ...:cell=lstm,T=200,model.hidden_size=16+32). "
+    "Fields can be overridden with --config.<field>=<value> (e.g. "
+    "--config.optimizer.learning_rate=3e-4).",
     flag_values=flag_values,
     lock_config=True,
     sys_argv=argv,
@@ -127,15 +133,18 @@ def main(argv: list[str]) -> None:
   raw = _CONFIG.value
   import jax  # noqa: PLC0415  (after the flags: JAX must not start before)
 
-  from rnnlab import sweep  # noqa: PLC0415
   from rnnlab import workdir as workdir_lib  # noqa: PLC0415
+  from rnnlab.runner import config as config_lib  # noqa: PLC0415
+  from rnnlab.runner import devices, grid  # noqa: PLC0415
+  from rnnlab.runner import run as runner  # noqa: PLC0415
 
   try:
-    sweep.configure_devices(raw.run.devices, raw.run.cpu_opt_level)
+    devices.configure_devices(raw.run.devices, raw.run.cpu_opt_level)
     if raw.run.distributed:
       jax.distributed.initialize()
-    config = sweep.resolve(raw)
-    mesh = sweep.make_mesh(config.run.devices)
+    config = config_lib.resolve(raw)
+    plan = grid.plan(config)
+    mesh = devices.make_mesh(config.run.devices)
     workdir = workdir_lib.writable_folder(_WORKDIR.value)
   except (ValueError, AttributeError) as e:
     _fail(str(e), EXIT_USAGE)
@@ -150,8 +159,8 @@ def main(argv: list[str]) -> None:
           file=sys.stderr,
         )
       if primary:
-        sweep.prepare_workdir(workdir, config, mesh, overwrite=_OVERWRITE.value)
-      _run(sweep, config, workdir)
+        runner.prepare_workdir(workdir, config, mesh, overwrite=_OVERWRITE.value)
+      _run(runner, config, plan, workdir)
   except workdir_lib.WorkdirError as e:
     _fail(str(e), EXIT_USAGE)
   except OSError as e:
@@ -160,9 +169,9 @@ def main(argv: list[str]) -> None:
     _fail("interrupted; what was committed is kept: launch the same command to resume", 130)
 
 
-def _run(sweep, config, workdir: str) -> None:
+def _run(runner, config, plan, workdir: str) -> None:
   start = time.perf_counter()
-  out = sweep.run(config, workdir)
+  out = runner.run(config, workdir, plan=plan)
   if not out["paths"]:  # another host of a multi-host launch: process 0 writes
     return
   if config.run.plots:

@@ -1,0 +1,195 @@
+r"""Devices, meshes and waves: how a group's members are laid out over the devices.
+
+A group of ``n`` members runs on a 1-D mesh ``("sweep",)`` of ``k`` devices in
+*waves*: one call of a compiled program gives every device of the mesh exactly
+one *block* of ``b`` members (``jax.vmap`` over the block, ``shard_map`` over the
+devices), so a wave holds ``k * b`` members and the last wave is padded with
+copies of its first member, computed and dropped. The layout (:func:`layout`)::
+
+    k = min(devices, n)                 (all devices when several processes run)
+    b = min(members_per_block, ceil(n / k))
+    waves = ceil(n / (k b)),  padded = waves k b - n
+
+Why this rule. A member's numbers depend on the block size ``b`` (XLA picks other
+kernels for other vmapped sizes, which moves results by an ulp that training
+amplifies) and on whether its mesh has one device (a 1-device program goes
+through XLA's single-device pipeline), never on how many devices the mesh has
+beyond that or on where the member sits. Keeping ``b = members_per_block``
+whenever the group has more than ``devices x (members_per_block - 1)`` members
+makes a member's numbers the same on any such number of devices (the shard test:
+4 devices equal 2 bitwise); shrinking ``k`` and ``b`` for smaller groups is what
+keeps their padding small: a group of ``n <= devices`` members is never padded,
+and every group does less than twice its work (``padded < n``; at most
+``k b - 1`` copies, in its last wave). Before, ``b`` was fixed and ``k`` all
+devices, so 2 seeds on 2 devices ran 4 members. Since ``k`` and ``b`` follow from
+the group's own size, the layout of every group is known before any work, and
+:class:`rnnlab.runner.progress.Progress` reports each group's padding.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+PyTree = Any
+ACCELERATOR_PLUGINS = ("jax-cuda12-plugin", "jax-cuda13-plugin", "jax-rocm-plugin", "libtpu")
+
+
+def _fail(field: str, value: Any, expected: str) -> None:
+  raise ValueError(f"config.{field}={value!r} is invalid; expected {expected}")
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _accelerator_installed() -> bool:
+  import importlib.metadata  # noqa: PLC0415
+
+  for name in ACCELERATOR_PLUGINS:
+    try:
+      importlib.metadata.version(name)
+      return True
+    except importlib.metadata.PackageNotFoundError:
+      continue
+  return False
+
+
+def configure_devices(devices: int, cpu_opt_level: int | None = None) -> None:
+  """Before JAX starts: on a CPU-only host, split the CPU into XLA devices for the sweep axis.
+
+  ``devices=0`` gives one device per core the process may use (at least 2); a
+  positive number that many. ``cpu_opt_level`` sets XLA's
+  ``--xla_backend_optimization_level`` (LLVM's) when no accelerator plugin is
+  installed: 1 compiles the runner's programs about twice as fast as XLA's
+  default, at the same training speed at these sizes (BUILD.md). Other backends
+  keep their own devices and flags. Call it before anything touches a JAX
+  backend.
+  """
+  if not _is_int(devices) or devices < 0:
+    _fail("run.devices", devices, "an int >= 0 (0: all devices)")
+  if cpu_opt_level is not None and (not _is_int(cpu_opt_level) or not 0 <= cpu_opt_level <= 3):
+    _fail("run.cpu_opt_level", cpu_opt_level, "None or an int in [0, 3]")
+  if os.environ.get("JAX_PLATFORMS", "cpu") not in ("", "cpu"):
+    return
+  flags = os.environ.get("XLA_FLAGS", "")
+  if (
+    cpu_opt_level is not None
+    and "xla_backend_optimization_level" not in flags
+    and not _accelerator_installed()
+  ):
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level={cpu_opt_level}".strip()
+  if not devices:
+    # At least two, even on one core: a sweep's numbers are then the same on every CPU
+    # host (see the module docstring), since a 1-device mesh compiles through XLA's
+    # single-device pipeline, whose other algebraic rewrites move results by an ulp.
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ()
+    devices = max(len(cores) or os.cpu_count() or 1, 2)
+  jax.config.update("jax_num_cpu_devices", int(devices))
+
+
+def make_mesh(devices: int = 0) -> jax.sharding.Mesh:
+  """A 1-D mesh ``("sweep",)`` over the first ``devices`` devices (0: all, every host)."""
+  available = jax.devices()
+  if devices > len(available):
+    raise ValueError(
+      f"config.run.devices={devices} is more than the {len(available)} devices JAX sees "
+      f"({available[0].platform}); expected 0 (all) or at most {len(available)}"
+    )
+  chosen = available[: devices or len(available)]
+  return jax.sharding.Mesh(np.asarray(chosen), ("sweep",))
+
+
+class Layout(NamedTuple):
+  """How ``size`` members run: waves of ``devices`` blocks of ``block`` members (module doc)."""
+
+  size: int
+  devices: int
+  block: int
+
+  @property
+  def width(self) -> int:
+    """Members per wave: ``devices x block``."""
+    return self.devices * self.block
+
+  @property
+  def waves(self) -> int:
+    return -(-self.size // self.width)
+
+  @property
+  def padded(self) -> int:
+    """Copies computed and dropped to fill the last wave."""
+    return self.waves * self.width - self.size
+
+  def describe(self) -> str:
+    """``4 members in 2 wave(s) of 2 device(s) x 2, 0 padded``."""
+    return (
+      f"{self.size} members in {self.waves} wave(s) of {self.devices} device(s) x {self.block}, "
+      f"{self.padded} padded"
+    )
+
+
+def layout(size: int, devices: int, members_per_block: int, *, shrink: bool = True) -> Layout:
+  """The :class:`Layout` of a group of ``size`` members on ``devices`` devices (module doc).
+
+  ``shrink=False`` keeps every device in the mesh (several processes: each one
+  must hold a part of every wave).
+  """
+  k = min(devices, size) if shrink else devices
+  return Layout(size, k, min(members_per_block, math.ceil(size / k)))
+
+
+def submesh(mesh: jax.sharding.Mesh, devices: int) -> jax.sharding.Mesh:
+  """The mesh of the first ``devices`` devices of ``mesh`` (``mesh`` itself if all)."""
+  if devices == mesh.size:
+    return mesh
+  return jax.sharding.Mesh(np.asarray(mesh.devices.flat[:devices]), ("sweep",))
+
+
+def _to_host(tree: PyTree) -> PyTree:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    tree = multihost_utils.process_allgather(tree, tiled=True)
+  return jax.tree.map(np.asarray, tree)
+
+
+class Waves:
+  """A group's members in the waves of a :class:`Layout` on ``mesh`` (its ``layout.devices``)."""
+
+  def __init__(self, mesh: jax.sharding.Mesh, layout_: Layout):
+    if mesh.size != layout_.devices:
+      raise ValueError(f"Waves: a mesh of {mesh.size} devices for {layout_}")
+    self.layout = layout_
+    self.size = layout_.size
+    self.width = layout_.width
+    self.sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("sweep"))
+    self.slices = [
+      slice(i, min(i + self.width, self.size)) for i in range(0, self.size, self.width)
+    ]
+
+  def put(self, tree: PyTree) -> list[PyTree]:
+    """Host arrays with a leading member axis of ``size`` -> one sharded pytree per wave."""
+
+    def wave(part):
+      def pad(x):
+        x = np.asarray(x)[part]
+        return np.concatenate([x, np.repeat(x[:1], self.width - x.shape[0], axis=0)])
+
+      return jax.device_put(jax.tree.map(pad, tree), self.sharding)
+
+    return [wave(part) for part in self.slices]
+
+  def get(self, waves: Sequence[PyTree]) -> PyTree:
+    """The waves' outputs back on the host, concatenated, padding dropped."""
+    host = [_to_host(w) for w in waves]
+    parts = [
+      jax.tree.map(lambda x, p=p: x[: p.stop - p.start], h)
+      for h, p in zip(host, self.slices, strict=True)
+    ]
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
