@@ -168,9 +168,9 @@ def _read_json(path: str) -> Any:
     return json.load(f)
 
 
-def write_json_atomic(path: str, data: Any) -> None:
-  """Writes ``data`` as sorted, indented JSON through a temporary file, fsync and a rename."""
-  write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+def write_json_atomic(path: str, data: Any, *, sort_keys: bool = True) -> None:
+  """Writes ``data`` as indented JSON (keys sorted) through a temporary file, fsync and a rename."""
+  write_text_atomic(path, json.dumps(data, indent=2, sort_keys=sort_keys, default=str) + "\n")
 
 
 def write_text_atomic(path: str, text: str) -> None:
@@ -366,6 +366,9 @@ def check_binding(
 
 
 def bind(workdir: str, config: dict, env: dict) -> None:
-  """Records ``config`` and ``env`` in ``workdir`` (after :func:`check_binding` passed)."""
-  write_json_atomic(os.path.join(workdir, CONFIG), config)
+  """Records ``config`` and ``env`` in ``workdir`` (after :func:`check_binding` passed).
+
+  The config keeps its keys' order (a sweep's axes are in the order of its members).
+  """
+  write_json_atomic(os.path.join(workdir, CONFIG), config, sort_keys=False)
   write_json_atomic(os.path.join(workdir, ENVIRONMENT), env)

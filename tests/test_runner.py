@@ -195,9 +195,9 @@ def test_zip_mode_pairs_the_values_and_grid_mode_crosses_them():
     config_lib.resolve(config)
 
 
-def test_padding_never_doubles_the_work_and_keeps_the_block_where_numbers_need_it():
-  # The case: 2 seeds on 2 devices ran 4 members; now 2.
-  assert devices_lib.layout(2, 2, 2) == devices_lib.Layout(2, 2, 1)
+def test_padding_never_doubles_the_work_and_keeps_the_block_a_members_numbers_depend_on():
+  # The case: 2 seeds on 2 devices ran 4 members; now one block of 2.
+  assert devices_lib.layout(2, 2, 2) == devices_lib.Layout(2, 1, 2)
   assert devices_lib.layout(2, 2, 2).padded == 0
   for size in range(1, 41):
     for devices in range(1, 9):
@@ -205,15 +205,18 @@ def test_padding_never_doubles_the_work_and_keeps_the_block_where_numbers_need_i
         layout = devices_lib.layout(size, devices, block)
         assert layout.padded < size, layout  # less than twice the work
         assert layout.devices <= devices and layout.block <= block
-        if size <= devices:
-          assert layout.padded == 0, layout
-        if size > devices * (block - 1):  # the block a member's numbers depend on is fixed
-          assert layout.block == block, layout
-        # Several processes: every device in every wave, still less than twice the work.
+        if size <= block:  # one block on one device, on every host
+          assert (layout.devices, layout.block, layout.padded) == (1, size, 0), layout
+        else:  # the block a member's numbers depend on, whatever the devices
+          assert layout.block == block and (layout.devices > 1 or devices == 1), layout
+        if layout.waves == 1:
+          assert layout.padded < block, layout
+        # Several processes: every device in every wave.
         spread = devices_lib.layout(size, devices, block, shrink=False)
-        assert spread.devices == devices and spread.padded < max(size, devices)
-  # The tiny sweep of the shard test: the same block on 2 and 4 devices.
-  assert devices_lib.layout(6, 2, 2).block == devices_lib.layout(6, 4, 2).block == 2
+        assert spread.devices == devices and spread.padded < max(size, devices), spread
+  # The tiny sweep of the shard test (6 members, a gain scan of 3): the same block on 2 and 4.
+  for size in (6, 3):
+    assert devices_lib.layout(size, 2, 2).block == devices_lib.layout(size, 4, 2).block == 2
 
 
 def test_the_axes_take_any_training_field_and_refuse_others_in_one_line():

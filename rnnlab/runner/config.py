@@ -150,9 +150,9 @@ def experiment_config(base: ml_collections.ConfigDict | None = None) -> ml_colle
   # --xla_force_host_platform_device_count)
   config.run.cpu_opt_level = optional(int, 1)  # CPU-only hosts: XLA's LLVM optimisation
   # level; 1 compiles about 2x faster than XLA's default at the same speed (None: XLA's default)
-  config.run.members_per_block = 2  # most members vmapped together on a device (raise it on a
-  # GPU); a member's numbers depend on the block size, the same on any number of devices below
-  # the group's size (rnnlab.runner.devices)
+  config.run.members_per_block = 2  # members vmapped together on a device (raise it on a
+  # GPU); a member's numbers depend on this size, the same on any number of devices from 2
+  # (rnnlab.runner.devices); a group of fewer members is one block on one device
   config.run.compile_threads = 2  # threads compiling the next groups' programs ahead (0: off)
   config.run.distributed = False  # call jax.distributed.initialize() (multi-host launches)
   config.run.metrics_every = 1  # metrics.csv keeps every this-many-th step (and the last)

@@ -4,26 +4,33 @@ A group of ``n`` members runs on a 1-D mesh ``("sweep",)`` of ``k`` devices in
 *waves*: one call of a compiled program gives every device of the mesh exactly
 one *block* of ``b`` members (``jax.vmap`` over the block, ``shard_map`` over the
 devices), so a wave holds ``k * b`` members and the last wave is padded with
-copies of its first member, computed and dropped. The layout (:func:`layout`)::
+copies of its first member, computed and dropped. The layout (:func:`layout`),
+with ``m = config.run.members_per_block``::
 
-    k = min(devices, n)                 (all devices when several processes run)
-    b = min(members_per_block, ceil(n / k))
+    b = min(m, n)
+    k = min(devices, ceil(n / b))
     waves = ceil(n / (k b)),  padded = waves k b - n
 
 Why this rule. A member's numbers depend on the block size ``b`` (XLA picks other
 kernels for other vmapped sizes, which moves results by an ulp that training
-amplifies) and on whether its mesh has one device (a 1-device program goes
-through XLA's single-device pipeline), never on how many devices the mesh has
-beyond that or on where the member sits. Keeping ``b = members_per_block``
-whenever the group has more than ``devices x (members_per_block - 1)`` members
-makes a member's numbers the same on any such number of devices (the shard test:
-4 devices equal 2 bitwise); shrinking ``k`` and ``b`` for smaller groups is what
-keeps their padding small: a group of ``n <= devices`` members is never padded,
-and every group does less than twice its work (``padded < n``; at most
-``k b - 1`` copies, in its last wave). Before, ``b`` was fixed and ``k`` all
-devices, so 2 seeds on 2 devices ran 4 members. Since ``k`` and ``b`` follow from
-the group's own size, the layout of every group is known before any work, and
-:class:`rnnlab.runner.progress.Progress` reports each group's padding.
+amplifies) and on whether its mesh has one device or several (a 1-device program
+goes through XLA's single-device pipeline, whose other rewrites move results by
+an ulp), never on how many devices beyond one or on where the member sits. So the
+block is ``m`` for every group of at least ``m`` members, whatever the number of
+devices, and only the number of devices a group uses shrinks: a group no larger
+than one wave takes as few devices as its blocks need. Hence:
+
+* a member's numbers are the same on any number of devices >= 2 (bitwise: the
+  shard test runs 2 and 4); a group of ``n <= m`` members runs on one device as
+  one block of ``n``, the same on every host;
+* padding never doubles the work: ``padded < n`` always, ``padded < m`` when the
+  group fits in one wave, and none when ``n <= m`` (before, the block was ``m`` on
+  every device, so 2 seeds on 2 devices ran 4 members; now one block of 2).
+
+With several processes (``jax.process_count() > 1``) every wave spans every
+device (each process must hold a part of it): ``k = devices``, ``b = min(m,
+ceil(n / devices))``. The layout of every group is known before any work, and the
+progress lines report each group's padding.
 """
 
 from __future__ import annotations
@@ -140,8 +147,10 @@ def layout(size: int, devices: int, members_per_block: int, *, shrink: bool = Tr
   ``shrink=False`` keeps every device in the mesh (several processes: each one
   must hold a part of every wave).
   """
-  k = min(devices, size) if shrink else devices
-  return Layout(size, k, min(members_per_block, math.ceil(size / k)))
+  if not shrink:
+    return Layout(size, devices, min(members_per_block, math.ceil(size / devices)))
+  block = min(members_per_block, size)
+  return Layout(size, min(devices, math.ceil(size / block)), block)
 
 
 def submesh(mesh: jax.sharding.Mesh, devices: int) -> jax.sharding.Mesh:
