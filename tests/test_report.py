@@ -829,3 +829,55 @@ def test_module_entry_point_redraws_a_workdir(tmp_path, capsys):
   assert "read " + os.path.join(workdir, "report.md") in capsys.readouterr().out
   assert main([str(tmp_path / "nowhere")]) == 2
   assert "report: error: tables: no such file" in capsys.readouterr().err
+
+
+def test_own_cell_against_the_lstm_shows_its_diagnostics_as_na(tmp_path):
+  """The README's ablation: a cell without CellParts swept with the LSTM over hidden size."""
+  rows, grads, member = [], [], 0
+  for cell in ("lstm", OWN_CELL):
+    for hidden in HIDDEN:
+      for seed in SEEDS:
+        own = cell == OWN_CELL
+        diagnostics = (
+          {}
+          if own
+          else dict(
+            decay_rate_init=-0.1,
+            decay_rate=-0.05,
+            memory_horizon_init=7,
+            memory_horizon_init_censored=False,
+            memory_horizon=9,
+            memory_horizon_censored=True,
+          )
+        )
+        axes = {"model.cell": cell, "model.hidden_size": hidden}
+        values = dict(solved=not own, final_loss=None, **diagnostics)
+        rows.append(summary_row(member, cell, axes, seed, cell, 10, **values))
+        for phase in ("init", "trained"):
+          for lag in range(10):
+            grads.append([member, phase, lag, None if own else -0.1 * lag])
+        member += 1
+  path = str(tmp_path)
+  tables.write_table(path, tables.SUMMARY, rows, list(axes))
+  tables.write_table(path, tables.GRADIENTS, grads)
+  _, text, noisy = write(path)
+  assert not noisy, noisy
+  assert "## Memory horizon per cell and model.hidden_size" in text
+  assert "| LSTM | 7 → >= 9 | 7 → >= 9 |" in text
+  assert f"| {OWN_CELL} | n/a → n/a | n/a → n/a |" in text
+  assert "Censored: 0 of 4 horizons at initialisation, 4 of 4 after training." in text
+  assert "`n/a`: 4 runs without a horizon" in text
+  exp = report.read_experiment(path)
+  d = gradients.data(exp)
+  assert [line["name"] for line in d["phases"]["init"].values()] == ["LSTM"]
+  assert d["na"] == [OWN_CELL] and d["na_cells"] == [OWN_CELL]
+  assert "![Gradient norm against lag](figures/grad_vs_lag.png)" in text
+  assert f"No line for {OWN_CELL}: n/a for the {OWN_CELL} cell" in text
+  # Rows of its members left out of gradients.csv altogether read the same.
+  measured = exp.where(np.ones(exp.n, bool))
+  kept = {k: v[exp.gradient_rows < 4] for k, v in exp.gradients.items()}
+  exp2 = reading.experiment(measured.summary, {}, kept, {}, {})
+  assert gradients.data(exp2)["na"] == [OWN_CELL]
+  assert "LSTM solves every run" in text and f"{OWN_CELL} solves no run" in text
+  # No held-out evaluation (an empty final loss) is no divergence.
+  assert "None of the 8 runs diverged." in text and "| LSTM | 100% (2/2) | 100% (2/2) |" in text

@@ -53,7 +53,6 @@ def data(exp: Experiment) -> dict[str, Any] | None:
   values = list(line.values) if line is not None else [None]
   colors = line.colors() if line is not None else {None: style.SPARE_COLORS[0]}
   phases: dict[str, dict[Any, dict[str, Any]]] = {}
-  seen: set[Any] = set()
   for phase, _ in PHASES:
     per: dict[Any, dict[str, Any]] = {}
     for v in values:
@@ -62,7 +61,6 @@ def data(exp: Experiment) -> dict[str, Any] | None:
         m &= line.codes[np.maximum(rows, 0)] == line.code(v)
       if not m.any():
         continue
-      seen.add(v)
       lags, logs = stats.matrix(g["member"][m], g["lag"][m], g["log_grad_norm"][m])
       if not np.any(~np.isnan(logs)):
         continue
@@ -81,11 +79,14 @@ def data(exp: Experiment) -> dict[str, Any] | None:
       }
     if per:
       phases[phase] = per
-  drawn = {v for per in phases.values() for v in per}
-  na = [line.name(v) if line is not None else "all runs" for v in values if v in seen - drawn]
+  # A line is n/a when none of its members shown has a norm (NaN rows, or no rows at all).
   measured = np.zeros(exp.n, bool)
-  finite = keep & np.isfinite(np.asarray(g["log_grad_norm"], np.float64))
-  measured[rows[finite]] = True
+  measured[rows[keep & ~np.isnan(np.asarray(g["log_grad_norm"], np.float64))]] = True
+  na = []
+  for v in values:
+    members = sel if line is None else sel & (line.codes == line.code(v))
+    if members.any() and not (members & measured).any():
+      na.append(line.name(v) if line is not None else "all runs")
   unmeasured = sel & ~measured
   cells = (
     list(dict.fromkeys(exp.summary["cell"][unmeasured].tolist())) if "cell" in exp.summary else []

@@ -249,13 +249,13 @@ def divergence_steps(
 def diverged_mask(
   summary: Mapping[str, np.ndarray], metrics: Mapping[str, np.ndarray], steps: Mapping[int, int]
 ) -> np.ndarray:
-  """Per summary row: a divergence step, a non-finite final loss or a non-finite last loss."""
+  """Per summary row: a divergence step, an infinite final loss or a non-finite last loss."""
   n = tables_lib.num_rows(summary)
   out = np.zeros(n, bool)
   if "member" in summary:
     out |= np.isin(summary["member"], list(steps))
-  if "final_loss" in summary:
-    out |= ~np.isfinite(np.asarray(summary["final_loss"], np.float64))
+  if "final_loss" in summary:  # an empty one (NaN: no held-out evaluation) says nothing
+    out |= np.isinf(np.asarray(summary["final_loss"], np.float64))
   has = all(c in metrics for c in ("member", "step", "loss")) and "member" in summary
   if has and tables_lib.num_rows(metrics):
     order = np.lexsort((metrics["step"], metrics["member"]))
