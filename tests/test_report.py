@@ -786,7 +786,7 @@ def test_sections_without_their_data_draw_nothing(tmp_path):
   clip = exp.axis("clip")
   off = exp.where(clip.codes == clip.code(0.0))
   assert not clipping.applies(off) and clipping.data(off) is None
-  assert gradients.plot(gradients.data(exp.where(np.zeros(exp.n, bool)))) is None
+  assert gradients.data(exp.where(np.zeros(exp.n, bool))) is None  # no members
   one = exp.where((exp.summary["cell"] == "gru") & (exp.summary["T"] == 10))
   assert one.x is not None and one.x.path == "clip"  # the only axis left with two values
   assert success.plot(success.data(one)) is not None
@@ -878,6 +878,11 @@ def test_own_cell_against_the_lstm_shows_its_diagnostics_as_na(tmp_path):
   kept = {k: v[exp.gradient_rows < 4] for k, v in exp.gradients.items()}
   exp2 = reading.experiment(measured.summary, {}, kept, {}, {})
   assert gradients.data(exp2)["na"] == [OWN_CELL]
+  # No gradient rows at all (every cell without CellParts): n/a, not a missing table.
+  none = reading.experiment(exp.summary, {}, {k: v[:0] for k, v in exp.gradients.items()})
+  assert gradients.data(none)["na"] == ["LSTM", OWN_CELL]
+  assert gradients.plot(gradients.data(none)) is None
+  assert "n/a for the LSTM and mymod:mycell cells" in gradients.why(none, gradients.data(none))
   assert "LSTM solves every run" in text and f"{OWN_CELL} solves no run" in text
   # No held-out evaluation (an empty final loss) is no divergence.
   assert "None of the 8 runs diverged." in text and "| LSTM | 100% (2/2) | 100% (2/2) |" in text

@@ -37,19 +37,17 @@ def data(exp: Experiment) -> dict[str, Any] | None:
   """Per phase and group value: the runs x lags matrix of log norms, its median, band and rate.
 
   Returns:
-    ``None`` without gradient rows for the members shown; else ``{"phases":
+    ``None`` without a gradients table or members; else ``{"phases":
     {phase: {value: line}}, "na": [values without finite norms], "T", "fixed", ...}``.
   """
   g = exp.gradients
-  if not all(c in g for c in COLUMNS) or not exp.n or not g["member"].size:
+  if not all(c in g for c in COLUMNS) or not exp.n:
     return None
   line = exp.group
   fixed = exp.choose([line])
   sel = exp.select(fixed)
   rows = exp.gradient_rows
-  keep = (rows >= 0) & sel[np.maximum(rows, 0)]
-  if not keep.any():
-    return None
+  keep = (rows >= 0) & sel[np.maximum(rows, 0)]  # no rows at all: every line is n/a
   values = list(line.values) if line is not None else [None]
   colors = line.colors() if line is not None else {None: style.SPARE_COLORS[0]}
   phases: dict[str, dict[Any, dict[str, Any]]] = {}
@@ -109,7 +107,7 @@ def why(exp: Experiment, d: Mapping[str, Any] | None) -> str:
   if exp.status.get("gradients.csv") == "missing":
     return "`gradients.csv` is missing from the workdir"
   if d is None:
-    return "`gradients.csv` has no rows for the runs shown"
+    return "`gradients.csv` lacks its columns, or `summary.csv` has no rows"
   return f"no finite gradient norms were measured ({_na(d)})"
 
 
