@@ -37,7 +37,7 @@ def test_quick_preset_writes_every_file_with_the_expected_rows(quick):
   workdir, out, err = quick
   for name in ("config.json", "report.md", *TABLES):
     assert os.path.getsize(os.path.join(workdir, name)) > 0, name
-  for figure in ("grad_vs_lag", "decay_vs_gain", "training_curves", "success_vs_T", "clipping"):
+  for figure in ("grad_vs_lag", "decay_vs_gain", "training_curves", "success_rate", "clipping"):
     with open(os.path.join(workdir, "figures", f"{figure}.png"), "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n", figure
     with open(os.path.join(workdir, "figures", f"{figure}.svg")) as f:
