@@ -136,8 +136,8 @@ def test_own_cell_and_task_swept_with_lstm_equal_solo_runs(tmp_path):
     for r in ("orthogonal", "identity")
   }
   assert list(summary["cell"]) == list(summary["model.cell"]) and set(summary["T"]) == {6}
+  assert list(summary["member"]) == [m.index for m in plan.members]  # rows in member order
   for i, member in enumerate(plan.members):
-    assert summary["member"][i] == member.index
     np.testing.assert_allclose(summary["final_loss"][i], solo(config, member), rtol=2e-5)
   # The leaky cell has no CellParts: the diagnostics that need them are n/a, the rest measured.
   own = summary["model.cell"] == f"{HERE}:leaky_cell"
@@ -156,6 +156,8 @@ def test_a_vmapped_and_a_looped_axis_are_classified_and_run(tmp_path):
     config.optimizer.name = "momentum"
     config.optimizer.learning_rate = 0.05
     config.diagnostics.phases = ()
+    config.eval.every = 6  # the runner evaluates inside its chunks as make_train does
+    config.eval.stop_when_solved = True
   before = len(programs_lib._PROGRAMS)
   config, plan, summary = run_sweep(config, tmp_path)
   assert plan.value_axes == ("optimizer.momentum",)
@@ -164,9 +166,12 @@ def test_a_vmapped_and_a_looped_axis_are_classified_and_run(tmp_path):
   assert len(programs_lib._PROGRAMS) - before == 2
   for group in plan.groups:
     assert "optimizer.momentum" in group.traced and len(group.members) == 2
+  # Members (momentum, layers): (0, 1) (0, 2) (0.9, 1) (0.9, 2); groups by layers interleave.
+  assert [m.index for m in plan.groups[0].members] == [0, 2]
+  assert list(summary["member"]) == [0, 1, 2, 3]  # rows in member order all the same
   for i, member in enumerate(plan.members):
     np.testing.assert_allclose(summary["final_loss"][i], solo(config, member), rtol=2e-5)
-  assert summary["final_loss"][0] != summary["final_loss"][1]  # the momentum did change things
+  assert summary["final_loss"][0] != summary["final_loss"][2]  # the momentum did change things
 
 
 def test_zip_mode_pairs_the_values_and_grid_mode_crosses_them():

@@ -42,7 +42,14 @@ from rnnlab.runner import config as config_lib
 
 # Fields the runner itself reads as Python values (the cell and T columns, the number of
 # steps it loops over, the evaluations it asks for): always program axes.
-RUNNER_FIELDS = ("model.cell", "task.name", "task.length", "num_steps", "eval.num_batches")
+RUNNER_FIELDS = (
+  "model.cell",
+  "task.name",
+  "task.length",
+  "num_steps",
+  "eval.num_batches",
+  "eval.every",
+)
 # The hyper-parameters the trainer has always taken traced (rnnlab.train.HParams): a group's
 # program takes them in its hparams even when they are not swept (when they trace), so one
 # program serves every value of them (the gain scan reuses the groups' programs).
@@ -239,21 +246,33 @@ def classify(config: ml_collections.ConfigDict) -> tuple[tuple[str, ...], tuple[
   some group becomes a program axis, which splits the groups; the check repeats
   until no group refuses one.
   """
+  value_axes, program_axes, _ = _classify(config)
+  return value_axes, program_axes
+
+
+def _classify(config: ml_collections.ConfigDict):
+  """:func:`classify`, and per group ``(members, config, {path: traces})`` of its last round.
+
+  Each group's config is asked once per round about the candidates and the
+  :data:`CLASSIC` fields that are not axes (whether its program takes them traced).
+  """
   axes = config.sweep.axes
   candidates = [
     p
     for p, values in axes.items()
     if p not in RUNNER_FIELDS and not p.startswith("task.") and all(map(_is_number, values))
   ]
+  classic = [p for p in CLASSIC if p not in axes]
   while True:
     program = [p for p in axes if p not in candidates]
+    settings = []
     refused = set()
     for _, ms, tc in _program_settings(config, program):
-      del ms
-      traced = _traced_fields(tc, candidates)
+      traced = _traced_fields(tc, [*candidates, *classic])
       refused |= {p for p in candidates if not traced.get(p, False)}
+      settings.append((ms, tc, traced))
     if not refused:
-      return tuple(candidates), tuple(program)
+      return tuple(candidates), tuple(program), settings
     candidates = [p for p in candidates if p not in refused]
 
 
@@ -297,19 +316,17 @@ def group_name(program: Sequence[tuple[str, Any]]) -> str:
 
 def plan(config: ml_collections.ConfigDict) -> Plan:
   """The members, the classification and the groups of a resolved config (see the module doc)."""
-  value_axes, program_axes = classify(config)
+  value_axes, program_axes, settings = _classify(config)
   axes = list(config.sweep.axes)
   groups, names = [], set()
-  for _, ms, tc in _program_settings(config, program_axes):
+  for ms, _, traced in settings:
     program = tuple((p, ms[0].values[axes.index(p)]) for p in program_axes)
     name = base = group_name(program)
     k = 2
     while name in names:
       name, k = f"{base}-{k}", k + 1
     names.add(name)
-    classic = [p for p in CLASSIC if p not in axes]
-    traced = _traced_fields(tc, classic) if classic else {}
-    paths = (*value_axes, *(p for p in classic if traced.get(p)))
+    paths = (*value_axes, *(p for p in CLASSIC if p not in axes and traced.get(p)))
     groups.append(Group(name, program, tuple(ms), tuple(paths)))
   result = Plan(tuple(axes), value_axes, program_axes, tuple(members(config)), tuple(groups))
   if config.diagnostics.gain_scan:

@@ -219,9 +219,21 @@ def _build(config, tc, traced: tuple[str, ...], mesh) -> Programs:
   def finish_all(state, key_data, hp):
     return jax.vmap(lambda s, k, h: trainer.finish(s, wrap(k), hp_(h)))(state, key_data, hp)
 
+  every = tc.eval.every
+
   def chunk_all(state, key_data, hp, steps):
     def one(s, k, h):
-      return trainer.run(s, wrap(k), hp_(h), steps)
+      k, h = wrap(k), hp_(h)
+      if not every:
+        return trainer.run(s, k, h, steps)
+
+      def piece(s, part):  # config.eval.every: the held-out evaluation after every `every` steps
+        s, records = trainer.run(s, k, h, part)
+        s, _ = trainer.evaluate(s, k, part[-1] + 1)
+        return s, records
+
+      s, records = jax.lax.scan(piece, s, steps.reshape(-1, every))
+      return s, jax.tree.map(lambda r: r.reshape(-1, *r.shape[2:]), records)
 
     return jax.vmap(one)(state, key_data, hp)
 
@@ -250,6 +262,18 @@ def _build(config, tc, traced: tuple[str, ...], mesh) -> Programs:
     abstract,
     train_lib.make_cell(tc).parts is not None,
   )
+
+
+def chunk_steps(config: ml_collections.ConfigDict, tc: ml_collections.ConfigDict) -> int:
+  """Updates per chunk: ``run.chunk_steps``, a multiple of ``eval.every`` when that is set.
+
+  With ``config.eval.every = n`` a chunk runs its steps ``n`` at a time, each
+  followed by the held-out evaluation (as :func:`rnnlab.train.make_train` does, so
+  ``eval.stop_when_solved`` freezes a member where it would there).
+  """
+  every = tc.eval.every
+  chunk = config.run.chunk_steps
+  return max(every, chunk // every * every) if every else chunk
 
 
 def compile_ahead(
@@ -285,7 +309,7 @@ def compile_ahead(
     prog.diagnose.lower(state.params, key_data).compile()
   if not train:
     return
-  num_steps, chunk = tc.num_steps, config.run.chunk_steps
+  num_steps, chunk = tc.num_steps, chunk_steps(config, tc)
   for size in sorted({min(chunk, num_steps), num_steps % chunk} - {0}):
     prog.chunk.lower(state, key_data, hp, jax.ShapeDtypeStruct((size,), jnp.int32)).compile()
   prog.finish.lower(state, key_data, hp).compile()

@@ -139,7 +139,7 @@ def run_group(
   """Trains one group to the end, resuming from and saving to ``store``."""
   prog = programs_lib.programs(config, unit.tc, unit.traced, unit.mesh)
   phases = config.diagnostics.phases
-  num_steps, chunk = unit.tc.num_steps, config.run.chunk_steps
+  num_steps, chunk = unit.tc.num_steps, programs_lib.chunk_steps(config, unit.tc)
   n = len(group.members)
   waves = devices_lib.Waves(unit.mesh, unit.layout)
   key_dev = waves.put(np.asarray(_keys([m.seed for m in group.members])))
@@ -369,25 +369,31 @@ def write_tables(
 ) -> list[str]:
   """Writes ``summary.csv``, ``metrics.csv``, ``gradients.csv`` (and ``gain_scan.csv``).
 
-  ``metrics.csv`` holds every ``run.metrics_every``-th step (and the last);
-  ``gain_scan.csv`` is written when the gain scan is on. Returns the paths.
+  Rows in member order; ``metrics.csv`` holds every ``run.metrics_every``-th step
+  (and the last); ``gain_scan.csv`` is written when the gain scan is on. Returns
+  the paths.
   """
-  summary, metrics, gradients = [], [], []
+  summary, metrics, gradients = [], {}, {}
   every = config.run.metrics_every
   names = [c for c in tables_lib.columns(tables_lib.METRICS) if c not in ("member", "step")]
-  for result in sorted(results, key=lambda r: r.group.members[0].index):
+  for result in results:
     summary.extend(summary_rows(config, result))
     num_steps = result.records["loss"].shape[1]
     kept = sorted(set(range(0, num_steps, every)) | {num_steps - 1})
     for i, m in enumerate(result.group.members):
       columns = [result.records[name][i] for name in names]
-      metrics.extend([m.index, s, *(c[s] for c in columns)] for s in kept)
+      metrics[m.index] = [[m.index, s, *(c[s] for c in columns)] for s in kept]
+      gradients[m.index] = []
       for phase in tables_lib.PHASES:
         diag = getattr(result, phase)
         if diag is None or not result.has_parts:
           continue
         logs = diag["log_grad_norms"][i]
-        gradients.extend([m.index, phase, lag, logs[lag]] for lag in range(logs.shape[0]))
+        gradients[m.index] += [[m.index, phase, lag, logs[lag]] for lag in range(logs.shape[0])]
+  # Every table in member order (a group's members need not be consecutive).
+  summary.sort(key=lambda row: row["member"])
+  metrics = [row for index in sorted(metrics) for row in metrics[index]]
+  gradients = [row for index in sorted(gradients) for row in gradients[index]]
   axes = list(config.sweep.axes)
   paths = [
     tables_lib.write_table(workdir, tables_lib.SUMMARY, summary, axes),
