@@ -53,6 +53,7 @@ import ml_collections
 import numpy as np
 
 from rnnlab import diagnostics as diag_lib
+from rnnlab import multihost
 from rnnlab import store as store_lib
 from rnnlab import tasks as tasks_lib
 from rnnlab import train as train_lib
@@ -348,11 +349,14 @@ def _accelerator_installed() -> bool:
   return False
 
 
-def configure_devices(devices: int, cpu_opt_level: int | None = None) -> None:
+def configure_devices(devices: int, cpu_opt_level: int | None = None, processes: int = 1) -> None:
   """Before JAX starts: on a CPU-only host, split the CPU into XLA devices for the sweep axis.
 
   ``devices=0`` gives one device per core the process may use (at least 2); a
-  positive number that many. ``cpu_opt_level`` sets XLA's
+  positive number that many. With ``processes > 1`` (a multi-process launch,
+  :func:`rnnlab.multihost.initialize`) ``devices`` counts the mesh's devices
+  over all processes: each process gets ``devices / processes`` of them (0:
+  one per core, at least 1). ``cpu_opt_level`` sets XLA's
   ``--xla_backend_optimization_level`` (LLVM's) when no accelerator plugin is
   installed: 1 compiles the runner's programs about twice as fast as XLA's
   default, at the same training speed at these sizes (BUILD.md). Other backends
@@ -372,33 +376,29 @@ def configure_devices(devices: int, cpu_opt_level: int | None = None) -> None:
     and not _accelerator_installed()
   ):
     os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level={cpu_opt_level}".strip()
+  if processes > 1 and devices % processes:
+    _fail("run.devices", devices, f"0 (all) or a multiple of the {processes} processes")
   if not devices:
     # At least two, even on one core: a sweep's numbers are then the same on every CPU
     # host (see _Waves), since a 1-device mesh compiles through XLA's single-device
-    # pipeline, whose other algebraic rewrites move results by an ulp.
+    # pipeline, whose other algebraic rewrites move results by an ulp. (Several
+    # processes make a mesh of 2 or more devices whatever each one holds.)
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ()
-    devices = max(len(cores) or os.cpu_count() or 1, 2)
+    devices = max(len(cores) or os.cpu_count() or 1, 2 if processes == 1 else 1)
+  elif processes > 1:
+    devices //= processes
   jax.config.update("jax_num_cpu_devices", int(devices))
 
 
 def make_mesh(devices: int = 0) -> jax.sharding.Mesh:
-  """A 1-D mesh ``("sweep",)`` over the first ``devices`` devices (0: all, every host)."""
-  available = jax.devices()
-  if devices > len(available):
-    raise ValueError(
-      f"config.run.devices={devices} is more than the {len(available)} devices JAX sees "
-      f"({available[0].platform}); expected 0 (all) or at most {len(available)}"
-    )
-  chosen = available[: devices or len(available)]
-  return jax.sharding.Mesh(np.asarray(chosen), ("sweep",))
+  """A 1-D mesh ``("sweep",)`` over ``devices`` devices (0: all, every process).
+
+  Several processes: as many devices on each (:func:`rnnlab.multihost.mesh_devices`).
+  """
+  return jax.sharding.Mesh(np.asarray(multihost.mesh_devices(devices)), ("sweep",))
 
 
-def _to_host(tree: PyTree) -> PyTree:
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # noqa: PLC0415
-
-    tree = multihost_utils.process_allgather(tree, tiled=True)
-  return jax.tree.map(np.asarray, tree)
+_to_host = multihost.to_host
 
 
 class _Waves:
@@ -424,7 +424,7 @@ class _Waves:
         x = np.asarray(x)[part]
         return np.concatenate([x, np.repeat(x[:1], self.width - x.shape[0], axis=0)])
 
-      return jax.device_put(jax.tree.map(pad, tree), self.sharding)
+      return multihost.put(jax.tree.map(pad, tree), self.sharding)
 
     return [wave(part) for part in self.slices]
 
@@ -779,7 +779,8 @@ def run_group(
     progress.update(prefix, work_per_step * (num_steps - step), line, work_per_step * size, seconds)
     if store is not None and step < num_steps:
       now = time.perf_counter()
-      if now - last_save >= config.run.checkpoint_seconds:
+      # Process 0's clock decides for all: saving gathers the state, a collective.
+      if multihost.agree(now - last_save >= config.run.checkpoint_seconds):
         tree["state"] = waves.get(state)
         store.save(step, tree, {"next_step": step, "done": False})
         last_save = now
@@ -1032,6 +1033,8 @@ def run(
   Returns:
     ``{"results": [GroupResult...], "gain_scan": {cell: columns}, "paths": [...]}``.
   """
+  if write is None and not multihost.is_primary():
+    write = lambda line: None  # noqa: E731  (process 0 reports for a multi-process launch)
   progress_kwargs = {} if write is None else {"write": write}
   mesh = make_mesh(config.run.devices)
   all_groups = groups(config)
@@ -1064,7 +1067,9 @@ def run(
   try:
     gain_scan: dict[str, dict[str, np.ndarray]] = {}
     for cell in scan_cells:
-      store = store_lib.Store(os.path.join(checkpoints, f"gain_scan_{cell}"), write=progress.write)
+      store = multihost.PrimaryStore(
+        os.path.join(checkpoints, f"gain_scan_{cell}"), write=progress.write
+      )
       try:
         restored = store.restore(_gain_scan_target(config, cell, mesh))
         if restored is not None:
@@ -1085,7 +1090,7 @@ def run(
     paths: list[str] = []
     for i, group in enumerate(all_groups):
       ready(group.name)
-      store = store_lib.Store(os.path.join(checkpoints, group.name), write=progress.write)
+      store = multihost.PrimaryStore(os.path.join(checkpoints, group.name), write=progress.write)
       try:
         prefix = f"[{i + 1}/{len(all_groups)}]"
         results.append(run_group(config, group, mesh, store, progress, prefix))
