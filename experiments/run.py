@@ -194,7 +194,7 @@ def main(argv: list[str]) -> None:
     sweep.configure_devices(raw.run.devices, raw.run.cpu_opt_level, processes)
     config = sweep.resolve(raw)
     mesh = sweep.make_mesh(config.run.devices)
-    multihost.connect()
+    multihost.connect(mesh)
     primary = jax.process_index() == 0
     # Only process 0 touches the workdir (the others may not see it).
     workdir = workdir_lib.writable_folder(_WORKDIR.value) if primary else _WORKDIR.value

@@ -147,7 +147,13 @@ def initialize(cluster: Cluster | None, from_environment: bool = False) -> int:
         process_id=cluster.process_id,
       )
   except (ValueError, TypeError) as e:
-    raise ValueError(f"jax.distributed.initialize: {e}") from None
+    if cluster is not None:
+      raise ValueError(f"jax.distributed.initialize: {e}") from None
+    raise ValueError(
+      f"config.run.distributed=True, but jax.distributed.initialize() found no cluster in the "
+      f"environment ({e}); launch under srun or mpirun, or give --coordinator=HOST:PORT, "
+      "--num_processes=N and --process_id=I"
+    ) from None
   # The backend must not start before configure_devices: the process count comes from
   # the distributed state, not from jax.process_count() (which would start it).
   from jax._src import distributed  # noqa: PLC0415
@@ -155,12 +161,14 @@ def initialize(cluster: Cluster | None, from_environment: bool = False) -> int:
   return int(distributed.global_state.num_processes or 1)
 
 
-def connect() -> None:
-  """Connects the processes' collectives now (a first all-gather), without gloo's chatter.
+def connect(mesh) -> None:
+  """Connects the processes' collectives now (first gathers), without gloo's chatter.
 
-  Gloo connects the peers on the first collective and prints one line per
-  process on stdout (``[Gloo] Rank 0 is connected to 1 peer ranks...``); here
-  that line goes to ``/dev/null`` (a failure still raises). One process: nothing.
+  Gloo connects the devices of a gather on its first use and prints one line
+  per device on stdout (``[Gloo] Rank 0 is connected to 1 peer ranks...``);
+  here the gathers the sweep will use (of host arrays: :func:`broadcast`; of
+  arrays sharded over ``mesh``: :func:`to_host`) run once with that output sent
+  to ``/dev/null`` (a failure still raises). One process: nothing.
   """
   import jax  # noqa: PLC0415
 
@@ -168,6 +176,7 @@ def connect() -> None:
     return
   import numpy as np  # noqa: PLC0415
 
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names))
   sys.stdout.flush()
   sys.stderr.flush()
   saved = {fd: os.dup(fd) for fd in (1, 2)}
@@ -176,6 +185,7 @@ def connect() -> None:
       for fd in saved:
         os.dup2(null.fileno(), fd)
       _allgather(np.zeros((1,), np.int32))
+      to_host(put(np.zeros((mesh.size,), np.int32), sharding))
   finally:
     for fd, copy in saved.items():
       os.dup2(copy, fd)
