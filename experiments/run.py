@@ -56,6 +56,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 from typing import NamedTuple, NoReturn
 
 from absl import app, flags
@@ -198,8 +199,14 @@ def main(argv: list[str]) -> None:
     primary = jax.process_index() == 0
     # Only process 0 touches the workdir (the others may not see it).
     workdir = workdir_lib.writable_folder(_WORKDIR.value) if primary else _WORKDIR.value
+  except multihost.ProcessLostError as e:
+    fail(f"{e}; launch the same command on every process to resume", EXIT_LOST)
   except (ValueError, AttributeError) as e:
     fail(str(e), EXIT_USAGE)
+  except Exception:
+    if processes == 1:
+      raise
+    _bug_now()
   try:
     with _claim(workdir_lib, multihost, workdir, primary) as lock:
       if lock is not None and lock.previous:
@@ -221,6 +228,10 @@ def main(argv: list[str]) -> None:
     fail(_os_error(e, workdir), EXIT_IO)
   except KeyboardInterrupt:
     fail("interrupted; what was committed is kept: launch the same command to resume", 130)
+  except Exception:
+    if processes == 1:
+      raise
+    _bug_now()
 
 
 class _OtherProcessError(Exception):
@@ -280,6 +291,18 @@ def _multiprocess() -> bool:
   import jax  # noqa: PLC0415
 
   return jax.process_count() > 1
+
+
+def _bug_now() -> NoReturn:
+  """A bug in a process of a multi-process launch: its traceback, then exit 1 at once.
+
+  Raised on, it would wait in jax's shutdown barrier for the other processes,
+  which wait for it in their next gather.
+  """
+  from rnnlab import multihost  # noqa: PLC0415
+
+  traceback.print_exc()
+  multihost.exit_now(1)
 
 
 def _fail_now(message: str, status: int) -> NoReturn:

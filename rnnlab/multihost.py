@@ -44,6 +44,9 @@ from typing import Any, NamedTuple
 PyTree = Any
 
 
+SHUTDOWN_SECONDS = 3600  # how long a finished process waits for the others (jax: 300)
+
+
 class Cluster(NamedTuple):
   """An explicit multi-process launch: ``--coordinator``, ``--num_processes``, ``--process_id``."""
 
@@ -129,22 +132,27 @@ def initialize(cluster: Cluster | None, from_environment: bool = False) -> int:
   CPU collectives (the gathers between processes) go over gloo.
 
   Raises:
-    ValueError: jax refused the settings (one line); a coordinator that
-      cannot be reached fails after jax's ``initialization_timeout`` (300 s).
+    ValueError: jax refused the settings (one line). A coordinator that
+      cannot be reached ends the process after jax's ``initialization_timeout``
+      (300 s) with jax's own fatal log (not catchable).
   """
   if cluster is None and not from_environment:
     return 1
   import jax  # noqa: PLC0415
 
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  # A process that ends normally waits in jax's shutdown barrier for the others: let
+  # process 0 write the report meanwhile (failures leave at once: exit_now).
+  kwargs = {"shutdown_timeout_seconds": SHUTDOWN_SECONDS}
   try:
     if cluster is None:
-      jax.distributed.initialize()
+      jax.distributed.initialize(**kwargs)
     else:
       jax.distributed.initialize(
         coordinator_address=cluster.coordinator,
         num_processes=cluster.num_processes,
         process_id=cluster.process_id,
+        **kwargs,
       )
   except (ValueError, TypeError) as e:
     if cluster is not None:
@@ -326,7 +334,7 @@ class PrimaryStore:
 def exit_now(status: int) -> None:
   """Ends a process of a multi-process launch at once, skipping jax's shutdown barrier.
 
-  ``sys.exit`` would wait (up to 5 minutes) in ``jax.distributed.shutdown``
+  ``sys.exit`` would wait (up to :data:`SHUTDOWN_SECONDS`) in ``jax.distributed.shutdown``
   for the other processes, which may be blocked in a collective with this one;
   ending here lets them see the connection drop and end too. One process:
   ``sys.exit``.
