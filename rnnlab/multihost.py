@@ -128,7 +128,8 @@ def initialize(cluster: Cluster | None, from_environment: bool = False) -> int:
   (``config.run.distributed``) leaves it to ``jax.distributed.initialize()``,
   which reads ``JAX_COORDINATOR_ADDRESS`` (and ``JAX_COORDINATOR_PORT``) and
   the cluster's own variables (SLURM ``srun``, Open MPI ``mpirun``, Kubernetes,
-  Cloud TPU). Neither: a single process, nothing is called, 1 is returned.
+  Cloud TPU; there each GPU process gets one GPU, by its local rank).
+  Neither: a single process, nothing is called, 1 is returned.
   CPU collectives (the gathers between processes) go over gloo.
 
   Raises:
@@ -148,10 +149,14 @@ def initialize(cluster: Cluster | None, from_environment: bool = False) -> int:
     if cluster is None:
       jax.distributed.initialize(**kwargs)
     else:
+      # No cluster detection: under srun it would also limit each process to the GPU
+      # of its SLURM_LOCALID; here a process uses every device it sees
+      # (JAX_LOCAL_DEVICE_IDS or CUDA_VISIBLE_DEVICES limit them).
       jax.distributed.initialize(
         coordinator_address=cluster.coordinator,
         num_processes=cluster.num_processes,
         process_id=cluster.process_id,
+        cluster_detection_method="deactivate",
         **kwargs,
       )
   except (ValueError, TypeError) as e:
@@ -243,6 +248,13 @@ def mesh_devices(devices: int) -> list:
   for device in available:
     by_process.setdefault(device.process_index, []).append(device)
   each = devices // processes if devices else min(len(d) for d in by_process.values())
+  fewest = min(by_process.items(), key=lambda item: len(item[1]))
+  if len(fewest[1]) < each:
+    raise ValueError(
+      f"config.run.devices={devices} needs {each} devices on each of {processes} processes, but "
+      f"process {fewest[0]} has {len(fewest[1])}; expected 0 (all) or at most "
+      f"{len(fewest[1]) * processes}"
+    )
   return [d for p in sorted(by_process) for d in sorted(by_process[p], key=lambda d: d.id)[:each]]
 
 
