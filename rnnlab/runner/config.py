@@ -147,14 +147,17 @@ def experiment_config(base: ml_collections.ConfigDict | None = None) -> ml_colle
   config.run.checkpoint_seconds = 30.0  # save the sweep state at most this often (0: every chunk)
   config.run.devices = 0  # devices for the sweep axis (0: all; a CPU-only host is split into
   # one XLA device per core, at least 2: jax_num_cpu_devices, XLA's
-  # --xla_force_host_platform_device_count)
+  # --xla_force_host_platform_device_count; several processes: the total, a multiple of
+  # their number, split evenly)
   config.run.cpu_opt_level = optional(int, 1)  # CPU-only hosts: XLA's LLVM optimisation
   # level; 1 compiles about 2x faster than XLA's default at the same speed (None: XLA's default)
   config.run.members_per_block = 2  # members vmapped together on a device (raise it on a
   # GPU); a member's numbers depend on this size, the same on any number of devices from 2
   # (rnnlab.runner.devices); a group of fewer members is one block on one device
   config.run.compile_threads = 2  # threads compiling the next groups' programs ahead (0: off)
-  config.run.distributed = False  # call jax.distributed.initialize() (multi-host launches)
+  config.run.distributed = False  # several processes, found by jax.distributed.initialize()
+  # in the environment (srun, mpirun, JAX_COORDINATOR_ADDRESS); or give the runner
+  # --coordinator, --num_processes and --process_id instead
   config.run.metrics_every = 1  # metrics.csv keeps every this-many-th step (and the last)
   config.run.plots = True  # write the PNG/SVG figures and report.md at the end
 

@@ -27,9 +27,11 @@ than one wave takes as few devices as its blocks need. Hence:
   group fits in one wave, and none when ``n <= m`` (before, the block was ``m`` on
   every device, so 2 seeds on 2 devices ran 4 members; now one block of 2).
 
-With several processes (``jax.process_count() > 1``) every wave spans every
-device (each process must hold a part of it): ``k = devices``, ``b = min(m,
-ceil(n / devices))``. The layout of every group is known before any work, and the
+With several processes (``jax.process_count() > 1``, :mod:`rnnlab.multihost`)
+every wave spans every device of the global mesh (each process holds an equal
+part of it): ``k = devices``, ``b = min(m, ceil(n / devices))``; a group of more
+than ``devices x (m - 1)`` members has the same layout as in one process with
+all the devices, so its numbers are byte-equal there too. The layout of every group is known before any work, and the
 progress lines report each group's padding.
 """
 
@@ -42,6 +44,8 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+
+from rnnlab import multihost
 
 PyTree = Any
 ACCELERATOR_PLUGINS = ("jax-cuda12-plugin", "jax-cuda13-plugin", "jax-rocm-plugin", "libtpu")
@@ -67,11 +71,14 @@ def _accelerator_installed() -> bool:
   return False
 
 
-def configure_devices(devices: int, cpu_opt_level: int | None = None) -> None:
+def configure_devices(devices: int, cpu_opt_level: int | None = None, processes: int = 1) -> None:
   """Before JAX starts: on a CPU-only host, split the CPU into XLA devices for the sweep axis.
 
   ``devices=0`` gives one device per core the process may use (at least 2); a
-  positive number that many. ``cpu_opt_level`` sets XLA's
+  positive number that many. With ``processes > 1`` (a multi-process launch,
+  :func:`rnnlab.multihost.initialize`) ``devices`` counts the mesh's devices
+  over all processes: each process gets ``devices / processes`` of them (0:
+  one per core, at least 1). ``cpu_opt_level`` sets XLA's
   ``--xla_backend_optimization_level`` (LLVM's) when no accelerator plugin is
   installed: 1 compiles the runner's programs about twice as fast as XLA's
   default, at the same training speed at these sizes (BUILD.md). Other backends
@@ -91,25 +98,26 @@ def configure_devices(devices: int, cpu_opt_level: int | None = None) -> None:
     and not _accelerator_installed()
   ):
     os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level={cpu_opt_level}".strip()
+  if processes > 1 and devices % processes:
+    _fail("run.devices", devices, f"0 (all) or a multiple of the {processes} processes")
   if not devices:
     # At least two, even on one core: a sweep's numbers are then the same on every CPU
     # host (see the module docstring), since a 1-device mesh compiles through XLA's
     # single-device pipeline, whose other algebraic rewrites move results by an ulp.
+    # (Several processes make a mesh of 2 or more devices whatever each one holds.)
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ()
-    devices = max(len(cores) or os.cpu_count() or 1, 2)
+    devices = max(len(cores) or os.cpu_count() or 1, 2 if processes == 1 else 1)
+  elif processes > 1:
+    devices //= processes
   jax.config.update("jax_num_cpu_devices", int(devices))
 
 
 def make_mesh(devices: int = 0) -> jax.sharding.Mesh:
-  """A 1-D mesh ``("sweep",)`` over the first ``devices`` devices (0: all, every host)."""
-  available = jax.devices()
-  if devices > len(available):
-    raise ValueError(
-      f"config.run.devices={devices} is more than the {len(available)} devices JAX sees "
-      f"({available[0].platform}); expected 0 (all) or at most {len(available)}"
-    )
-  chosen = available[: devices or len(available)]
-  return jax.sharding.Mesh(np.asarray(chosen), ("sweep",))
+  """A 1-D mesh ``("sweep",)`` over ``devices`` devices (0: all, every process).
+
+  Several processes: as many devices on each (:func:`rnnlab.multihost.mesh_devices`).
+  """
+  return jax.sharding.Mesh(np.asarray(multihost.mesh_devices(devices)), ("sweep",))
 
 
 class Layout(NamedTuple):
@@ -160,14 +168,6 @@ def submesh(mesh: jax.sharding.Mesh, devices: int) -> jax.sharding.Mesh:
   return jax.sharding.Mesh(np.asarray(mesh.devices.flat[:devices]), ("sweep",))
 
 
-def _to_host(tree: PyTree) -> PyTree:
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # noqa: PLC0415
-
-    tree = multihost_utils.process_allgather(tree, tiled=True)
-  return jax.tree.map(np.asarray, tree)
-
-
 class Waves:
   """A group's members in the waves of a :class:`Layout` on ``mesh`` (its ``layout.devices``)."""
 
@@ -190,13 +190,13 @@ class Waves:
         x = np.asarray(x)[part]
         return np.concatenate([x, np.repeat(x[:1], self.width - x.shape[0], axis=0)])
 
-      return jax.device_put(jax.tree.map(pad, tree), self.sharding)
+      return multihost.put(jax.tree.map(pad, tree), self.sharding)
 
     return [wave(part) for part in self.slices]
 
   def get(self, waves: Sequence[PyTree]) -> PyTree:
     """The waves' outputs back on the host, concatenated, padding dropped."""
-    host = [_to_host(w) for w in waves]
+    host = [multihost.to_host(w) for w in waves]
     parts = [
       jax.tree.map(lambda x, p=p: x[: p.stop - p.start], h)
       for h, p in zip(host, self.slices, strict=True)

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rnnlab import store as store_lib
+from rnnlab import multihost
 from rnnlab import workdir as workdir_lib
 from rnnlab.runner import config as config_lib
 from rnnlab.runner import devices as devices_lib
@@ -132,7 +132,7 @@ def run_group(
   config: ml_collections.ConfigDict,
   group: grid_lib.Group,
   unit: Unit,
-  store: store_lib.Store | None,
+  store: multihost.PrimaryStore | None,
   progress: Progress,
   prefix: str,
 ) -> GroupResult:
@@ -208,7 +208,8 @@ def run_group(
     progress.update(prefix, work_per_step * (num_steps - step), line, work_per_step * size, seconds)
     if store is not None and step < num_steps:
       now = time.perf_counter()
-      if now - last_save >= config.run.checkpoint_seconds:
+      # Process 0's clock decides for all: saving gathers the state, a collective.
+      if multihost.agree(now - last_save >= config.run.checkpoint_seconds):
         tree["state"] = waves.get(state)
         store.save(step, tree, {"next_step": step, "done": False})
         last_save = now
@@ -492,6 +493,8 @@ def run(
     "paths": [...]}`` (``paths`` empty on every process but the first).
   """
   plan = plan or grid_lib.plan(config)
+  if write is None and not multihost.is_primary():
+    write = lambda line: None  # noqa: E731  (process 0 reports for a multi-process launch)
   progress_kwargs = {} if write is None else {"write": write}
   mesh = devices_lib.make_mesh(config.run.devices)
   units, scans = _units(config, plan, mesh)
@@ -523,7 +526,7 @@ def run(
   try:
     gain_scan: dict[str, dict[str, np.ndarray]] = {}
     for cell, u in scans:
-      store = store_lib.Store(os.path.join(checkpoints, u.name), write=progress.write)
+      store = multihost.PrimaryStore(os.path.join(checkpoints, u.name), write=progress.write)
       try:
         restored = store.restore(_gain_scan_target(config, u))
         if restored is not None:
@@ -544,7 +547,7 @@ def run(
     paths: list[str] = []
     for i, (group, u) in enumerate(zip(plan.groups, units, strict=True)):
       ready(u.name)
-      store = store_lib.Store(os.path.join(checkpoints, u.name), write=progress.write)
+      store = multihost.PrimaryStore(os.path.join(checkpoints, u.name), write=progress.write)
       try:
         prefix = f"[{i + 1}/{len(units)}]"
         results.append(run_group(config, group, u, store, progress, prefix))
