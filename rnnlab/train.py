@@ -3,7 +3,12 @@ r"""Training: a model chosen by a config, optax optimizers, and the whole loop a
 The purejaxrl pattern: ``make_train(config)`` closes over a static config and
 returns ``train(key, hparams=None) -> (params, metrics)``, a pure function whose
 steps all run inside one ``jax.lax.scan``, so it jits as one program and
-``jax.vmap`` sweeps seeds and shape-preserving hyper-parameters::
+``jax.vmap`` sweeps seeds and shape-preserving hyper-parameters: ``hparams`` maps
+dotted config paths to values that replace the config's, traced, so one program
+serves every value of any field that :func:`traced_fields` says traces (learning
+rate, gain, clip, momentum, betas, weight decay, forget bias, dropout rates, ...);
+the fields that shape the program (sizes, cell, optimizer kind, task) are set in
+the config, one program each::
 
     config = rnnlab.train.default_config()
     train = rnnlab.train.make_train(config)                   # returned jitted
@@ -15,6 +20,10 @@ steps all run inside one ``jax.lax.scan``, so it jits as one program and
     params, metrics = jax.jit(jax.vmap(train))(keys, hps)    # 8 runs, one program
     keys, hps, labels = rnnlab.train.grid(config, seeds=4, learning_rate=(1e-3, 1e-2))
     params, metrics = jax.jit(jax.vmap(train))(keys, hps)    # the same, built by grid
+    hps = {"optimizer.learning_rate": jnp.full((8,), 1e-3), "optimizer.b1": jnp.linspace(0.5, 0.95, 8)}
+    params, metrics = jax.jit(jax.vmap(train))(keys, hps)    # any traced fields, by path
+    rnnlab.train.traced_fields(config, ["optimizer.b1", "model.hidden_size"])
+    # {'optimizer.b1': True, 'model.hidden_size': False}
 
 One step at update count ``s`` (``s = 0 .. num_steps - 1``):
 
@@ -239,6 +248,9 @@ class HParams(NamedTuple):
   """Shape-preserving hyper-parameters that ``train`` takes as traced scalars.
 
   ``jax.vmap(train)(keys, hparams)`` with leaves of shape ``(N,)`` sweeps them.
+  The same as the mapping ``{"optimizer.learning_rate": learning_rate, "model.gain":
+  gain, "clip": clip}`` (:data:`HPARAMS_PATHS`; bitwise the same run), which takes any
+  other field that traces as well (:func:`resolve_hparams`).
 
   Attributes:
     learning_rate: the peak learning rate (the schedule multiplies it).
@@ -252,7 +264,11 @@ class HParams(NamedTuple):
 
 
 def default_hparams(config: ml_collections.ConfigDict) -> HParams:
-  """The config's own hyper-parameters as float32 scalars (what ``train(key)`` uses)."""
+  """The config's own hyper-parameters as float32 scalars (what ``train(key)`` uses).
+
+  ``clip=None`` in the config is 0.0 here (off). Every ``hparams`` starts from these
+  three (:func:`resolve_hparams`), so a mapping that leaves them out runs as ``train(key)``.
+  """
   clip = config.clip if config.clip is not None else 0.0
   return HParams(
     learning_rate=jnp.asarray(config.optimizer.learning_rate, jnp.float32),
@@ -270,8 +286,8 @@ HParamsLike = HParams | Mapping[str, ArrayLike] | None
 def field_paths(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """Every field of ``config`` by its dotted path: ``{"optimizer.learning_rate": 1e-3, ...}``.
 
-  The leaves of the nested ``ConfigDict`` in the config's order (a section such
-  as ``model.dropout`` is not a field; its entries are).
+  The leaves of the nested ``ConfigDict``, sorted by path (a section such as
+  ``model.dropout`` is not a field; its entries are, ``task.kwargs``' included).
   """
   out: dict[str, Any] = {}
 
@@ -431,8 +447,8 @@ def _grid_seeds(seeds: Any) -> tuple[int, ...]:
 
 
 def _grid_keys(labels: Sequence[dict]) -> Array:
-  seed_keys = {m["seed"]: None for m in labels}
-  seed_keys = {seed: jax.random.key_data(jax.random.key(seed)) for seed in seed_keys}
+  seeds = {m["seed"] for m in labels}
+  seed_keys = {seed: jax.random.key_data(jax.random.key(seed)) for seed in seeds}
   return jax.random.wrap_key_data(jnp.stack([seed_keys[m["seed"]] for m in labels]))
 
 
@@ -1710,18 +1726,25 @@ def traced_fields(
   The answer comes from how the code reads the field, not from a list: with the
   default config, the learning rate, gain, clip, momentum, ``rmsprop_decay``, the
   betas, eps, weight decay, the schedule's ``end_factor`` and ``decay_rate``, the
-  forget bias, the dropout rates and ``divergence.loss_factor`` are True; the
-  sizes (``model.hidden_size``, ``model.num_layers``, ``batch_size``, ``task.length``,
-  ``eval.batch_size``, ``eval.num_batches``), ``eval.every``, ``diagnostics_every``,
-  ``optimizer.warmup_steps`` (optax's schedule branches on it) and ``num_steps``
-  (the length of the scan over the steps) are False, as are the strings (cell, task,
-  optimizer, schedule, schemes), the bools and the None fields
-  (``divergence.max_grad_norm``, ``model.chrono_t_max``, ``tbptt.k1``, ``k2``).
-  A field the config leaves unused traces trivially (``optimizer.momentum`` under
-  Adam): True, rightly, since its value changes nothing. The answer is about the
-  given config: a None field is False here and may be True in a config that sets
-  it (``divergence.max_grad_norm = 10.0``), so ask with a config holding a value
-  of the axis.
+  forget bias, the four dropout rates (a traced rate always draws its masks; a
+  rate of 0 keeps every unit, so the numbers are those of no dropout) and
+  ``divergence.loss_factor`` are True; the sizes (``model.hidden_size``,
+  ``model.num_layers``, ``batch_size``, ``task.length``, ``eval.batch_size``,
+  ``eval.num_batches``), ``eval.every``, ``diagnostics_every`` and ``num_steps``
+  are False, as are the strings (cell, task, optimizer, schedule, schemes), the
+  bools and the None fields (``divergence.max_grad_norm``, ``model.chrono_t_max``,
+  ``tbptt.k1``, ``k2``). ``num_steps`` is False because :func:`make_train` makes it
+  the length of the scan over the steps (and a runner cuts the steps into chunks
+  by it); the :class:`Trainer`'s pieces alone would not need it under a constant
+  schedule, but members of one program share one scan, so it is a program field.
+  A field the config leaves unused traces trivially: ``optimizer.momentum`` under
+  Adam, ``optimizer.warmup_steps`` without the ``warmup_cosine`` schedule (with it,
+  False: optax branches on it) are True, rightly, since their values change
+  nothing there. The answer is about the given config: a None field is False here
+  and may be True in a config that sets it (``divergence.max_grad_norm = 10.0``,
+  ``model.chrono_t_max = 8.0`` for a gated cell), so ask with a config holding a
+  value of the axis; the built-in tasks' options (``task.kwargs.*``) are False
+  (their builders compute in NumPy).
 
   The probes trace all the paths at once first; only if that fails, each alone
   (after checking that the config traces with no values at all, so a bug is

@@ -193,6 +193,7 @@ TRACED = {
   "model.forget_bias": 2.0,
   "model.gain": 0.8,
   "model.dropout.output": 0.25,
+  "model.dropout.recurrent": 0.1,
   "divergence.loss_factor": 50.0,
 }
 
