@@ -375,7 +375,7 @@ def resolve_hparams(
       raise ValueError(
         f"hparams: {path!r} is given, but the trainer has its own task (config.task is unused)"
       )
-    if isinstance(value, bool) or jnp.ndim(value) != 0:
+    if jnp.ndim(value) != 0:
       raise ValueError(
         f"train: hparams[{path!r}] has shape {jnp.shape(value)}; expected a scalar "
         "(vmap train over a batch of hparams to sweep them)"
@@ -466,6 +466,11 @@ def _grid_axes(
     if not values:
       raise ValueError(f"grid: {path}=() is empty; expected one value or a sequence of values")
     for value in values:
+      if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise ValueError(
+          f"grid: {path} value {value!r} is invalid; expected a number (a field that takes "
+          "other values changes the program: make one train per value)"
+        )
       member = copy.deepcopy(config)
       *parents, name = path.split(".")
       node = member

@@ -301,6 +301,7 @@ def test_grid_sweeps_any_value_field_by_path():
     ({"model.hidden_size": (4, 8)}, "model.hidden_size changes the program"),
     ({"optimizer.momentum": (0.5, -1.0)}, r"config.optimizer.momentum=-1.0 is invalid"),
     ({"optimizer.momentun": (0.5,)}, r"nearest field is 'optimizer.momentum'"),
+    ({"clip": (None, 1.0)}, r"grid: clip value None is invalid; expected a number"),
   ):
     with pytest.raises(ValueError, match=match) as info:
       rt.grid(config, axes=axes)
