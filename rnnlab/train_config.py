@@ -27,7 +27,8 @@ def default_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
 
   config.task = ml_collections.ConfigDict()
-  config.task.name = "adding"  # a task of rnnlab.tasks: rnnlab.tasks.get(name, length, **kwargs)
+  config.task.name = "adding"  # a task of rnnlab.tasks (tasks.get(name, length, **kwargs)), or
+  # an import path "package.module:factory" of a task of one's own (factory(length, **kwargs))
   config.task.length = 50  # T, the dependency length handed to the task
   config.task.kwargs = ml_collections.ConfigDict()  # extra keyword arguments for tasks.get
 
