@@ -532,7 +532,7 @@ def runner_suite(device_counts: list[int], rounds: int, quick: bool) -> list[dic
   steps, chunk = (40, 10) if quick else (600, 100)
   args = [
     "--config=experiments/configs/vanishing.py:cell=lstm,T=40",
-    f"--config.train.num_steps={steps}",
+    f"--config.num_steps={steps}",
     f"--config.run.chunk_steps={chunk}",
     "--config.diagnostics.gain_scan=()",
     "--config.run.plots=False",

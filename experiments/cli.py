@@ -31,13 +31,20 @@ from ml_collections.config_flags import config_flags, tuple_parser
 
 
 class _DictParser(flags.ArgumentParser):
-  """A dict literal, as ml_collections parses a ``ConfigDict`` field (``task.kwargs``)."""
+  """A dict literal, as ml_collections parses a ``ConfigDict`` field (``task.kwargs``).
+
+  Also the parser of a plain ``dict`` field (``sweep.axes``, whose keys are dotted
+  paths), registered with ml_collections, which has none for it.
+  """
 
   def parse(self, argument: Any) -> dict:
     value = ast.literal_eval(argument) if isinstance(argument, str) else argument
     if not isinstance(value, dict):
       raise ValueError(f"{argument!r} is not a dict")
     return value
+
+  def flag_type(self) -> str:
+    return "dict"
 
 
 class _OrNone(flags.ArgumentParser):
@@ -67,7 +74,9 @@ _PARSERS: dict[Any, flags.ArgumentParser] = {
   str: flags.ArgumentParser(),
   tuple: tuple_parser.TupleParser(),
   ml_collections.ConfigDict: _DictParser(),
+  dict: _DictParser(),
 }
+config_flags.register_flag_parser_for_type(dict, _PARSERS[dict])
 for _base in (int, float, bool, str, tuple):
   _PARSERS[_base | None] = _OrNone(_PARSERS[_base])
   config_flags.register_flag_parser_for_type(_base | None, _PARSERS[_base | None])
@@ -78,8 +87,9 @@ _EXPECTED = {
   str: "a string",
   tuple: "a tuple such as (1, 2)",
   ml_collections.ConfigDict: "a dict such as {'key': 1}",
+  dict: "a dict such as {'model.hidden_size': (32, 64)}",
 }
-_NAMES = {ml_collections.ConfigDict: "dict"}
+_NAMES = {ml_collections.ConfigDict: "dict", dict: "dict"}
 
 
 def _optional_base(field_type: Any) -> Any:
@@ -141,10 +151,13 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     raise ValueError(f"config file {path!r}: {type(e).__name__}: {e}") from None
 
 
-def help_fields(path: str) -> str:
-  """The config file's fields for --help: ``--config.<field>=<default> (<type>): <comment>``."""
-  config = load_config(path)
-  fields = config_fields(config)
+# The files whose `config.<field> = ...  # comment` lines document the fields an experiment
+# config file inherits (the training config, the runner's sections); the file's own win.
+SCHEMA_SOURCES = ("rnnlab.train_config", "rnnlab.runner.config")
+
+
+def _comments(path: str, fields: dict[str, Any]) -> dict[str, list[str]]:
+  """``{field: comment lines}`` of the ``  config.<field> = ...  # comment`` lines of a file."""
   comments: dict[str, list[str]] = {}
   pattern = re.compile(r"^  config\.([\w.]+) = .*?(?:  # (.+))?$")
   last = None
@@ -159,8 +172,27 @@ def help_fields(path: str) -> str:
         comments[last].append(line.strip()[2:])
       else:
         last = None
+  return comments
+
+
+def help_fields(path: str) -> str:
+  """The config file's fields for --help: ``--config.<field>=<default> (<type>): <comment>``.
+
+  Every field, in the config's order, with the comment of its line in the config file
+  or, where it has none there, in the schema it inherits (:data:`SCHEMA_SOURCES`).
+  """
+  config = load_config(path)
+  fields = config_fields(config)
+  comments: dict[str, list[str]] = {}
+  for module in SCHEMA_SOURCES:
+    spec = importlib.util.find_spec(module)
+    if spec is not None and spec.origin and os.path.isfile(spec.origin):
+      comments.update(_comments(spec.origin, fields))
+  own = _comments(path, fields)
+  comments.update({k: v for k, v in own.items() if v or k not in comments})
   lines = []
-  for name, words in comments.items():
+  for name in fields:
+    words = comments.get(name, [])
     value = config
     for key in name.split("."):
       value = value[key]

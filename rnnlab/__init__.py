@@ -15,66 +15,130 @@ Exact weight conversion to and from PyTorch, flax and Keras, and flax module wra
 are in :mod:`rnnlab.interop` (imported on demand: ``from rnnlab import interop``).
 """
 
-from rnnlab import (
-  cells,
-  checkpoint,
-  diagnostics,
-  initializers,
-  layers,
-  models,
-  probes,
-  scan,
-  summary,
-  tasks,
-  testing,
-  train,
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# The package imports its modules on first use (PEP 562), so that ``import rnnlab.train_config``
+# or ``rnnlab.runner.config`` (the config schemas, which a command line reads before JAX may
+# start) does not import JAX. ``rnnlab.lstm`` imports rnnlab.cells (and JAX) when first read.
+_MODULES = (
+  "cells",
+  "checkpoint",
+  "diagnostics",
+  "initializers",
+  "layers",
+  "models",
+  "plot",
+  "probes",
+  "scan",
+  "summary",
+  "tasks",
+  "testing",
+  "train",
 )
-from rnnlab.cells import (
-  Cell,
-  CellParts,
-  ElmanParams,
-  GRUParams,
-  LayerNormGRUParams,
-  LayerNormLSTMParams,
-  LSTMCarry,
-  LSTMParams,
-  diagonal,
-  elman,
-  gru,
-  layer_norm_gru,
-  layer_norm_lstm,
-  lstm,
-)
-from rnnlab.cells import stack as stack_cells
-from rnnlab.checkpoint import load, save
-from rnnlab.layers import (
-  Layer,
-  bidirectional,
-  dense,
-  embedding,
-  rnn,
-  stacked,
-  variational_dropout,
-)
-from rnnlab.models import (
-  encoder_decoder,
-  many_to_many,
-  many_to_one,
-  one_to_many,
-  shift_right,
-)
-from rnnlab.scan import unroll
-from rnnlab.summary import param_count, param_summary
+_NAMES = {
+  "Cell": "cells",
+  "CellParts": "cells",
+  "ElmanParams": "cells",
+  "GRUParams": "cells",
+  "LayerNormGRUParams": "cells",
+  "LayerNormLSTMParams": "cells",
+  "LSTMCarry": "cells",
+  "LSTMParams": "cells",
+  "diagonal": "cells",
+  "elman": "cells",
+  "gru": "cells",
+  "layer_norm_gru": "cells",
+  "layer_norm_lstm": "cells",
+  "lstm": "cells",
+  "stack_cells": ("cells", "stack"),
+  "load": "checkpoint",
+  "save": "checkpoint",
+  "Layer": "layers",
+  "bidirectional": "layers",
+  "dense": "layers",
+  "embedding": "layers",
+  "rnn": "layers",
+  "stacked": "layers",
+  "variational_dropout": "layers",
+  "encoder_decoder": "models",
+  "many_to_many": "models",
+  "many_to_one": "models",
+  "one_to_many": "models",
+  "shift_right": "models",
+  "unroll": "scan",
+  "param_count": "summary",
+  "param_summary": "summary",
+}
+
+if TYPE_CHECKING:  # what static tools and IDEs see; at run time __getattr__ imports on first use
+  from rnnlab import (  # noqa: F401
+    cells,
+    checkpoint,
+    diagnostics,
+    initializers,
+    layers,
+    models,
+    probes,
+    scan,
+    summary,
+    tasks,
+    testing,
+    train,
+  )
+  from rnnlab.cells import (  # noqa: F401
+    Cell,
+    CellParts,
+    ElmanParams,
+    GRUParams,
+    LayerNormGRUParams,
+    LayerNormLSTMParams,
+    LSTMCarry,
+    LSTMParams,
+    diagonal,
+    elman,
+    gru,
+    layer_norm_gru,
+    layer_norm_lstm,
+    lstm,
+  )
+  from rnnlab.cells import stack as stack_cells  # noqa: F401
+  from rnnlab.checkpoint import load, save  # noqa: F401
+  from rnnlab.layers import (  # noqa: F401
+    Layer,
+    bidirectional,
+    dense,
+    embedding,
+    rnn,
+    stacked,
+    variational_dropout,
+  )
+  from rnnlab.models import (  # noqa: F401
+    encoder_decoder,
+    many_to_many,
+    many_to_one,
+    one_to_many,
+    shift_right,
+  )
+  from rnnlab.scan import unroll  # noqa: F401
+  from rnnlab.summary import param_count, param_summary  # noqa: F401
 
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
-  if name == "plot":
-    import importlib
-
-    return importlib.import_module("rnnlab.plot")
+def __getattr__(name: str) -> Any:
+  if name in _MODULES:
+    return importlib.import_module(f"rnnlab.{name}")
+  if name in _NAMES:
+    module, attr = _NAMES[name] if isinstance(_NAMES[name], tuple) else (_NAMES[name], name)
+    value = getattr(importlib.import_module(f"rnnlab.{module}"), attr)
+    globals()[name] = value  # later reads skip this function
+    return value
   raise AttributeError(f"module 'rnnlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+  return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [

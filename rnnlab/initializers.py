@@ -105,7 +105,7 @@ def chrono(t_max: float) -> Initializer:
   Applied to a forget (LSTM) or keep (GRU update) gate it spreads the memory
   time constants ``1 / (1 - sigmoid(b))`` between about 1 and ``t_max`` steps.
   """
-  if not t_max > 2:
+  if not isinstance(t_max, jax.core.Tracer) and not t_max > 2:  # a traced one: checked before
     raise ValueError(f"chrono needs t_max > 2 (the longest dependency in steps); got {t_max}")
 
   def init(key, shape, dtype=jnp.float32):

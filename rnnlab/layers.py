@@ -78,11 +78,25 @@ def gather_last(ys: Array, lengths: Array | None = None) -> Array:
   return jnp.where((lengths > 0)[..., None], last, jnp.zeros_like(last))
 
 
-def check_rate(where: str, rate: Any) -> float:
-  """A dropout rate in ``[0, 1)`` as a float, or a one-line ``ValueError`` naming it."""
-  if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate < 1:
-    raise ValueError(f"{where} must be a number in [0, 1) (the chance to drop); got {rate!r}")
-  return float(rate)
+def check_rate(where: str, rate: Any) -> float | Array:
+  """A dropout rate in ``[0, 1)`` as a float, or a one-line ``ValueError`` naming it.
+
+  A scalar float JAX array is a rate too (a swept hyper-parameter): a concrete one
+  is checked and kept as an array, a traced one (inside ``jit`` or ``vmap``) is kept
+  unchecked, its caller having checked the concrete values. An array rate always
+  draws its masks, even where it is 0 (which keeps every unit: the same numbers).
+  """
+  if isinstance(rate, jax.Array) and rate.ndim == 0 and jnp.issubdtype(rate.dtype, jnp.floating):
+    if isinstance(rate, jax.core.Tracer) or 0 <= float(rate) < 1:
+      return rate
+  elif not isinstance(rate, bool) and isinstance(rate, int | float) and 0 <= rate < 1:
+    return float(rate)
+  raise ValueError(f"{where} must be a number in [0, 1) (the chance to drop); got {rate!r}")
+
+
+def dropout_off(rate: float | Array) -> bool:
+  """True iff ``rate`` is a Python number equal to 0 (an array rate is always applied)."""
+  return not isinstance(rate, jax.Array) and rate == 0
 
 
 def _keep_mask(key: Array, shape: tuple[int, ...], rate: float) -> Array:
@@ -110,15 +124,15 @@ def variational_dropout(key: Array | None, xs: Array, rate: float) -> Array:
   from ``key`` and broadcast over the time axis, so it does not depend on ``T``
   (the same key masks every window of a sequence alike). Inverted scaling makes
   the expectation over masks exactly ``xs``. ``key=None`` or ``rate=0`` returns
-  ``xs`` unchanged (no draw).
+  ``xs`` unchanged (no draw); an array ``rate`` (see :func:`check_rate`) always draws.
 
   Args:
     key: a PRNG key, or None (evaluation: no dropout).
     xs: ``(*batch, T, F)``.
-    rate: p, the chance that a unit is dropped, in ``[0, 1)``.
+    rate: p, the chance that a unit is dropped, in ``[0, 1)`` (a float or a scalar array).
   """
   rate = check_rate("variational_dropout: rate", rate)
-  if key is None or rate == 0:
+  if key is None or dropout_off(rate):
     return xs
   xs = jnp.asarray(xs)
   if xs.ndim < 2:
@@ -194,7 +208,11 @@ def rnn(
   if not isinstance(cell, Cell):
     raise TypeError(f"rnn: expected an rnnlab Cell; got {type(cell).__name__}")
   recurrent_dropout = check_rate("rnn: recurrent_dropout", recurrent_dropout)
-  if recurrent_dropout and cell.parts is None:
+  if not dropout_off(recurrent_dropout) and cell.parts is None:
+    if isinstance(recurrent_dropout, jax.core.Tracer):  # it could be 0: needs the value
+      raise jax.errors.ConcretizationTypeError(
+        recurrent_dropout, f"rnn: recurrent_dropout on {cell.name}, a cell without CellParts"
+      )
     raise ValueError(
       f"rnn: recurrent_dropout needs a cell with CellParts (the recurrent product to mask); "
       f"{cell.name} has none"
@@ -204,7 +222,7 @@ def rnn(
   def apply(params, xs, carry=None, *, lengths=None, key=None):
     xs = _check_xs(name, xs)
     run_cell, run_impl = cell, impl
-    if key is not None and recurrent_dropout:
+    if key is not None and not dropout_off(recurrent_dropout):
       w, _ = cell.parts.recurrent(params)
       keep = _keep_mask(key, (*xs.shape[:-2], w.shape[0]), recurrent_dropout)
       run_cell, run_impl = _recurrent_dropout_cell(cell, keep, recurrent_dropout), "scan"

@@ -127,7 +127,10 @@ class Store:
       self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-          max_to_keep=self.keep, enable_async_checkpointing=False, cleanup_tmp_directories=True
+          max_to_keep=self.keep,
+          enable_async_checkpointing=False,
+          cleanup_tmp_directories=True,
+          **_one_process_options(ocp, self.directory),
         ),
         item_names=("tree", "meta"),
       )
@@ -222,6 +225,25 @@ class Store:
     if self.manager is not None:
       self.manager.close()
       self.manager = None
+
+
+def _one_process_options(ocp, directory: str) -> dict:
+  """Orbax options for a store that this process alone uses, in a multi-process launch.
+
+  There only process 0 opens stores (:class:`rnnlab.multihost.PrimaryStore`):
+  orbax must then neither wait for the other processes at its barriers nor
+  create the folder through them. One process: orbax's defaults.
+  """
+  if jax.process_count() == 1:
+    return {}
+  os.makedirs(directory, exist_ok=True)
+  me = jax.process_index()
+  return {
+    "create": False,
+    "multiprocessing_options": ocp.options.MultiprocessingOptions(
+      primary_host=me, active_processes={me}
+    ),
+  }
 
 
 def _os_error(error: Exception, path: str) -> Exception:

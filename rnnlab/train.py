@@ -3,7 +3,12 @@ r"""Training: a model chosen by a config, optax optimizers, and the whole loop a
 The purejaxrl pattern: ``make_train(config)`` closes over a static config and
 returns ``train(key, hparams=None) -> (params, metrics)``, a pure function whose
 steps all run inside one ``jax.lax.scan``, so it jits as one program and
-``jax.vmap`` sweeps seeds and shape-preserving hyper-parameters::
+``jax.vmap`` sweeps seeds and shape-preserving hyper-parameters: ``hparams`` maps
+dotted config paths to values that replace the config's, traced, so one program
+serves every value of any field that :func:`traced_fields` says traces (learning
+rate, gain, clip, momentum, betas, weight decay, forget bias, dropout rates, ...);
+the fields that shape the program (sizes, cell, optimizer kind, task) are set in
+the config, one program each::
 
     config = rnnlab.train.default_config()
     train = rnnlab.train.make_train(config)                   # returned jitted
@@ -15,6 +20,10 @@ steps all run inside one ``jax.lax.scan``, so it jits as one program and
     params, metrics = jax.jit(jax.vmap(train))(keys, hps)    # 8 runs, one program
     keys, hps, labels = rnnlab.train.grid(config, seeds=4, learning_rate=(1e-3, 1e-2))
     params, metrics = jax.jit(jax.vmap(train))(keys, hps)    # the same, built by grid
+    hps = {"optimizer.learning_rate": jnp.full((8,), 1e-3), "optimizer.b1": jnp.linspace(0.5, 0.95, 8)}
+    params, metrics = jax.jit(jax.vmap(train))(keys, hps)    # any traced fields, by path
+    rnnlab.train.traced_fields(config, ["optimizer.b1", "model.hidden_size"])
+    # {'optimizer.b1': True, 'model.hidden_size': False}
 
 One step at update count ``s`` (``s = 0 .. num_steps - 1``):
 
@@ -110,11 +119,18 @@ Reproducibility (what ``tests/test_train.py`` checks, on the CPU, jax 0.10.2):
 
 from __future__ import annotations
 
+import contextvars
+import copy
+import difflib
+import functools
 import importlib
 import inspect
 import itertools
 import math
-from collections.abc import Callable
+import operator
+import re
+import types
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -122,21 +138,25 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 from rnnlab import cells as cells_lib
 from rnnlab import diagnostics as diag_lib
 from rnnlab import layers as layers_lib
 from rnnlab import models as models_lib
 from rnnlab._signatures import init_signature
+from rnnlab.train_config import (  # noqa: F401  (default_config: rnnlab.train's own)
+  CELLS,
+  OPTIMIZERS,
+  READOUTS,
+  SCHEDULES,
+  default_config,
+)
 
 Array = jax.Array
 PyTree = Any
 
-CELLS = ("elman", "lstm", "gru", "layer_norm_lstm", "layer_norm_gru")
 DROPOUT_STREAM = 4  # fold_in(key, DROPOUT_STREAM): the dropout masks' key stream
-OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
-SCHEDULES = ("none", "cosine", "warmup_cosine", "exponential")
-READOUTS = ("linear",)
 STEP_METRICS = (
   "loss",
   "metric",
@@ -148,89 +168,13 @@ STEP_METRICS = (
 )
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """The default training config: an LSTM on the Le/Arjovsky adding problem at T=50.
-
-  Returns:
-    A locked ``ConfigDict``; override fields with ``config.field = value`` or
-    absl's ``--config.field=value``. Every field is commented below.
-  """
-  config = ml_collections.ConfigDict()
-
-  config.task = ml_collections.ConfigDict()
-  config.task.name = "adding"  # a task of rnnlab.tasks: rnnlab.tasks.get(name, length, **kwargs)
-  config.task.length = 50  # T, the dependency length handed to the task
-  config.task.kwargs = ml_collections.ConfigDict()  # extra keyword arguments for tasks.get
-
-  config.model = ml_collections.ConfigDict()
-  config.model.cell = "lstm"  # one of CELLS (elman|lstm|gru|layer_norm_lstm|layer_norm_gru), or
-  # an import path "package.module:factory" of a cell of one's own (see make_cell)
-  config.model.hidden_size = 64  # H, units per layer
-  config.model.num_layers = 1  # stacked recurrent layers (rnnlab.layers.stacked)
-  config.model.nonlinearity = "tanh"  # elman only: "tanh" | "relu" | "linear"
-  config.model.recurrent_init = "orthogonal"  # w_hh scheme: orthogonal|gaussian|identity|uniform
-  config.model.gain = 1.0  # g, the recurrent scheme's scale (a sweepable hparam)
-  config.model.input_init = "lecun_normal"  # w_ih scheme: lecun_normal|glorot_uniform|uniform|zeros
-  config.model.forget_bias = 1.0  # lstms only: initial forget-gate bias (Jozefowicz 2015)
-  config.model.chrono_t_max = None  # gated cells: chrono gate-bias init T_max (None: off)
-  config.model.readout = "linear"  # per-step readout from the top layer: "linear" (dense)
-  # Variational dropout (Gal & Ghahramani 2016): one mask per sequence and unit for all
-  # steps, drawn every training step; evaluation never drops. Rates in [0, 1).
-  config.model.dropout = ml_collections.ConfigDict()
-  config.model.dropout.input = 0.0  # on the task's inputs
-  config.model.dropout.between = 0.0  # between stacked layers (num_layers > 1)
-  config.model.dropout.output = 0.0  # on the top layer's outputs, before the readout
-  config.model.dropout.recurrent = 0.0  # on h_{t-1} in h W_hh (elman, lstm, gru only)
-
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = "adam"  # one of OPTIMIZERS: sgd | momentum | rmsprop | adam | adamw
-  config.optimizer.learning_rate = 1e-3  # peak learning rate (a sweepable hparam)
-  config.optimizer.momentum = 0.9  # "momentum" only: the heavy-ball coefficient
-  config.optimizer.nesterov = False  # "momentum" only: Nesterov's variant
-  config.optimizer.rmsprop_decay = 0.9  # "rmsprop" only: decay of the squared-gradient average
-  config.optimizer.b1 = 0.9  # "adam" and "adamw": first-moment decay
-  config.optimizer.b2 = 0.999  # "adam" and "adamw": second-moment decay
-  config.optimizer.eps = 1e-8  # "rmsprop", "adam" and "adamw": denominator epsilon
-  config.optimizer.weight_decay = 1e-4  # "adamw" only: decoupled decay (optax's default)
-  config.optimizer.decay_biases = False  # "adamw" only: also decay the 1-D leaves (biases)
-  config.optimizer.schedule = "none"  # one of SCHEDULES: none|cosine|warmup_cosine|exponential
-  config.optimizer.warmup_steps = 0  # "warmup_cosine": linear warm-up from 0 over these updates
-  config.optimizer.end_factor = 0.0  # cosine schedules: final lr = end_factor * learning_rate
-  config.optimizer.decay_rate = 0.1  # "exponential": lr * decay_rate ** (step / num_steps)
-
-  config.clip = 1.0  # global-norm clipping threshold c (a sweepable hparam); None or 0: off
-  config.batch_size = 32  # B, sequences per update
-  config.num_steps = 1000  # parameter updates (scan length)
-
-  config.eval = ml_collections.ConfigDict()
-  config.eval.batch_size = 256  # sequences per held-out batch
-  config.eval.num_batches = 4  # held-out batches evaluated after training (0: skip)
-  config.eval.every = 0  # also evaluate every this many updates inside the scan (0: never)
-  config.eval.stop_when_solved = False  # freeze a member once such an evaluation says solved
-  config.eval.task_kwargs = ml_collections.ConfigDict()  # task kwargs overridden for eval
-  # (e.g. {"split": "test"} for digits and char_lm; fresh keys otherwise)
-
-  config.tbptt = ml_collections.ConfigDict()
-  config.tbptt.k1 = None  # truncated BPTT: a new window starts every k1 steps (None: full BPTT)
-  config.tbptt.k2 = None  # truncated BPTT: each window backpropagates k2 steps (k1 <= k2 <= T)
-
-  config.diagnostics_every = 0  # call `diagnostics` every this many updates (0: never)
-
-  # A member whose step fires a rule is diverged: frozen from that step on (module docstring).
-  config.divergence = ml_collections.ConfigDict()
-  config.divergence.loss_factor = 1e7  # f > 1: a finite loss above f * max(first loss, task
-  # baseline) counts as divergence (None or inf: off; non-finite losses always count)
-  config.divergence.max_grad_norm = None  # a gradient norm before clipping above this counts
-  # as divergence (None: off)
-
-  config.lock()
-  return config
-
-
 class HParams(NamedTuple):
   """Shape-preserving hyper-parameters that ``train`` takes as traced scalars.
 
   ``jax.vmap(train)(keys, hparams)`` with leaves of shape ``(N,)`` sweeps them.
+  The same as the mapping ``{"optimizer.learning_rate": learning_rate, "model.gain":
+  gain, "clip": clip}`` (:data:`HPARAMS_PATHS`; bitwise the same run), which takes any
+  other field that traces as well (:func:`resolve_hparams`).
 
   Attributes:
     learning_rate: the peak learning rate (the schedule multiplies it).
@@ -244,13 +188,159 @@ class HParams(NamedTuple):
 
 
 def default_hparams(config: ml_collections.ConfigDict) -> HParams:
-  """The config's own hyper-parameters as float32 scalars (what ``train(key)`` uses)."""
+  """The config's own hyper-parameters as float32 scalars (what ``train(key)`` uses).
+
+  ``clip=None`` in the config is 0.0 here (off). Every ``hparams`` starts from these
+  three (:func:`resolve_hparams`), so a mapping that leaves them out runs as ``train(key)``.
+  """
   clip = config.clip if config.clip is not None else 0.0
   return HParams(
     learning_rate=jnp.asarray(config.optimizer.learning_rate, jnp.float32),
     gain=jnp.asarray(config.model.gain, jnp.float32),
     clip=jnp.asarray(clip, jnp.float32),
   )
+
+
+# The HParams fields and the config paths they stand for.
+HPARAMS_PATHS = {"learning_rate": "optimizer.learning_rate", "gain": "model.gain", "clip": "clip"}
+
+HParamsLike = HParams | Mapping[str, ArrayLike] | None
+
+
+def field_paths(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Every field of ``config`` by its dotted path: ``{"optimizer.learning_rate": 1e-3, ...}``.
+
+  The leaves of the nested ``ConfigDict``, sorted by path (a section such as
+  ``model.dropout`` is not a field; its entries are, ``task.kwargs``' included).
+  """
+  out: dict[str, Any] = {}
+
+  def walk(node: Any, prefix: str) -> None:
+    for name, value in node.items():
+      if isinstance(value, ml_collections.ConfigDict | dict):
+        walk(value, f"{prefix}{name}.")
+      else:
+        out[prefix + name] = value
+
+  walk(config, "")
+  return out
+
+
+def unknown_path(path: Any, known: Sequence[str], where: str = "hparams") -> ValueError:
+  """The one-line error for a path that names no field, with the nearest field (difflib)."""
+  near = difflib.get_close_matches(str(path), list(known), n=1, cutoff=0.0)
+  hint = f"; the nearest field is {near[0]!r}" if near else ""
+  return ValueError(f"{where}: {path!r} is not a field of the training config{hint}")
+
+
+def _field_dtype(path: str, value: Any) -> Any:
+  """float32 for a float field, int32 for an int field, None for a field that cannot trace."""
+  if path == "clip" and value is None:
+    return jnp.float32  # None is off, as clip <= 0 is (HParams' clip)
+  if isinstance(value, bool) or not isinstance(value, int | float):
+    return None
+  return jnp.int32 if isinstance(value, int) else jnp.float32
+
+
+_PROBING = contextvars.ContextVar("rnnlab_train_probing", default=False)
+
+
+def resolve_hparams(
+  config: ml_collections.ConfigDict,
+  hparams: HParamsLike = None,
+  *,
+  cell: str | Callable[..., cells_lib.Cell] | None = None,
+  task: Any = None,
+) -> dict[str, Array]:
+  """The values ``train``, ``Trainer.init``, ``run`` and ``finish`` take instead of the config's.
+
+  Args:
+    config: the (concrete, checked) training config.
+    hparams: None (the config's values), an :class:`HParams` (the three paths of
+      :data:`HPARAMS_PATHS`) or a mapping from dotted config paths (those of
+      :func:`field_paths`) to scalars: Python numbers or 0-d arrays, traced ones
+      included (``jax.vmap`` over a dict of ``(N,)`` arrays sweeps them).
+    cell, task: the trainer's own cell and task, if any (as :func:`make_trainer`'s).
+
+  Returns:
+    ``{path: 0-d array}``: ``optimizer.learning_rate``, ``model.gain`` and ``clip``
+    always (the config's, as :func:`default_hparams` gives them, where not given),
+    then the given paths; float32 for a float field, int32 for an int field.
+
+  Raises:
+    ValueError: one line, for an unknown path (naming the nearest field), a value
+      that is not a scalar number, a field that is not a number (a string, a bool,
+      None, a tuple: set it in the config), a ``task.*`` path when the trainer was
+      given its own ``task``, or a field that the trainer needs as a concrete value
+      (:func:`traced_fields` says False: a shape, a choice of code): such a field
+      changes the program, so it is set in the config (one program per value).
+  """
+  out = dict(zip(HPARAMS_PATHS.values(), default_hparams(config), strict=True))
+  if hparams is None:
+    return out
+  if isinstance(hparams, HParams):
+    return dict(zip(HPARAMS_PATHS.values(), _check_hparams(hparams), strict=True))
+  if not isinstance(hparams, Mapping):
+    raise ValueError(
+      "train: hparams must be None, an rnnlab.train.HParams or a mapping of config paths "
+      f"to scalars; got {type(hparams).__name__}"
+    )
+  fields = field_paths(config)
+  for path, value in hparams.items():
+    if path not in fields:
+      raise unknown_path(path, fields)
+    dtype = _field_dtype(path, fields[path])
+    if dtype is None:
+      raise ValueError(
+        f"hparams: config.{path}={fields[path]!r} is not a number field; hparams take int and "
+        "float fields only (set the others in the config)"
+      )
+    if task is not None and path.startswith("task."):
+      raise ValueError(
+        f"hparams: {path!r} is given, but the trainer has its own task (config.task is unused)"
+      )
+    if jnp.ndim(value) != 0:
+      raise ValueError(
+        f"train: hparams[{path!r}] has shape {jnp.shape(value)}; expected a scalar "
+        "(vmap train over a batch of hparams to sweep them)"
+      )
+    kind = jnp.result_type(value)
+    if jnp.issubdtype(kind, jnp.bool_) or not jnp.issubdtype(kind, jnp.number):
+      raise ValueError(f"hparams: {path!r} is of dtype {kind}; expected a number")
+    if dtype == jnp.int32 and not jnp.issubdtype(kind, jnp.integer):
+      raise ValueError(
+        f"hparams: config.{path} is an int field; got a value of dtype {kind} (use integers)"
+      )
+    out[path] = jnp.asarray(value, dtype)
+  extra = [path for path in out if path not in HPARAMS_PATHS.values()]
+  if extra and not _PROBING.get():
+    traced = traced_fields(config, extra, cell=cell, task=task)
+    fixed = [path for path in extra if not traced[path]]
+    if fixed:
+      raise ValueError(
+        f"hparams: {', '.join(fixed)} cannot be given as values: the trainer uses "
+        f"{'that field' if len(fixed) == 1 else 'those fields'} as concrete Python values "
+        "(a shape, a loop, a choice of code; traced_fields says False): set it in the config "
+        "(one program per value)"
+      )
+  return out
+
+
+def _config_view(config: ml_collections.ConfigDict, values: Mapping[str, Any]) -> Any:
+  """A copy of ``config`` whose ``values`` paths hold the given (maybe traced) values.
+
+  Unchecked and not type-safe: the values may be arrays or tracers, and every
+  reader inside the trainer reads them from here (so a field read in a
+  trace-friendly way traces, and one read as a Python value fails to trace).
+  """
+  view = ml_collections.ConfigDict(config.to_dict(), type_safe=False)
+  for path, value in values.items():
+    *parents, name = path.split(".")
+    node = view
+    for parent in parents:
+      node = node[parent]
+    node[name] = value
+  return view
 
 
 def _grid_values(name: str, values: Any, default: float, check: Callable, expected: str):
@@ -268,6 +358,64 @@ def _grid_values(name: str, values: Any, default: float, check: Callable, expect
   return tuple(float(v) for v in values)
 
 
+def _grid_seeds(seeds: Any) -> tuple[int, ...]:
+  if isinstance(seeds, int) and not isinstance(seeds, bool):
+    if seeds < 1:
+      raise ValueError(f"grid: seeds={seeds} is invalid; expected a count >= 1 or a list of ints")
+    return tuple(range(seeds))
+  seeds = tuple(seeds)
+  bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int | np.integer)]
+  if not seeds or bad:
+    raise ValueError(f"grid: seeds={seeds!r} is invalid; expected a count >= 1 or a list of ints")
+  return tuple(int(s) for s in seeds)
+
+
+def _grid_keys(labels: Sequence[dict]) -> Array:
+  seeds = {m["seed"] for m in labels}
+  seed_keys = {seed: jax.random.key_data(jax.random.key(seed)) for seed in seeds}
+  return jax.random.wrap_key_data(jnp.stack([seed_keys[m["seed"]] for m in labels]))
+
+
+def _grid_axes(
+  config: ml_collections.ConfigDict, axes: Mapping[str, Any]
+) -> dict[str, tuple[int | float, ...]]:
+  """The values of each axis of :func:`grid`'s ``axes`` form, each checked on a config."""
+  fields = field_paths(config)
+  out = {}
+  for path, values in axes.items():
+    if path not in fields:
+      raise unknown_path(path, fields, "grid")
+    single = isinstance(values, int | float | np.number) and not isinstance(values, bool)
+    values = (values,) if single else tuple(values)
+    if not values:
+      raise ValueError(f"grid: {path}=() is empty; expected one value or a sequence of values")
+    for value in values:
+      if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise ValueError(
+          f"grid: {path} value {value!r} is invalid; expected a number (a field that takes "
+          "other values changes the program: make one train per value)"
+        )
+      member = copy.deepcopy(config)
+      *parents, name = path.split(".")
+      node = member
+      for parent in parents:
+        node = node[parent]
+      try:
+        node[name] = value  # the config's own type check (an int field takes no float)
+      except (TypeError, ValueError) as e:
+        raise ValueError(f"grid: {path} value {value!r} is invalid; {e}") from None
+      check_config(member)  # one line naming the field and the value
+    out[path] = values
+  traced = traced_fields(config, list(out))
+  fixed = [path for path in out if not traced[path]]
+  if fixed:
+    raise ValueError(
+      f"grid: {', '.join(fixed)} changes the program (traced_fields says False); "
+      "make one train per value"
+    )
+  return out
+
+
 def grid(
   config: ml_collections.ConfigDict,
   seeds: int | Any = 1,
@@ -275,7 +423,8 @@ def grid(
   learning_rate: float | Any = None,
   gain: float | Any = None,
   clip: float | Any = None,
-) -> tuple[Array, HParams, tuple[dict, ...]]:
+  axes: Mapping[str, Any] | None = None,
+) -> tuple[Array, HParams | dict[str, Array], tuple[dict, ...]]:
   """Keys and hyper-parameters of a grid of runs, ready for ``jax.vmap(train)(keys, hparams)``.
 
   The members are the cartesian product ``gain x clip x learning_rate x seed``,
@@ -288,6 +437,12 @@ def grid(
     params, metrics = jax.jit(jax.vmap(rnnlab.train.make_train(config)))(keys, hps)
     labels[5]  # {'gain': 1.0, 'clip': 1.0, 'learning_rate': 0.01, 'seed': 1}
 
+  The generic form sweeps any fields that trace (:func:`traced_fields`), by path::
+
+    keys, hps, labels = rnnlab.train.grid(
+      config, seeds=2, axes={"optimizer.momentum": (0.5, 0.9), "model.forget_bias": (0.0, 1.0)})
+    labels[1]  # {'optimizer.momentum': 0.5, 'model.forget_bias': 0.0, 'seed': 1}
+
   Member ``i`` runs with ``jax.random.key(labels[i]["seed"])`` (the runner's keys
   too), so it is the run ``train(jax.random.key(seed), hparams)`` of those values
   (to float rounding: see the module docstring on vmapped members).
@@ -298,24 +453,34 @@ def grid(
     learning_rate: one value or a sequence of peak learning rates (> 0).
     gain: one value or a sequence of recurrent initialisation gains.
     clip: one value or a sequence of clipping thresholds (>= 0; 0: off).
+    axes: instead of the three above, ``{path: values}`` over fields of the config
+      (in this order, then the seed); each value is checked by :func:`check_config`
+      on the config holding it, and each field must trace (:func:`traced_fields`).
 
   Returns:
-    ``(keys, hparams, labels)``: ``keys`` ``(N,)`` typed PRNG keys, ``hparams`` an
-    :class:`HParams` of float32 ``(N,)`` arrays, ``labels`` a tuple of ``N`` dicts
-    ``{"gain", "clip", "learning_rate", "seed"}`` saying which member is which
-    (``pandas.DataFrame(labels)`` makes them a table).
+    ``(keys, hparams, labels)``: ``keys`` ``(N,)`` typed PRNG keys; ``hparams`` an
+    :class:`HParams` of float32 ``(N,)`` arrays (or, with ``axes``, a dict of ``(N,)``
+    arrays by path: float32 for float fields, int32 for int fields); ``labels`` a
+    tuple of ``N`` dicts ``{"gain", "clip", "learning_rate", "seed"}`` (with ``axes``:
+    ``{path, ..., "seed"}``) saying which member is which (``pandas.DataFrame(labels)``
+    makes them a table).
   """
   check_config(config)
-  if isinstance(seeds, int) and not isinstance(seeds, bool):
-    if seeds < 1:
-      raise ValueError(f"grid: seeds={seeds} is invalid; expected a count >= 1 or a list of ints")
-    seeds = tuple(range(seeds))
-  else:
-    seeds = tuple(seeds)
-    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int | np.integer)]
-    if not seeds or bad:
-      raise ValueError(f"grid: seeds={seeds!r} is invalid; expected a count >= 1 or a list of ints")
-    seeds = tuple(int(s) for s in seeds)
+  seeds = _grid_seeds(seeds)
+  if axes is not None:
+    if any(v is not None for v in (learning_rate, gain, clip)):
+      raise ValueError("grid: give either axes= or learning_rate=/gain=/clip=, not both")
+    values = _grid_axes(config, axes)
+    labels = tuple(
+      {**dict(zip(values, point, strict=True)), "seed": seed}
+      for *point, seed in itertools.product(*values.values(), seeds)
+    )
+    fields = field_paths(config)
+    hparams = {
+      path: jnp.asarray([m[path] for m in labels], _field_dtype(path, fields[path]))
+      for path in values
+    }
+    return _grid_keys(labels), hparams, labels
   config_clip = 0.0 if config.clip is None else config.clip
   axes = {
     "gain": _grid_values("gain", gain, config.model.gain, lambda v: True, "a finite number"),
@@ -332,12 +497,10 @@ def grid(
     {"gain": g, "clip": c, "learning_rate": lr, "seed": seed}
     for g, c, lr, seed in itertools.product(*axes.values(), seeds)
   )
-  seed_keys = {seed: jax.random.key_data(jax.random.key(seed)) for seed in seeds}
-  keys = jax.random.wrap_key_data(jnp.stack([seed_keys[m["seed"]] for m in labels]))
   hparams = HParams(
     **{name: jnp.asarray([m[name] for m in labels], jnp.float32) for name in HParams._fields}
   )
-  return keys, hparams, labels
+  return _grid_keys(labels), hparams, labels
 
 
 class Model(NamedTuple):
@@ -443,11 +606,31 @@ def _check_eval_config(config: ml_collections.ConfigDict) -> None:
     )
 
 
-def check_config(config: ml_collections.ConfigDict, *, cell: Any = None) -> None:
+def _check_task_config(config: ml_collections.ConfigDict, task: Any = None) -> None:
+  if task is None:
+    task_factory(config.task.name)  # a built-in name or an import path that must resolve
+  _positive_int("task.length", config.task.length)
+  for field in ("task.kwargs", "eval.task_kwargs"):
+    section, name = field.split(".")
+    if not isinstance(config[section][name], ml_collections.ConfigDict | dict):
+      _fail(field, config[section][name], "a dict of keyword arguments for the task")
+
+
+def check_config(config: ml_collections.ConfigDict, *, cell: Any = None, task: Any = None) -> None:
   """Raises a one-line ``ValueError`` naming the first bad field of ``config``.
 
-  ``cell``: a cell factory that replaces ``config.model.cell`` (see :func:`make_cell`).
+  The one place where the training fields are validated (:func:`make_train`,
+  :func:`make_trainer`, :func:`make_model`, :func:`grid` and the experiment runner
+  call it, each on a concrete config; values given later as traced ``hparams`` are
+  not checked again). Each error reads ``config.<field>=<value> is invalid;
+  expected <what>``.
+
+  Args:
+    config: a config like :func:`default_config`'s.
+    cell: a cell factory that replaces ``config.model.cell`` (see :func:`make_cell`).
+    task: a task object that replaces ``config.task`` (its name is then not checked).
   """
+  _check_task_config(config, task)
   _check_model_config(config, cell)
   o = config.optimizer
   _choice("optimizer.name", o.name, OPTIMIZERS)
@@ -493,18 +676,72 @@ def check_config(config: ml_collections.ConfigDict, *, cell: Any = None) -> None
       _fail("tbptt.k1", k1, f"k1 <= k2={k2}")
 
 
-def _make_task(config: ml_collections.ConfigDict):
+def _import_factory(field: str, value: Any, expected: str) -> Callable:
+  """The callable that an import path ``"package.module:factory"`` (or ``module.factory``) names.
+
+  Raises a one-line ``ValueError`` naming ``config.<field>``, the value and ``expected``.
+  """
+  if not isinstance(value, str) or not ("." in value or ":" in value):
+    _fail(field, value, expected)
+  module_name, _, attr = value.rpartition(":") if ":" in value else value.rpartition(".")
+  try:
+    factory = getattr(importlib.import_module(module_name), attr)
+  except (ImportError, AttributeError) as e:
+    reason = " ".join(str(e).split())
+    _fail(field, value, f"{expected} ({type(e).__name__}: {reason})")
+  if not callable(factory):
+    _fail(field, value, f"{expected}; {attr!r} is not callable")
+  return factory
+
+
+def task_factory(name: str | Callable[..., Any]) -> Callable[..., Any]:
+  """The factory of a ``config.task.name`` value: a built-in name, an import path, a callable.
+
+  A built-in name (one of :data:`rnnlab.tasks.TASKS`) gives
+  ``lambda length, **kwargs: rnnlab.tasks.get(name, length, **kwargs)``; an import
+  path ``"package.module:factory"`` (or ``"package.module.factory"``) names a
+  function of one's own called the same way, ``factory(length, **config.task.kwargs)``,
+  that returns an :class:`rnnlab.tasks.Task`.
+
+  Raises:
+    ValueError: one line naming the value and what was expected.
+  """
   from rnnlab import tasks  # noqa: PLC0415  (tasks may import heavier optional data)
 
-  return tasks.get(config.task.name, config.task.length, **dict(config.task.kwargs))
+  if callable(name):
+    return name
+  if name in tasks.TASKS:
+    return functools.partial(tasks.get, name)
+  expected = (
+    f"a task of rnnlab.tasks.TASKS ({', '.join(tasks.TASKS)}) or an import path "
+    "'package.module:factory' of a task factory"
+  )
+  return _import_factory("task.name", name, expected)
 
 
-def _make_eval_task(config: ml_collections.ConfigDict):
-  """The task with ``config.eval.task_kwargs`` over ``config.task.kwargs`` (held-out data)."""
+def _build_task(config: Any, kwargs: dict) -> Any:
   from rnnlab import tasks  # noqa: PLC0415
 
-  kwargs = {**dict(config.task.kwargs), **dict(config.eval.task_kwargs)}
-  return tasks.get(config.task.name, config.task.length, **kwargs)
+  made = task_factory(config.task.name)(config.task.length, **kwargs)
+  if not isinstance(made, tasks.Task):
+    raise ValueError(
+      f"config.task.name={config.task.name!r} returned {type(made).__name__}; "
+      "expected an rnnlab.tasks.Task"
+    )
+  return made
+
+
+def make_task(config: ml_collections.ConfigDict, *, held_out: bool = False) -> Any:
+  """The task ``config.task`` describes: ``factory(task.length, **task.kwargs)``.
+
+  ``config.task.name`` is a built-in task or an import path (:func:`task_factory`).
+  ``held_out=True`` gives the evaluation's task: ``config.eval.task_kwargs`` over
+  ``config.task.kwargs`` (e.g. ``{"split": "test"}``; fresh keys otherwise).
+  """
+  kwargs = dict(config.task.kwargs)
+  if held_out:
+    kwargs.update(dict(config.eval.task_kwargs))
+  return _build_task(config, kwargs)
 
 
 # The keywords a cell factory of one's own is called with, those its signature names.
@@ -539,16 +776,7 @@ def cell_factory(cell: str | Callable[..., cells_lib.Cell]) -> Callable[..., cel
   if cell in builtin:
     return builtin[cell]
   expected = f"one of {CELLS} or an import path 'package.module:factory' of a cell factory"
-  if not isinstance(cell, str) or not ("." in cell or ":" in cell):
-    _fail("model.cell", cell, expected)
-  module_name, _, attr = cell.rpartition(":") if ":" in cell else cell.rpartition(".")
-  try:
-    factory = getattr(importlib.import_module(module_name), attr)
-  except (ImportError, AttributeError) as e:
-    _fail("model.cell", cell, f"{expected} ({type(e).__name__}: {e})")
-  if not callable(factory):
-    _fail("model.cell", cell, f"{expected}; {attr!r} is not callable")
-  return factory
+  return _import_factory("model.cell", cell, expected)
 
 
 def make_cell(
@@ -614,13 +842,17 @@ def make_model(
     cell: replaces ``config.model.cell``: a cell factory of one's own (see :func:`make_cell`).
   """
   _check_model_config(config, cell)
-  task = _make_task(config) if task is None else task
+  return _build_model(config, make_task(config) if task is None else task, cell)
+
+
+def _build_model(config: Any, task: Any, cell: Any) -> Model:
+  """:func:`make_model` without the checks: ``config`` may be a view holding traced values."""
   num_layers = config.model.num_layers
   dropout = config.model.dropout
 
   def stack(gain):
     cells = [make_cell(config, gain, cell=cell) for _ in range(num_layers)]
-    if dropout.recurrent:
+    if not layers_lib.dropout_off(dropout.recurrent):
       cells = [layers_lib.rnn(c, recurrent_dropout=dropout.recurrent) for c in cells]
     return layers_lib.stacked(cells, dropout=dropout.between)
 
@@ -690,8 +922,23 @@ def make_schedule(config: ml_collections.ConfigDict, learning_rate: Any = None) 
   elif o.schedule == "warmup_cosine":
     unit = optax.warmup_cosine_decay_schedule(0.0, 1.0, o.warmup_steps, n, end_value=o.end_factor)
   else:
-    unit = optax.exponential_decay(1.0, transition_steps=n, decay_rate=o.decay_rate)
+    unit = _exponential_decay(n, o.decay_rate)
   return lambda step: lr * unit(step)
+
+
+def _exponential_decay(num_steps: int, decay_rate: Any) -> Callable[[Array], Array]:
+  """``optax.exponential_decay(1.0, num_steps, decay_rate)`` whose rate may be traced.
+
+  The same arithmetic (``1`` until step 0, then ``decay_rate ** (step / num_steps)``);
+  optax's checks the rate in Python (``decay_rate == 0``), which a traced rate cannot be.
+  """
+  if num_steps <= 0:
+    raise ValueError(f"config.num_steps={num_steps!r} is invalid; expected a positive int")
+
+  def unit(count):
+    return jnp.where(count <= 0, 1.0, 1.0 * jnp.power(decay_rate, count / num_steps))
+
+  return unit
 
 
 def make_optimizer(
@@ -874,6 +1121,16 @@ def blow_up_rule(config: ml_collections.ConfigDict, task: Any = None) -> Callabl
     elementwise, so under ``vmap`` each member is judged by its own values.
   """
   _check_divergence_config(config)
+  return _blow_up_rule(config, task)
+
+
+def _rule_off(value: Any) -> bool:
+  """A divergence threshold that is off: None or a Python inf (a traced one is applied)."""
+  return value is None or (not isinstance(value, jax.Array) and value == math.inf)
+
+
+def _blow_up_rule(config: Any, task: Any) -> Callable[..., Array]:
+  """:func:`blow_up_rule` without the checks (its thresholds may be traced)."""
   factor, max_grad_norm = config.divergence.loss_factor, config.divergence.max_grad_norm
   try:
     floor = float(getattr(task, "baseline", 0.0))
@@ -883,10 +1140,10 @@ def blow_up_rule(config: ml_collections.ConfigDict, task: Any = None) -> Callabl
 
   def fired(loss: Array, grad_norm: Array, initial_loss: Array) -> Array:
     out = jnp.zeros(jnp.shape(loss), bool)
-    if factor is not None and factor != math.inf:
+    if not _rule_off(factor):
       reference = jnp.maximum(initial_loss, floor)
       out = out | (loss > factor * reference)
-    if max_grad_norm is not None and max_grad_norm != math.inf:
+    if not _rule_off(max_grad_norm):
       out = out | (grad_norm > max_grad_norm)
     return out
 
@@ -900,24 +1157,31 @@ class Trainer(NamedTuple):
   arange(num_steps))...)``; cutting ``arange(num_steps)`` into consecutive chunks
   gives the same updates (each step reads only its own index and the state), so
   a runner can save the state between chunks and resume. With ``config.eval.every
-  = n`` it is chunks of ``n`` steps, each followed by ``evaluate(state, key, end)``.
+  = n`` it is chunks of ``n`` steps, each followed by ``evaluate(state, key, end, hp)``.
   All are pure and unjitted: jit, vmap and shard them as a whole.
 
+  ``hparams`` (``hp``) is what :func:`resolve_hparams` takes: None (the config's
+  values), an :class:`HParams`, or a mapping ``{dotted config path: scalar}``
+  whose values replace the config's, traced under ``jit`` and ``vmap`` (one member
+  per value, one program): any field for which :func:`traced_fields` says True
+  (learning rate, gain, clip, momentum, Adam's betas, weight decay, forget bias,
+  dropout rates, ...). Pass the same ``hparams`` to every piece of one run.
+
   Attributes:
-    init: ``init(key, hparams) -> TrainState``, the parameters at initialisation.
+    init: ``init(key, hparams=None) -> TrainState``, the parameters at initialisation.
     run: ``run(state, key, hparams, steps) -> (state, records)``: the updates at
       the int32 step indices ``steps`` (one ``lax.scan``); ``records`` holds
       the per-step metrics, each ``(len(steps),)``.
-    finish: ``finish(state, key, hparams) -> dict``: ``diverged_at``; when
+    finish: ``finish(state, key, hparams=None) -> dict``: ``diverged_at``; when
       ``config.eval.num_batches``, ``eval_loss``, ``eval_metric`` and ``solved``;
       when ``config.eval.every``, ``solved_at``.
-    model: the :class:`Model`.
+    model: the :class:`Model` (of the config's own values).
     task: the training task.
     eval_task: the held-out task (``config.eval.task_kwargs`` applied).
-    evaluate: ``evaluate(state, key, step) -> (state, record)``: one periodic
-      evaluation (see :func:`make_train`) of ``state.params`` after ``step``
-      updates: ``record`` holds ``loss``, ``metric``, ``solved``; when the state
-      tracks ``solved_at`` (``config.eval.every > 0``) and the member is still
+    evaluate: ``evaluate(state, key, step, hparams=None) -> (state, record)``: one
+      periodic evaluation (see :func:`make_train`) of ``state.params`` after
+      ``step`` updates: ``record`` holds ``loss``, ``metric``, ``solved``; when the
+      state tracks ``solved_at`` (``config.eval.every > 0``) and the member is still
       training and not yet solved, a solved evaluation sets ``solved_at = step``
       (from which ``run`` freezes it if ``config.eval.stop_when_solved``). A chunked
       runner calls it after every ``config.eval.every`` steps, as ``train`` does.
@@ -938,45 +1202,55 @@ def split_key(key: Array) -> tuple[Array, Array, Array, Array]:
   return k_init, k_data, k_eval, k_diag
 
 
-def make_trainer(
-  config: ml_collections.ConfigDict,
-  step_stats: Callable[[PyTree, PyTree, Array], dict] | None = None,
-  *,
-  task: Any = None,
-  cell: str | Callable[..., cells_lib.Cell] | None = None,
-) -> Trainer:
-  """The :class:`Trainer` of ``config``: arguments as :func:`make_train` (no diagnostics)."""
-  check_config(config, cell=cell)
-  task_is_default = task is None
-  task = _make_task(config) if task is None else task
-  model = make_model(config, task, cell=cell)
+class _TaskParts(NamedTuple):
+  """What the loop reads from the task: the tasks, and the stream's rows when TBPTT reads one."""
+
+  task: Any
+  eval_task: Any
+  stream: Any
+  streams_BxS: Any  # noqa: N815 (the rows, B x S)
+  num_windows: Any
+
+
+def _task_parts(config: Any, own_task: Any) -> _TaskParts:
+  task = make_task(config) if own_task is None else own_task
+  eval_task = make_task(config, held_out=True) if own_task is None else own_task
+  stream = getattr(task, "stream", None) if config.tbptt.k1 is not None else None
+  if stream is None:
+    return _TaskParts(task, eval_task, None, None, None)
+  streams_BxS = stream.parallel(config.batch_size)
+  num_windows = stream.num_windows(config.batch_size, config.task.length)
+  if num_windows < 1:
+    _fail(
+      "task.length",
+      config.task.length,
+      f"a window that fits the stream's rows of {streams_BxS.shape[1]}",
+    )
+  return _TaskParts(task, eval_task, stream, streams_BxS, num_windows)
+
+
+def _loop(config: Any, parts: _TaskParts, cell: Any, step_stats: Callable | None) -> Any:
+  """The loop of one config (a view of it, maybe holding traced values): its five pieces.
+
+  Every field the loop uses is read from ``config`` here, at trace time, so a value
+  that :func:`resolve_hparams` put in the view reaches the code (and fails to
+  trace where Python needs it concretely).
+  """
+  task, eval_task, stream = parts.task, parts.eval_task, parts.stream
+  model = _build_model(config, task, cell)
   batch_size = config.batch_size
   tbptt = config.tbptt.k1 is not None
-  eval_task = _make_eval_task(config) if task_is_default else task
-  stream = getattr(task, "stream", None) if tbptt else None
-  if stream is not None:
-    length = config.task.length
-    streams_BxS = stream.parallel(batch_size)
-    num_windows = stream.num_windows(batch_size, length)
-    if num_windows < 1:
-      _fail(
-        "task.length", length, f"a window that fits the stream's rows of {streams_BxS.shape[1]}"
-      )
+  length = config.task.length
 
   def sample(key, step_index):
     if stream is None:
       return task.sample(jax.random.fold_in(key, step_index), batch_size)
-    return stream.window(streams_BxS, _stream_window(key, step_index) * length, length)
+    return stream.window(parts.streams_BxS, _stream_window(key, step_index) * length, length)
 
   def _stream_window(key, step_index):
     # Each run walks the rows window by window from its own random first window.
-    offset = jax.random.randint(key, (), 0, num_windows)
-    return (offset + step_index) % num_windows
-
-  # Check the window schedule against the task's real sequence length, before tracing.
-  batch_shape = jax.eval_shape(sample, jax.random.key(0), 0)
-  if tbptt:
-    _window_schedule(batch_shape.inputs.shape[1], config.tbptt.k1, config.tbptt.k2)
+    offset = jax.random.randint(key, (), 0, parts.num_windows)
+    return (offset + step_index) % parts.num_windows
 
   def forward(params, batch, carry, dropout_key):
     if tbptt:
@@ -996,16 +1270,18 @@ def make_trainer(
     outputs, carry = forward(params, batch, carry, dropout_key)
     return task.loss(outputs, batch), (outputs, carry)
 
-  dropout_on = any(config.model.dropout[f] for f in ("input", "between", "output", "recurrent"))
-
+  dropout = config.model.dropout
+  fields = ("input", "between", "output", "recurrent")
+  dropout_on = not all(layers_lib.dropout_off(dropout[f]) for f in fields)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  blew_up = blow_up_rule(config, task)
+  blew_up = _blow_up_rule(config, task)
   stop_when_solved = config.eval.stop_when_solved
+  clip = config.clip
+  track_solved = bool(config.eval.every)
 
-  def init(key: Array, hparams: HParams | None = None) -> TrainState:
-    hp = _check_hparams(default_hparams(config) if hparams is None else hparams)
-    tx = make_optimizer(config, hp.learning_rate, hp.clip)
-    params = model.init(split_key(key)[0], gain=hp.gain)
+  def init(key: Array) -> TrainState:
+    tx = make_optimizer(config)
+    params = model.init(split_key(key)[0])
     rnn_carry = () if stream is None else model.initial_carry(params, (batch_size,))
     return TrainState(
       params,
@@ -1013,15 +1289,12 @@ def make_trainer(
       rnn_carry,
       jnp.asarray(-1, jnp.int32),
       jnp.asarray(jnp.nan, jnp.float32),
-      jnp.asarray(-1, jnp.int32) if config.eval.every else (),
+      jnp.asarray(-1, jnp.int32) if track_solved else (),
     )
 
-  def run(
-    state: TrainState, key: Array, hparams: HParams | None, steps: Array
-  ) -> tuple[TrainState, dict]:
-    hp = _check_hparams(default_hparams(config) if hparams is None else hparams)
-    tx = make_optimizer(config, hp.learning_rate, hp.clip)
-    schedule = make_schedule(config, hp.learning_rate)
+  def run(state: TrainState, key: Array, steps: Array) -> tuple[TrainState, dict]:
+    tx = make_optimizer(config)
+    schedule = make_schedule(config)
     k_data = split_key(key)[1]
     k_dropout = jax.random.fold_in(key, DROPOUT_STREAM) if dropout_on else None
 
@@ -1061,7 +1334,7 @@ def make_trainer(
         "loss": loss,
         "metric": task.metric(outputs, batch),
         "grad_norm": grad_norm,
-        "clipped": diag_lib.clip_fired(grad_norm, hp.clip),
+        "clipped": diag_lib.clip_fired(grad_norm, clip),
         "nonfinite": ~finite,
         "diverged": rejected,
         "learning_rate": jnp.asarray(schedule(step_index), jnp.float32),
@@ -1084,20 +1357,19 @@ def make_trainer(
     solved = jnp.asarray(task.solved(scores["loss"], scores["metric"]), bool)
     return {"loss": scores["loss"], "metric": scores["metric"], "solved": solved}
 
-  def finish(state: TrainState, key: Array, hparams: HParams | None = None) -> dict:
-    del hparams  # the evaluation does not depend on them; kept for a uniform signature
+  def finish(state: TrainState, key: Array) -> dict:
     result = {"diverged_at": state.diverged_at}
     if config.eval.num_batches:
       scores = score(state.params, key)
       result["eval_loss"] = scores["loss"]
       result["eval_metric"] = scores["metric"]
       result["solved"] = scores["solved"]
-    if config.eval.every:
+    if track_solved:
       result["solved_at"] = state.solved_at
     return result
 
   def evaluate(state: TrainState, key: Array, step: Any) -> tuple[TrainState, dict]:
-    _positive_int("eval.num_batches", config.eval.num_batches)
+    _positive_int("eval.num_batches", operator.index(config.eval.num_batches))
     record = score(state.params, key)
     solved = record["solved"]
     if isinstance(state.solved_at, tuple):  # not tracked (config.eval.every == 0)
@@ -1106,7 +1378,58 @@ def make_trainer(
     solved_at = jnp.where(first, jnp.asarray(step, jnp.int32), state.solved_at)
     return state._replace(solved_at=solved_at), record
 
-  return Trainer(init, run, finish, model, task, eval_task, evaluate)
+  return types.SimpleNamespace(
+    init=init, run=run, finish=finish, evaluate=evaluate, model=model, sample=sample
+  )
+
+
+def make_trainer(
+  config: ml_collections.ConfigDict,
+  step_stats: Callable[[PyTree, PyTree, Array], dict] | None = None,
+  *,
+  task: Any = None,
+  cell: str | Callable[..., cells_lib.Cell] | None = None,
+) -> Trainer:
+  """The :class:`Trainer` of ``config``: arguments as :func:`make_train` (no diagnostics).
+
+  The config is checked here (:func:`check_config`); each piece then takes
+  ``hparams`` (see :class:`Trainer`) and builds the loop from a view of the
+  config in which the given paths hold the given (traced) values.
+  """
+  check_config(config, cell=cell, task=task)
+  own_task = task
+  parts = _task_parts(config, own_task)
+  base = _loop(config, parts, cell, step_stats)
+  # Check the window schedule against the task's real sequence length, before tracing.
+  if config.tbptt.k1 is not None:
+    batch_shape = jax.eval_shape(base.sample, jax.random.key(0), 0)
+    _window_schedule(batch_shape.inputs.shape[1], config.tbptt.k1, config.tbptt.k2)
+
+  def loop(hparams: HParamsLike):
+    values = resolve_hparams(config, hparams, cell=cell, task=own_task)
+    view = _config_view(config, values)
+    # Only the three HParams paths given: the task is the config's own; else rebuilt
+    # from the view (a task field, the batch size, TBPTT may be among the values).
+    classic = set(values) <= set(HPARAMS_PATHS.values())
+    return _loop(view, parts if classic else _task_parts(view, own_task), cell, step_stats)
+
+  def init(key: Array, hparams: HParamsLike = None) -> TrainState:
+    return loop(hparams).init(key)
+
+  def run(
+    state: TrainState, key: Array, hparams: HParamsLike, steps: Array
+  ) -> tuple[TrainState, dict]:
+    return loop(hparams).run(state, key, steps)
+
+  def finish(state: TrainState, key: Array, hparams: HParamsLike = None) -> dict:
+    return loop(hparams).finish(state, key)
+
+  def evaluate(
+    state: TrainState, key: Array, step: Any, hparams: HParamsLike = None
+  ) -> tuple[TrainState, dict]:
+    return loop(hparams).evaluate(state, key, step)
+
+  return Trainer(init, run, finish, base.model, parts.task, parts.eval_task, evaluate)
 
 
 def make_train(
@@ -1130,7 +1453,7 @@ def make_train(
       ``e = config.diagnostics_every`` (the loop becomes a scan over
       ``num_steps / e`` chunks of an inner scan of ``e`` steps, so nothing is
       computed at other steps, even under ``vmap``).
-    task: an :class:`rnnlab.tasks.Task`; default ``rnnlab.tasks.get`` of ``config.task``.
+    task: an :class:`rnnlab.tasks.Task`; default :func:`make_task` of ``config.task``.
     cell: a cell of one's own, replacing ``config.model.cell``: a factory
       ``factory(hidden_size, **options) -> rnnlab.Cell`` (or an import path
       ``"package.module:factory"``, which ``config.model.cell`` takes too), called
@@ -1138,8 +1461,13 @@ def make_train(
 
   Returns:
     ``train(key, hparams=None)``, already wrapped in ``jax.jit`` (so a plain call
-    compiles the whole run once), and free to be jitted or vmapped again. ``hparams`` is an
-    :class:`HParams` of scalars (default :func:`default_hparams`). It returns the
+    compiles the whole run once), and free to be jitted or vmapped again.
+    ``hparams`` is None (the config's values), an :class:`HParams` of scalars, or a
+    mapping ``{dotted config path: scalar}`` of any fields that trace
+    (:func:`traced_fields`; see :func:`resolve_hparams`), e.g.
+    ``{"optimizer.learning_rate": lr, "optimizer.momentum": m, "model.forget_bias": fb}``:
+    the run is then that of the config holding those values (to float rounding).
+    It returns the
     final params and a dict of metrics: ``loss``, ``metric``, ``grad_norm``,
     ``clipped``, ``nonfinite``, ``diverged``, ``learning_rate`` (and the ``step_stats``
     entries), each ``(num_steps,)``; ``diverged_at`` (int32, -1 if never);
@@ -1159,24 +1487,33 @@ def make_train(
   :func:`make_trainer` gives the same loop in pieces (for checkpointing runners).
   """
   trainer = make_trainer(config, step_stats, task=task, cell=cell)
-  num_steps = config.num_steps
-  every = config.diagnostics_every if diagnostics is not None else 0
-  if diagnostics is not None and not every:
-    _fail("diagnostics_every", every, "a positive divisor of num_steps when diagnostics is given")
+  if diagnostics is not None and not config.diagnostics_every:
+    _fail(
+      "diagnostics_every",
+      config.diagnostics_every,
+      "a positive divisor of num_steps when diagnostics is given",
+    )
 
-  def train(key: Array, hparams: HParams | None = None) -> tuple[PyTree, dict]:
+  def train(key: Array, hparams: HParamsLike = None) -> tuple[PyTree, dict]:
+    # The loop's shape (its length, the chunks between evaluations and diagnostics) is
+    # read from the view as Python ints: those fields never trace.
+    view = _config_view(config, resolve_hparams(config, hparams, cell=cell, task=task))
+    num_steps = operator.index(view.num_steps)
+    diag_every = operator.index(view.diagnostics_every)
+    eval_every = operator.index(view.eval.every)
+    every = diag_every if diagnostics is not None else 0
     state = trainer.init(key, hparams)
     steps = jnp.arange(num_steps, dtype=jnp.int32)
     metrics: dict[str, Any] = {}
-    if config.eval.every:
+    if eval_every:
       state, records, periodic = _run_with_evaluations(
-        trainer, config, diagnostics if every else None, state, key, hparams
+        trainer, view, diagnostics if every else None, state, key, hparams
       )
       metrics.update(periodic)
     elif not every:
       state, records = trainer.run(state, key, hparams, steps)
     else:
-      diag_batch = trainer.eval_task.sample(split_key(key)[3], config.eval.batch_size)
+      diag_batch = trainer.eval_task.sample(split_key(key)[3], view.eval.batch_size)
 
       def chunk(state, chunk_steps):
         state, records = trainer.run(state, key, hparams, chunk_steps)
@@ -1224,7 +1561,9 @@ def _run_with_evaluations(trainer, config, diagnostics, state, key, hparams):
   def chunk(state, chunk_steps):
     state, records = trainer.run(state, key, hparams, chunk_steps)
     count = chunk_steps[-1] + 1
-    state, out = at_multiples(eval_every, count, lambda st: trainer.evaluate(st, key, count), state)
+    state, out = at_multiples(
+      eval_every, count, lambda st: trainer.evaluate(st, key, count, hparams), state
+    )
     outs = {"evals": out}
     if diag_every:
       state, outs["diagnostics"] = at_multiples(
@@ -1248,6 +1587,153 @@ def _run_with_evaluations(trainer, config, diagnostics, state, key, hparams):
     metrics["diagnostics"] = jax.tree.map(lambda f, d: jnp.concatenate([f[None], d]), first, diags)
     metrics["diagnostics_step"] = jnp.arange(0, num_steps + 1, diag_every, dtype=jnp.int32)
   return state, records, metrics
+
+
+# The errors that say "this value was needed as a concrete Python value" while tracing.
+TRACER_ERRORS = (
+  jax.errors.ConcretizationTypeError,
+  jax.errors.TracerBoolConversionError,
+  jax.errors.TracerIntegerConversionError,
+  jax.errors.TracerArrayConversionError,
+)
+_TRACED_CACHE: dict[tuple, tuple[Any, bool]] = {}
+_TRACED_CACHE_SIZE = 1024
+
+
+def _needed_concretely(error: BaseException) -> bool:
+  """Whether ``error``, raised while tracing, says that a traced value had to be concrete.
+
+  JAX's tracer errors (a Python ``if``, ``int()``, ``float()``, ``range`` or NumPy on
+  a tracer) and the ``TypeError`` or ``ValueError`` of code that got a tracer where it
+  needs a number and says so: a shape (``Shapes must be 1D sequences of concrete values
+  of integer type, got (JitTracer(int32[]), 3)``) or a check of its own that names the
+  value (``hidden_size must be a positive int; got JitTracer(int32[])``). Anything
+  else propagates.
+  """
+  if isinstance(error, TRACER_ERRORS):
+    return True
+  return isinstance(error, TypeError | ValueError) and bool(_NAMES_A_TRACER.search(str(error)))
+
+
+_NAMES_A_TRACER = re.compile(r"Tracer\b|Tracer\(|Traced<|traced array")
+
+
+def _cache_key(config, cell, task) -> tuple[tuple, tuple]:
+  """``(key, objects)``: the cache key of a config with its cell and task, and the objects
+  compared by identity (a task that cannot be hashed, held by the entry)."""
+  frozen = config.to_json_best_effort(sort_keys=True)
+  pinned = []
+  parts = []
+  for obj in (cell, task):
+    try:
+      hash(obj)
+      parts.append(obj)
+    except TypeError:
+      parts.append(("id", id(obj)))
+      pinned.append(obj)
+  return (frozen, *parts), tuple(pinned)
+
+
+def traced_fields(
+  config: ml_collections.ConfigDict,
+  paths: str | Sequence[str],
+  *,
+  cell: str | Callable[..., cells_lib.Cell] | None = None,
+  task: Any = None,
+) -> dict[str, bool]:
+  """Which fields the trainer can take as traced values in ``hparams`` (value, not program).
+
+  For each dotted path, True iff ``make_train(config, task=task, cell=cell)(key,
+  {path: value})`` traces (``jax.eval_shape``: the trainer's ``init``, ``run`` as the
+  body of the scan over the steps, its periodic ``evaluate`` and ``finish``, nothing
+  compiled or run) with the value an abstract scalar (float32 for a float field,
+  int32 for an int field). A field that Python needs concretely (a shape, a loop
+  count, a choice of code, ``if value > 0``) fails to trace: False, a field whose
+  values each need their own program. A field that is not a number (a string, a
+  bool, None, a tuple, a section) is False without tracing.
+
+  The answer comes from how the code reads the field, not from a list: with the
+  default config, the learning rate, gain, clip, momentum, ``rmsprop_decay``, the
+  betas, eps, weight decay, the schedule's ``end_factor`` and ``decay_rate``, the
+  forget bias, the four dropout rates (a traced rate always draws its masks; a
+  rate of 0 keeps every unit, so the numbers are those of no dropout) and
+  ``divergence.loss_factor`` are True; the sizes (``model.hidden_size``,
+  ``model.num_layers``, ``batch_size``, ``task.length``, ``eval.batch_size``,
+  ``eval.num_batches``), ``eval.every``, ``diagnostics_every`` and ``num_steps``
+  are False, as are the strings (cell, task, optimizer, schedule, schemes), the
+  bools and the None fields (``divergence.max_grad_norm``, ``model.chrono_t_max``,
+  ``tbptt.k1``, ``k2``). ``num_steps`` is False because :func:`make_train` makes it
+  the length of the scan over the steps (and a runner cuts the steps into chunks
+  by it); the :class:`Trainer`'s pieces alone would not need it under a constant
+  schedule, but members of one program share one scan, so it is a program field.
+  A field the config leaves unused traces trivially: ``optimizer.momentum`` under
+  Adam, ``optimizer.warmup_steps`` without the ``warmup_cosine`` schedule (with it,
+  False: optax branches on it) are True, rightly, since their values change
+  nothing there. The answer is about the given config: a None field is False here
+  and may be True in a config that sets it (``divergence.max_grad_norm = 10.0``,
+  ``model.chrono_t_max = 8.0`` for a gated cell), so ask with a config holding a
+  value of the axis; the built-in tasks' options (``task.kwargs.*``) are False
+  (their builders compute in NumPy).
+
+  The probes trace all the paths at once first; only if that fails, each alone
+  (after checking that the config traces with no values at all, so a bug is
+  raised, not read as False). Results are cached per (config, path, cell, task).
+
+  Args:
+    config: a training config (checked by :func:`check_config`).
+    paths: one dotted path or a sequence of them (those of :func:`field_paths`).
+    cell, task: as :func:`make_train`'s.
+
+  Returns:
+    ``{path: bool}`` in the order of ``paths``.
+
+  Raises:
+    ValueError: one line for an unknown path (naming the nearest field); a bad config.
+  """
+  paths = [paths] if isinstance(paths, str) else list(paths)
+  fields = field_paths(config)
+  for path in paths:
+    if path not in fields:
+      raise unknown_path(path, fields, "traced_fields")
+  key, pinned = _cache_key(config, cell, task)
+  out: dict[str, bool] = {}
+  todo = []
+  for path in paths:
+    entry = _TRACED_CACHE.get((key, path))
+    if _field_dtype(path, fields[path]) is None or (task is not None and path.startswith("task.")):
+      out[path] = False
+    elif entry is not None and all(a is b for a, b in zip(entry[0], pinned, strict=True)):
+      out[path] = entry[1]
+    else:
+      todo.append(path)
+  if todo:
+    train = make_train(config, task=task, cell=cell)
+    dtypes = {path: _field_dtype(path, fields[path]) for path in todo}
+
+    def traces(probe_paths: Sequence[str]) -> bool:
+      hparams = {path: jax.ShapeDtypeStruct((), dtypes[path]) for path in probe_paths}
+      token = _PROBING.set(True)
+      try:
+        jax.eval_shape(train, jax.random.key(0), hparams)
+      except (TypeError, ValueError) as error:  # JAX's tracer errors are TypeErrors
+        if not probe_paths or not _needed_concretely(error):
+          raise
+        return False
+      finally:
+        _PROBING.reset(token)
+      return True
+
+    if traces(todo):
+      found = dict.fromkeys(todo, True)
+    else:
+      traces([])  # the config alone must trace; otherwise its error is raised
+      found = {path: traces([path]) for path in todo}
+    if len(_TRACED_CACHE) > _TRACED_CACHE_SIZE:
+      _TRACED_CACHE.clear()
+    for path, value in found.items():
+      _TRACED_CACHE[key, path] = (pinned, value)
+    out.update(found)
+  return {path: out[path] for path in paths}
 
 
 def _evaluate(model, task, params, key_or_batch, batch_size, num_batches) -> dict:
@@ -1291,7 +1777,7 @@ def evaluate(
     ``{"loss": scalar, "metric": scalar}``, the means over the batches (each
     batch's loss is the task's own reduction; batches are equal-sized).
   """
-  task = _make_eval_task(config) if task is None else task
+  task = make_task(config, held_out=True) if task is None else task
   model = make_model(config, task, cell=cell)
   if isinstance(key_or_batch, jax.Array) and jnp.issubdtype(
     key_or_batch.dtype, jax.dtypes.prng_key

@@ -168,9 +168,9 @@ def _read_json(path: str) -> Any:
     return json.load(f)
 
 
-def write_json_atomic(path: str, data: Any) -> None:
-  """Writes ``data`` as sorted, indented JSON through a temporary file, fsync and a rename."""
-  write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+def write_json_atomic(path: str, data: Any, *, sort_keys: bool = True) -> None:
+  """Writes ``data`` as indented JSON (keys sorted) through a temporary file, fsync and a rename."""
+  write_text_atomic(path, json.dumps(data, indent=2, sort_keys=sort_keys, default=str) + "\n")
 
 
 def write_text_atomic(path: str, text: str) -> None:
@@ -277,6 +277,12 @@ def _differences(here: Any, there: Any, path: str = "") -> list[str]:
   return [] if here == there else [f"{path}: {there!r} there, {here!r} here"]
 
 
+def _get(data: Any, field: str) -> Any:
+  for key in field.split("."):
+    data = data.get(key) if isinstance(data, dict) else None
+  return data
+
+
 def has_results(workdir: str) -> bool:
   """Whether ``workdir`` holds anything a sweep computed (a checkpoint or a table)."""
   checkpoints = os.path.join(workdir, CHECKPOINTS)
@@ -286,7 +292,13 @@ def has_results(workdir: str) -> bool:
 
 
 def check_binding(
-  workdir: str, config: dict, env: dict, *, ignore: Iterable[str] = (), flag: str = "--overwrite"
+  workdir: str,
+  config: dict,
+  env: dict,
+  *,
+  ignore: Iterable[str] = (),
+  ordered: Iterable[str] = (),
+  flag: str = "--overwrite",
 ) -> None:
   """Refuses a workdir whose results were made by another config or environment.
 
@@ -295,6 +307,8 @@ def check_binding(
     config: this launch's resolved config as a JSON dict.
     env: this launch's :func:`environment`.
     ignore: dotted config fields that change no number (``run.plots``...).
+    ordered: dotted config fields holding a dict whose key order matters too (the
+      sweep's axes: their order is the members' order).
     flag: the option that discards the old state, named in the message.
 
   Raises:
@@ -337,6 +351,12 @@ def check_binding(
     return d
 
   diff = _differences(strip(config), strip(records[CONFIG]))
+  for field in ordered:
+    here, there = _get(config, field), _get(records[CONFIG], field)
+    # (a dict with other keys is listed among the differences already)
+    same_keys = isinstance(here, dict) and isinstance(there, dict) and set(here) == set(there)
+    if same_keys and list(here) != list(there):
+      diff.append(f"{field} in another order: {list(there)} there, {list(here)} here")
   diff += _differences(env, records[ENVIRONMENT] or env)
   if diff:
     shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
@@ -346,6 +366,9 @@ def check_binding(
 
 
 def bind(workdir: str, config: dict, env: dict) -> None:
-  """Records ``config`` and ``env`` in ``workdir`` (after :func:`check_binding` passed)."""
-  write_json_atomic(os.path.join(workdir, CONFIG), config)
+  """Records ``config`` and ``env`` in ``workdir`` (after :func:`check_binding` passed).
+
+  The config keeps its keys' order (a sweep's axes are in the order of its members).
+  """
+  write_json_atomic(os.path.join(workdir, CONFIG), config, sort_keys=False)
   write_json_atomic(os.path.join(workdir, ENVIRONMENT), env)

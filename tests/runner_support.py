@@ -20,7 +20,7 @@ CONFIG = "experiments/configs/vanishing.py"
 # a checkpoint after every chunk (the quick preset), a 3-gain scan.
 TINY = [
   f"--config={CONFIG}:quick,cell=gru,T=5,seeds=3",
-  "--config.train.num_steps=40",
+  "--config.num_steps=40",
   "--config.run.chunk_steps=10",
   "--config.diagnostics.gain_scan=(0.5,1.0,2.0)",
   "--config.run.plots=False",

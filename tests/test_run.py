@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from runner_support import CONFIG, TABLES, TINY, digest, launch, read_csv, run, tables
 
-from rnnlab import sweep
+from rnnlab.runner import tables as tables_lib
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +37,21 @@ def test_quick_preset_writes_every_file_with_the_expected_rows(quick):
   workdir, out, err = quick
   for name in ("config.json", "report.md", *TABLES):
     assert os.path.getsize(os.path.join(workdir, name)) > 0, name
-  for figure in ("grad_vs_lag", "decay_vs_gain", "training_curves", "success_vs_T", "clipping"):
+  for figure in ("grad_vs_lag", "decay_vs_gain", "training_curves", "success_rate", "clipping"):
     with open(os.path.join(workdir, "figures", f"{figure}.png"), "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n", figure
     with open(os.path.join(workdir, "figures", f"{figure}.svg")) as f:
       assert "<svg" in f.read(), figure
     with open(os.path.join(workdir, "report.md")) as f:
       assert f"figures/{figure}.png" in f.read(), figure
-  # Progress lines with an ETA, per group.
+  # Progress lines with an ETA, per group; the axes' classification and the padding.
   assert "ETA group" in err and "[6/6] gru_T10" in err
+  assert "vmapped axes: clip; looped axes: model.cell, task.length" in err
+  assert "0 padded member(s) in all" in err  # 4 members per group on 2 devices
 
   rows = read_csv(os.path.join(workdir, "summary.csv"))
-  assert list(rows[0]) == list(sweep.SUMMARY_COLUMNS)
+  axes = ["model.cell", "task.length", "clip"]
+  assert list(rows[0]) == list(tables_lib.summary_columns(axes))
   grid = {(r["cell"], int(r["T"]), float(r["clip"]), int(r["seed"])) for r in rows}
   expected = {
     (c, T, clip, s)
@@ -61,7 +64,8 @@ def test_quick_preset_writes_every_file_with_the_expected_rows(quick):
   metrics = read_csv(os.path.join(workdir, "metrics.csv"))
   assert len(metrics) == 24 * 60
   for r in rows:
-    assert r["task"] == "adding" and abs(float(r["baseline"]) - 1 / 6) < 1e-6
+    assert abs(float(r["baseline"]) - 1 / 6) < 1e-6
+    assert (r["model.cell"], r["task.length"]) == (r["cell"], r["T"])
     final_loss = float(r["final_loss"])
     assert np.isfinite(final_loss)
     # The adding task's own criterion (MSE below a tenth of the baseline), checked apart.
@@ -152,18 +156,25 @@ def test_sharded_over_4_devices_equals_2_devices_bitwise_and_1_device_to_roundin
 
 
 BAD = [
-  ([f"--config={CONFIG}:quick,cell=foo"], "unknown cell 'foo'"),
-  ([f"--config={CONFIG}:quick", "--config.sweep.cell=('elman','rnn')"], "unknown cell 'rnn'"),
+  ([f"--config={CONFIG}:quick,cell=foo"], "config.model.cell='foo' is invalid"),
+  (
+    [f"--config={CONFIG}:quick", "--config.sweep.axes={'model.cell': ('elman', 'rnn')}"],
+    "config.model.cell='rnn' is invalid",
+  ),
   ([f"--config={CONFIG}:quick", "--config.task.name=adder"], "unknown task 'adder'"),
-  ([f"--config={CONFIG}:quick", "--config.train.learning_rate=fast"], "learning_rate"),
-  ([f"--config={CONFIG}:quick", "--config.sweep.T=(10,0)"], "config.sweep.T=(10, 0)"),
-  ([f"--config={CONFIG}:quick,T=-5"], "config.sweep.T=(-5,)"),
+  ([f"--config={CONFIG}:quick", "--config.optimizer.learning_rate=fast"], "learning_rate"),
+  ([f"--config={CONFIG}:quick,T=10+0"], "config.task.length=0"),
+  ([f"--config={CONFIG}:quick,T=-5"], "config.task.length=-5"),
   ([f"--config={CONFIG}:quick", "--config.model.hidden_size=0"], "config.model.hidden_size=0"),
   ([f"--config={CONFIG}:quick", "--config.nosuchfield=1"], "nosuchfield"),
   ([f"--config={CONFIG}:fastest"], "unknown preset 'fastest'"),
   (
-    [f"--config={CONFIG}:quick,cell=layer_norm_lstm"],
-    "'layer_norm_lstm' in config.sweep.cell has no CellParts",
+    [f"--config={CONFIG}:quick", "--config.sweep.axes={'model.hiden_size': (8,)}"],
+    "unknown config field 'model.hiden_size'; did you mean 'model.hidden_size'?",
+  ),
+  (
+    [f"--config={CONFIG}:quick", "--config.sweep.axes={'run.devices': (1, 2)}"],
+    "'run.devices' is a field of the runner",
   ),
 ]
 
@@ -180,8 +191,17 @@ def test_bad_flags_exit_2_with_one_line_and_leave_the_workdir_intact(tmp_path, e
     ([*TINY, f"--workdir={blocker}/sub"], "is not writable"),
     # The workdir holds a sweep of another config: refuse rather than mix results.
     (
-      [*TINY, "--config.train.learning_rate=0.5", f"--workdir={workdir}"],
-      "made with other settings (sweep.lr",
+      [*TINY, "--config.optimizer.learning_rate=0.5", f"--workdir={workdir}"],
+      "made with other settings (optimizer.learning_rate: 0.002 there, 0.5 here",
+    ),
+    # The same axes in another order: other member indices, so other results.
+    (
+      [
+        *TINY,
+        "--config.sweep.axes={'clip': (0.0, 1.0), 'model.cell': ('gru',), 'task.length': (5,)}",
+        f"--workdir={workdir}",
+      ],
+      "sweep.axes in another order",
     ),
   ]
   procs = [(launch(args, env), message) for args, message in cases]

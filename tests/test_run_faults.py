@@ -422,7 +422,7 @@ def test_a_workdir_bound_to_other_settings_is_refused_in_one_line_and_overwrite_
   case(
     "no_config",
     "holds results but no config.json",
-    ("--config.train.learning_rate=0.01",),
+    ("--config.optimizer.learning_rate=0.01",),
     lambda w: os.remove(os.path.join(w, "config.json")),
   )
   case(

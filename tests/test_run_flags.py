@@ -27,12 +27,14 @@ CONFIG = "experiments/configs/vanishing.py"
 # The fields where None means something (each one's comment in the config says what).
 NULLABLE = {
   "model.chrono_t_max",
-  "train.diverge_factor",
-  "sweep.gain",
-  "sweep.clip",
-  "sweep.lr",
+  "divergence.loss_factor",
+  "divergence.max_grad_norm",
+  "tbptt.k1",
+  "tbptt.k2",
   "diagnostics.gain_scan",
   "run.cpu_opt_level",
+  "report.success_x",
+  "report.group_by",
 }
 EXAMPLES = ("hello", "sine", "classify", "tagging", "dates", "generate")
 # ml_collections loads config files with importlib's load_module (its business, not ours).
@@ -96,6 +98,8 @@ def samples(path: str, field_type, default) -> list[tuple[str, object]]:
     out.append(("(3,4)", (3, 4)))
   elif base is ml_collections.ConfigDict:
     out.append(("{'max_value':3}", {"max_value": 3}))
+  elif base is dict:  # sweep.axes: dotted paths to values
+    out.append(("{'model.hidden_size':(3,4)}", {"model.hidden_size": (3, 4)}))
   else:
     raise AssertionError(f"{path}: no sample value for its type {field_type}")
   return out
@@ -106,8 +110,11 @@ FIELDS = [path for path, _, _ in leaves(vanishing.get_config())]
 
 def test_the_walk_reaches_every_section():
   sections = {path.split(".")[0] for path in FIELDS}
-  assert sections == {"preset", "task", "model", "train", "sweep", "diagnostics", "run"}
-  assert len(FIELDS) > 40 and "task.kwargs" in FIELDS and NULLABLE.issubset(FIELDS)
+  training = {"task", "model", "optimizer", "clip", "batch_size", "num_steps", "eval", "tbptt"}
+  training |= {"diagnostics_every", "divergence"}
+  assert sections == {"preset", "sweep", "diagnostics", "run", "report", *training}
+  assert len(FIELDS) > 60 and "task.kwargs" in FIELDS and NULLABLE.issubset(FIELDS)
+  assert "sweep.axes" in FIELDS and "model.dropout.recurrent" in FIELDS
 
 
 @pytest.mark.parametrize("path", FIELDS)
@@ -128,29 +135,33 @@ def test_exactly_the_fields_where_none_means_something_take_none(capsys):
   for path in NULLABLE:
     parsed, _ = parse(f"--config.{path}=None", f"--config={CONFIG}:paper")
     assert get(parsed, path) is None, path
-  line = parse_error(capsys, "--config.train.learning_rate=None")
-  assert "'train.learning_rate'" in line and line.endswith("expected a float")
+  line = parse_error(capsys, "--config.optimizer.learning_rate=None")
+  assert "'optimizer.learning_rate'" in line and line.endswith("expected a float")
 
 
 def test_fields_that_default_to_none_take_values():
   config, _ = parse(
     f"--config={CONFIG}:quick",
-    "--config.sweep.lr=(0.1,0.01)",
-    "--config.sweep.gain=(0.9,1.1)",
+    "--config.sweep.axes={'optimizer.learning_rate': (0.1, 0.01), 'model.gain': (0.9, 1.1)}",
+    "--config.tbptt.k1=8",
     "--config.model.chrono_t_max=10",
     "--config.run.cpu_opt_level=None",
     "--config.diagnostics.gain_scan=()",
   )
-  assert config.sweep.lr == (0.1, 0.01) and config.sweep.gain == (0.9, 1.1)
+  assert config.sweep.axes == {"optimizer.learning_rate": (0.1, 0.01), "model.gain": (0.9, 1.1)}
   assert config.model.chrono_t_max == 10.0 and config.run.cpu_opt_level is None
-  assert config.diagnostics.gain_scan == ()
-  assert config.sweep.T == (5, 10)  # still the quick preset
+  assert config.diagnostics.gain_scan == () and config.tbptt.k1 == 8
+  assert config.model.hidden_size == 8  # still the quick preset
 
 
 def test_flags_parse_in_any_order():
-  overrides = ["--config.train.learning_rate=0.5", "--config.sweep.T=(7,)", "--noconfig.run.plots"]
+  overrides = [
+    "--config.optimizer.learning_rate=0.5",
+    "--config.diagnostics.phases=('trained',)",
+    "--noconfig.run.plots",
+  ]
   expected, expected_workdir = parse(f"--config={CONFIG}:quick", *overrides, "--workdir=/tmp/w")
-  assert expected.train.learning_rate == 0.5 and expected.sweep.T == (7,)
+  assert expected.optimizer.learning_rate == 0.5 and expected.diagnostics.phases == ("trained",)
   assert not expected.run.plots and expected.preset == "quick" and expected_workdir == "/tmp/w"
   orders = [
     [*overrides, f"--config={CONFIG}:quick", "--workdir=/tmp/w"],
@@ -165,39 +176,52 @@ def test_flags_parse_in_any_order():
     ],
     ["--workdir=/tmp/w", overrides[2], f"--config={CONFIG}:quick", *overrides[:2]],
     # a tuple field given once per element, and a field's value as the next argument
-    [f"--config={CONFIG}:quick", "--config.sweep.T=7", *overrides[::2], "--workdir=/tmp/w"],
-    [f"--config={CONFIG}:quick", "--config.sweep.T", "(7,)", *overrides[::2], "--workdir=/tmp/w"],
+    [
+      f"--config={CONFIG}:quick",
+      "--config.diagnostics.phases=trained",
+      *overrides[::2],
+      "--workdir=/tmp/w",
+    ],
+    [
+      f"--config={CONFIG}:quick",
+      "--config.diagnostics.phases",
+      "('trained',)",
+      *overrides[::2],
+      "--workdir=/tmp/w",
+    ],
   ]
   for args in orders:
     config, workdir = parse(*args)
     assert config.to_dict() == expected.to_dict() and workdir == "/tmp/w", args
   # Without --config: the default config file and preset.
   config, _ = parse(*overrides)
-  assert config.preset == "default" and config.train.learning_rate == 0.5
-  config, _ = parse("--config.sweep.T=10", "--config.sweep.T=20", "--config.run.plots")
-  assert config.sweep.T == (10, 20) and config.run.plots
+  assert config.preset == "default" and config.optimizer.learning_rate == 0.5
+  config, _ = parse(
+    "--config.diagnostics.phases=init", "--config.diagnostics.phases=trained", "--config.run.plots"
+  )
+  assert config.diagnostics.phases == ("init", "trained") and config.run.plots
 
 
 # (arguments, the error line, or the parts it must contain). The issue's command lines first.
 ISSUE_ERRORS = [
   (
-    ["--config.train.learning_rat=1", f"--config={CONFIG}:quick"],
-    "unknown config field 'train.learning_rat' in --config.train.learning_rat=1; "
-    "did you mean 'train.learning_rate'?",
+    ["--config.optimizer.learning_rat=1", f"--config={CONFIG}:quick"],
+    "unknown config field 'optimizer.learning_rat' in --config.optimizer.learning_rat=1; "
+    "did you mean 'optimizer.learning_rate'?",
   ),
   (
-    [f"--config={CONFIG}:quick", "--config.train.learning_rat=1"],
-    "unknown config field 'train.learning_rat' in --config.train.learning_rat=1; "
-    "did you mean 'train.learning_rate'?",
+    [f"--config={CONFIG}:quick", "--config.optimizer.learning_rat=1"],
+    "unknown config field 'optimizer.learning_rat' in --config.optimizer.learning_rat=1; "
+    "did you mean 'optimizer.learning_rate'?",
   ),
   (
-    ["--config.train.learning_rat=1"],  # the default config file
-    "unknown config field 'train.learning_rat' in --config.train.learning_rat=1; "
-    "did you mean 'train.learning_rate'?",
+    ["--config.optimizer.learning_rat=1"],  # the default config file
+    "unknown config field 'optimizer.learning_rat' in --config.optimizer.learning_rat=1; "
+    "did you mean 'optimizer.learning_rate'?",
   ),
   (
-    [f"--config={CONFIG}:quick", "--config.sweep.lrr=(0.1,)"],
-    "unknown config field 'sweep.lrr' in --config.sweep.lrr=(0.1,); did you mean 'sweep.lr'?",
+    [f"--config={CONFIG}:quick", "--config.sweep.seed=3"],
+    "unknown config field 'sweep.seed' in --config.sweep.seed=3; did you mean 'sweep.seeds'?",
   ),
   (["--config.nosuchfield=1"], ("unknown config field 'nosuchfield'",)),
   (
@@ -213,26 +237,38 @@ ISSUE_ERRORS = [
     ("unknown preset 'gru'", "joined by '+': cell=lstm+gru"),
   ),
   (
-    [f"--config={CONFIG}:quick", "--config.train.learning_rate=fast"],
-    "bad value 'fast' for config field 'train.learning_rate' in "
-    "--config.train.learning_rate=fast; expected a float",
+    [f"--config={CONFIG}:quick", "--config.optimizer.learning_rate=fast"],
+    "bad value 'fast' for config field 'optimizer.learning_rate' in "
+    "--config.optimizer.learning_rate=fast; expected a float",
   ),
   (
-    [f"--config={CONFIG}:quick", "--config.sweep.T=(10,"],
-    ("bad value '(10,' for config field 'sweep.T'", "expected a tuple"),
+    [f"--config={CONFIG}:quick", "--config.diagnostics.phases=(init,"],
+    ("bad value '(init,' for config field 'diagnostics.phases'", "expected a tuple"),
   ),
 ]
 ERRORS = [
   *ISSUE_ERRORS,
+  (
+    [f"--config={CONFIG}:quick", "--config.sweep.axes={'model.cell': ('lstm',)"],
+    ("bad value", "for config field 'sweep.axes'", "expected a dict such as"),
+  ),
+  (
+    [f"--config={CONFIG}:quick,model.hidden_sise=8+16"],
+    ("unknown config field 'model.hidden_sise'", "did you mean 'model.hidden_size'?"),
+  ),
   ([f"--config={CONFIG}:quik"], ("unknown preset 'quik'", "did you mean 'quick'?")),
   ([f"--config={CONFIG}:fastest"], ("unknown preset 'fastest'",)),
   (["--config.model.hidden_size=1.5"], ("'model.hidden_size'", "expected an int")),
   (["--config.run.plots=maybe"], ("'run.plots'", "expected True or False")),
   (["--config.run.cpu_opt_level=fast"], ("'run.cpu_opt_level'", "expected an int or None")),
-  (["--config.sweep.lr", "(0.1,"], ("'sweep.lr'", "in --config.sweep.lr (0.1,;", "a tuple")),
+  (
+    ["--config.diagnostics.phases", "(0.1,"],
+    ("'diagnostics.phases'", "in --config.diagnostics.phases (0.1,;", "a tuple"),
+  ),
   (["--config.task.kwargs=3"], ("'task.kwargs'", "expected a dict")),
-  (["--config.train.num_steps"], ("--config.train.num_steps needs a value",)),
-  (["--noconfig.train.learning_rate"], ("only a bool field takes the 'no' prefix",)),
+  (["--config.num_steps"], ("--config.num_steps needs a value",)),
+  (["--noconfig.optimizer.learning_rate"], ("only a bool field takes the 'no' prefix",)),
+  (["--config.sweep.axes=3"], ("'sweep.axes'", "expected a dict such as")),
   (["--config.model=3"], ("'model' in --config.model=3 is a section of the config",)),
   (["--config=experiments/configs/nosuch.py"], ("no config file",)),
   ([f"--config={CONFIG}:quick", f"--config={CONFIG}:paper"], ("--config given 2 times",)),
@@ -294,7 +330,9 @@ def test_runner_help_exits_0_and_lists_the_fields_with_their_types(no_jax_env):
     assert "--config" in text and "--workdir" in text and "Exit status" in text, flag
     for path in FIELDS:
       assert f"--config.{path}=" in text, (flag, path)
-    assert "--config.sweep.lr=None (tuple or None): learning rates" in text
+    assert "--config.sweep.seeds=5 (int): seeds per grid point" in text
+    assert "--config.sweep.axes={'model.cell': ('elman', 'lstm', 'gru'), " in text
+    assert "--config.optimizer.b1=0.9 (float): " in text  # a training field, from its schema
     assert "--config.run.cpu_opt_level=1 (int or None): CPU-only hosts" in text
 
 

@@ -699,7 +699,7 @@ def test_tbptt_training_runs_on_the_exact_forward_pass():
     ("model.chrono_t_max", 1.0, "model.chrono_t_max"),
     ("model.dropout.input", 1.0, "model.dropout.input"),
     ("model.dropout.recurrent", -0.1, "model.dropout.recurrent"),
-    ("task.name", "sudoku", "unknown task"),
+    ("task.name", "sudoku", "config.task.name=.sudoku. is invalid"),
   ],
 )
 def test_bad_config_values_raise_one_line_errors(field, value, match):
