@@ -161,7 +161,7 @@ BAD = [
     [f"--config={CONFIG}:quick", "--config.sweep.axes={'model.cell': ('elman', 'rnn')}"],
     "config.model.cell='rnn' is invalid",
   ),
-  ([f"--config={CONFIG}:quick", "--config.task.name=adder"], "unknown task 'adder'"),
+  ([f"--config={CONFIG}:quick", "--config.task.name=adder"], "config.task.name='adder' is invalid"),
   ([f"--config={CONFIG}:quick", "--config.optimizer.learning_rate=fast"], "learning_rate"),
   ([f"--config={CONFIG}:quick,T=10+0"], "config.task.length=0"),
   ([f"--config={CONFIG}:quick,T=-5"], "config.task.length=-5"),

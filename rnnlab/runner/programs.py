@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 
 from rnnlab import diagnostics as diag_lib
+from rnnlab import scan as scan_lib
 from rnnlab import train as train_lib
 from rnnlab.runner import config as config_lib
 from rnnlab.runner import devices as devices_lib
@@ -195,11 +196,16 @@ def _build(config, tc, traced: tuple[str, ...], mesh) -> Programs:
   def per_device(fn, donate=(), replicated=0):
     # shard_map: every device runs the plain vmapped program on its own block of members
     # (see rnnlab.runner.devices: the block has the same size on every device and call).
+    def block(*args):
+      # impl="auto" weighs the unroll's paths for a vmapped block of this many members.
+      with scan_lib.vmapped(jax.tree.leaves(args)[0].shape[0]):
+        return fn(*args)
+
     def wrapped(*args):
       in_specs = (P("sweep"),) * (len(args) - replicated) + (P(),) * replicated
-      return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=P("sweep"), check_vma=False)(
-        *args
-      )
+      return jax.shard_map(
+        block, mesh=mesh, in_specs=in_specs, out_specs=P("sweep"), check_vma=False
+      )(*args)
 
     return jax.jit(wrapped, out_shardings=out, donate_argnums=donate)
 
