@@ -95,7 +95,7 @@ def write_config(path, axes, **extra):
     json.dump(config, f)
 
 
-def make_workdir(path, diverge=False, gain_scan=True, blow_up=None):
+def make_workdir(path, diverge=False, gain_scan=True, blow_up=None, **config):
   """Writes the flagship stand-in's tables into ``path``.
 
   ``diverge``: one Elman run (T = 5, clip 0, seed 1) goes non-finite at step 20.
@@ -176,11 +176,13 @@ def make_workdir(path, diverge=False, gain_scan=True, blow_up=None):
           bound = gain if cell == "elman" else math.nan
           scan.append([cell, TS[-1], gain, seed, decay, 4, gain, gain, bound, decay + 0.05])
     tables.write_table(path, tables.GAIN_SCAN, scan)
-  write_config(path, {"model.cell": CELLS, "task.length": TS, "clip": CLIPS}, preset="quick")
+  axes = {"model.cell": CELLS, "task.length": TS, "clip": CLIPS}
+  write_config(path, axes, **{"preset": "quick", **config})
   return path
 
 
 OWN_CELL = "mymod:mycell"
+OWN = "mycell"  # as figures and readings name it (its factory)
 HIDDEN = (32, 64)
 LRS = (1e-3, 3e-3)
 
@@ -468,7 +470,10 @@ def test_default_axes_t_against_cell_else_first_numeric_else_other():
 def test_axis_values_order_and_texts():
   cell = axis("model.cell", ["gru", OWN_CELL, "lstm", "elman", "gru"])
   assert cell.values == ("elman", "lstm", "gru", OWN_CELL)
-  assert [cell.text(v) for v in cell.values] == ["Elman", "LSTM", "GRU", OWN_CELL]
+  assert [cell.text(v) for v in cell.values] == ["Elman", "LSTM", "GRU", OWN]
+  # Two factories of one name are told apart by their import paths.
+  twins = axis("model.cell", ["a.cells:mycell", "b.cells:mycell", "lstm"])
+  assert [twins.text(v) for v in twins.values] == ["LSTM", "a.cells:mycell", "b.cells:mycell"]
   assert cell.codes.tolist() == [2, 3, 1, 0, 2]
   clip = axis("clip", [1.0, np.nan, 0.5])
   assert clip.values == (None, 0.5, 1.0) and clip.text(None) == "off"
@@ -557,6 +562,7 @@ def test_report_readings_are_computed(full):
   )
   assert "Every run: 8 hidden units, adam at learning rate 0.002, batch size 16, 30 steps." in text
   assert "Figure skipped" not in text
+  assert report.present(report.read_experiment(full[0])) == list(report.FIGURES)
 
 
 def test_diverged_run_is_reported_without_warnings(broken):
@@ -667,6 +673,12 @@ def test_ablation_report_follows_its_axes(ablation):
   ]  # no clip axis and no gain scan: their sections are dropped; no horizon was measured
   names = {os.path.basename(p) for p in paths}
   assert names == {"training_curves.png", "success_rate.png", "report.md"}
+  assert report.present(report.read_experiment(workdir)) == [
+    "grad_vs_lag",
+    "training_curves",
+    "success_rate",
+  ]
+  assert "The curves show the runs with" not in text  # nothing fixed: hidden size x lr
   assert "| lr | model.hidden_size = 32 | model.hidden_size = 64 |" in text
   rows = {entries(r)[0]: entries(r)[1:] for r in section(text, headings(text)[0]) if "% (" in r}
   assert rows == {
@@ -675,17 +687,15 @@ def test_ablation_report_follows_its_axes(ablation):
   }
   assert (
     "sweeping `model.hidden_size` (32 and 64) × `optimizer.learning_rate` (0.001 and 0.003), "
-    "2 seeds per setting. Every run: the mymod:mycell cell, T = 20, adam, clipping at 1, "
+    "2 seeds per setting. Every run: the mycell (`mymod:mycell`) cell, T = 20, adam, clipping at 1, "
     "batch size 16, 30 steps." in text
   )
-  assert "The gradient diagnostics are n/a for 8 of 8 runs (the mymod:mycell cell)" in text
+  assert "The gradient diagnostics are n/a for 8 of 8 runs (the mycell cell)" in text
   assert (
-    "1 of 8 runs diverged (non-finite or blown-up loss): mymod:mycell T = 20 "
+    "1 of 8 runs diverged (non-finite or blown-up loss): mycell T = 20 "
     "(model.hidden_size 32, lr 0.003, seed 1, step 5)." in text
   )
-  assert (
-    "Figure skipped: no finite gradient norms were measured (n/a for the mymod:mycell cell" in text
-  )
+  assert "Figure skipped: no finite gradient norms were measured (n/a for the mycell cell" in text
   assert (
     "lr = 0.001 solves no run up to model.hidden_size = 32 and every run from "
     "model.hidden_size = 64 on (0/2, 2/2 at model.hidden_size = 32, 64), in a median of 8 "
@@ -723,6 +733,20 @@ def test_report_axes_follow_config_overrides(tmp_path):
   assert "## 3. Success rate against lr" in text
   assert "model.hidden_size = 64 solves every run at every lr up to 0.003" in text
   assert "model.hidden_size = 32 solves no run at any lr" in text
+  # Lines per clip threshold: the cells are fixed to the config's own (an LSTM).
+  (tmp_path / "by_clip").mkdir()
+  flagship = make_workdir(str(tmp_path / "by_clip"), gain_scan=False, **{"report.group_by": "clip"})
+  exp = report.read_experiment(flagship)
+  assert (exp.x.path, exp.group.path) == ("task.length", "clip")
+  assert exp.choose([exp.x, exp.group]) == {"model.cell": "lstm"}
+  _, text, noisy = write(flagship)
+  assert not noisy, noisy
+  assert "The curves show the runs with cell = LSTM (all runs are in the success table)." in text
+  assert "| clip | cell | T = 5 | T = 10 |" in text
+  # The success figure styles its lines by the cell (a third axis), the clipping figure
+  # draws a line per cell (its lines cannot be the clip values).
+  assert "- LSTM: clip = off solves every run at every T up to 10" in text
+  assert "Clipping (threshold 1) fired on 25% of Elman steps at T = 10" in text
   # An override that names no axis is said, and the default used.
   bad = make_ablation(str(tmp_path), **{"report.success_x": "model.num_layers"})
   _, text, _ = write(bad)
@@ -749,11 +773,8 @@ def test_a_categorical_axis_and_a_single_setting(tmp_path):
   tables.write_table(path, tables.SUMMARY, rows, list(axes))
   _, text, noisy = write(path)
   assert not noisy, noisy
-  assert "| cell | model.recurrent_init = orthogonal | model.recurrent_init = identity |" in text
-  assert (
-    f"{OWN_CELL} solves 2 of 4 runs (0/2 at model.recurrent_init = orthogonal, 2/2 at "
-    "model.recurrent_init = identity)" in text
-  )
+  assert "| cell | init = orthogonal | init = identity |" in text
+  assert f"{OWN} solves 2 of 4 runs (0/2 at init = orthogonal, 2/2 at init = identity)" in text
   # Without metrics.csv and gradients.csv their sections say why.
   assert "Figure skipped: `gradients.csv` is missing from the workdir." in text
   assert "Figure skipped: `metrics.csv` is missing from the workdir." in text
@@ -767,6 +788,48 @@ def test_a_categorical_axis_and_a_single_setting(tmp_path):
   assert "## Success rate over all runs" in text
   assert "| runs | all |" in text and "| all | 100% (1/1) · 0.1 |" in text
   assert "Figure skipped: no axis takes two or more values" in text
+
+
+def test_paired_axes_of_a_zip_sweep_are_not_fixed_away(tmp_path):
+  # The optimizer ablation's arms: each optimizer with its own learning rate (zip mode), so
+  # the learning rate is determined by the optimizer; clip varies within SGD only.
+  arms = [("sgd", 0.1, 0.0), ("sgd", 0.1, 1.0), ("adam", 0.001, 0.0)]
+  rows, member = [], 0
+  for T in (10, 20):
+    for name, lr, clip in arms:
+      for seed in SEEDS:
+        axes = {
+          "task.length": T,
+          "optimizer.name": name,
+          "optimizer.learning_rate": lr,
+          "clip": clip,
+        }
+        solved = name == "adam" or clip > 0 or T == 10
+        rows.append(
+          summary_row(
+            member, "g", axes, seed, "elman", T, solved=solved, final_loss=0.1, baseline=1.0
+          )
+        )
+        member += 1
+  path = str(tmp_path / "zip")
+  os.makedirs(path)
+  tables.write_table(path, tables.SUMMARY, rows, list(axes))
+  with open(os.path.join(path, "config.json"), "w") as f:
+    json.dump({"optimizer": {"learning_rate": 0.1}, "report": {"group_by": "optimizer.name"}}, f)
+  exp = reading.read_experiment(path)
+  assert (exp.x.path, exp.group.path) == ("task.length", "optimizer.name")
+  # Drawn against T per optimizer, the learning rate is the optimizer's: not fixed, both kept;
+  # clipping on would keep SGD's runs only, so the curves show clip off, every optimizer.
+  assert exp.choose([exp.x, exp.group]) == {"clip": 0.0}
+  assert exp.choose([exp.x, exp.group, exp.axis("clip")]) == {}
+  assert success.style_axis(exp, exp.x, exp.group).path == "clip"
+  d = success.data(exp)
+  assert {(s["group"], s["style"]) for s in d["series"]} == {
+    ("sgd", 1.0),
+    ("sgd", 0.0),
+    ("adam", 0.0),
+  }
+  assert d["fixed"] == {}
 
 
 def test_each_section_computes_its_data_once(tmp_path, monkeypatch):
@@ -864,25 +927,26 @@ def test_own_cell_against_the_lstm_shows_its_diagnostics_as_na(tmp_path):
   assert not noisy, noisy
   assert "## Memory horizon per cell and model.hidden_size" in text
   assert "| LSTM | 7 → >= 9 | 7 → >= 9 |" in text
-  assert f"| {OWN_CELL} | n/a → n/a | n/a → n/a |" in text
+  assert "sweeping `model.cell` (LSTM and mycell (`mymod:mycell`))" in text
+  assert f"| {OWN} | n/a → n/a | n/a → n/a |" in text
   assert "Censored: 0 of 4 horizons at initialisation, 4 of 4 after training." in text
   assert "`n/a`: 4 runs without a horizon" in text
   exp = report.read_experiment(path)
   d = gradients.data(exp)
   assert [line["name"] for line in d["phases"]["init"].values()] == ["LSTM"]
-  assert d["na"] == [OWN_CELL] and d["na_cells"] == [OWN_CELL]
+  assert d["na"] == [OWN] and d["na_cells"] == [OWN]
   assert "![Gradient norm against lag](figures/grad_vs_lag.png)" in text
-  assert f"No line for {OWN_CELL}: n/a for the {OWN_CELL} cell" in text
+  assert f"No line for {OWN}: n/a for the {OWN} cell" in text
   # Rows of its members left out of gradients.csv altogether read the same.
   measured = exp.where(np.ones(exp.n, bool))
   kept = {k: v[exp.gradient_rows < 4] for k, v in exp.gradients.items()}
   exp2 = reading.experiment(measured.summary, {}, kept, {}, {})
-  assert gradients.data(exp2)["na"] == [OWN_CELL]
+  assert gradients.data(exp2)["na"] == [OWN]
   # No gradient rows at all (every cell without CellParts): n/a, not a missing table.
   none = reading.experiment(exp.summary, {}, {k: v[:0] for k, v in exp.gradients.items()})
-  assert gradients.data(none)["na"] == ["LSTM", OWN_CELL]
+  assert gradients.data(none)["na"] == ["LSTM", OWN]
   assert gradients.plot(gradients.data(none)) is None
-  assert "n/a for the LSTM and mymod:mycell cells" in gradients.why(none, gradients.data(none))
-  assert "LSTM solves every run" in text and f"{OWN_CELL} solves no run" in text
+  assert "n/a for the LSTM and mycell cells" in gradients.why(none, gradients.data(none))
+  assert "LSTM solves every run" in text and f"{OWN} solves no run" in text
   # No held-out evaluation (an empty final loss) is no divergence.
   assert "None of the 8 runs diverged." in text and "| LSTM | 100% (2/2) | 100% (2/2) |" in text

@@ -111,9 +111,6 @@ def run_sweep(config, tmp_path):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-  not hasattr(train_lib, "traced_fields"), reason="needs task import paths in rnnlab.train"
-)
 def test_own_cell_and_task_swept_with_lstm_equal_solo_runs(tmp_path):
   config = tiny(
     model__cell=("lstm", f"{HERE}:leaky_cell"),
@@ -147,9 +144,6 @@ def test_own_cell_and_task_swept_with_lstm_equal_solo_runs(tmp_path):
   assert np.all(np.isnan(summary["decay_rate_init"]))  # diagnostics.phases = ("trained",)
 
 
-@pytest.mark.skipif(
-  not hasattr(train_lib, "traced_fields"), reason="needs traced hparams in rnnlab.train"
-)
 def test_a_vmapped_and_a_looped_axis_are_classified_and_run(tmp_path):
   config = tiny(optimizer__momentum=(0.0, 0.9), model__num_layers=(1, 2))
   with config.unlocked():

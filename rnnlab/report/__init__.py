@@ -58,6 +58,11 @@ def applies(section: ModuleType, exp: Experiment) -> bool:
   return True if check is None else bool(check(exp))
 
 
+def present(exp: Experiment) -> list[str]:
+  """The names (of :data:`FIGURES`) of the sections this experiment's report has."""
+  return [s.NAME for s in SECTIONS if applies(s, exp)]
+
+
 def build(exp: Experiment) -> list[tuple[ModuleType, Any, Figure | None]]:
   """``(section, data, figure)`` for every section that applies, each data computed once."""
   out = []
@@ -164,6 +169,7 @@ __all__ = [
   "Experiment",
   "build",
   "experiment",
+  "present",
   "read_experiment",
   "read_table",
   "write_report",

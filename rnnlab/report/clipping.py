@@ -41,7 +41,9 @@ def data(exp: Experiment) -> dict[str, Any] | None:
     return None
   clip = exp.axis(CLIP)
   x = exp.x if exp.x is not clip else None
-  line = exp.group if exp.group is not clip else None
+  line = exp.group
+  if line is clip:  # lines per clip value elsewhere: here, per the next axis that varies
+    line = next((a for a in exp.varying if a is not clip and a is not x), None)
   fixed = exp.choose([x, line, clip])
   s = exp.select(fixed)
   on_value = exp.clip_on(clip)
@@ -68,7 +70,7 @@ def data(exp: Experiment) -> dict[str, Any] | None:
     if not base.any():
       continue
     per: dict[str, Any] = {
-      "name": line.name(v) if line is not None else "all runs",
+      "name": line.name(v) if line is not None else None,
       "color": colors[v],
       "fraction": {},
       "ratio": {},
@@ -129,7 +131,7 @@ def plot(d: Mapping[str, Any] | None) -> Figure | None:
         keys = [v for v in d["xs"] if v in per["fraction"]]
         x = scale.nudge(scale.positions(keys), k, n)
         y = [per["fraction"][v] for v in keys]
-        ax_f.plot(x, y, "o-", ms=4, color=color, label=per["name"])
+        ax_f.plot(x, y, "o-", ms=4, color=color, label=per["name"] or "all runs")
       for key, ls, marker in (("on", "-", "o"), ("off", "--", "s")):
         by = per["ratio"].get(key, {})
         if not by:
@@ -137,7 +139,9 @@ def plot(d: Mapping[str, Any] | None) -> Figure | None:
         keys = [v for v in d["xs"] if v in by]
         y = np.array([by[v] for v in keys])
         y = np.where(np.isfinite(y) & (y > 0), y, np.nan)
-        label = f"{per['name']}, " + (f"clip = {clip_text}" if key == "on" else "no clip")
+        label = (f"{per['name']}, " if per["name"] else "") + (
+          f"clip = {clip_text}" if key == "on" else "no clip"
+        )
         x = scale.nudge(scale.positions(keys), k, n)
         ax_r.plot(x, y, ls=ls, marker=marker, ms=4, color=color, label=label)
         ratios.append(y[np.isfinite(y)])
@@ -184,7 +188,8 @@ def reading(d: Mapping[str, Any]) -> str:
     if not f:
       continue
     keys = list(f)
-    text = f"{style.pct(f[keys[-1]])} of {per['name']} steps{_where(d, keys[-1])}"
+    whose = f"{per['name']} " if per["name"] else ""
+    text = f"{style.pct(f[keys[-1]])} of {whose}steps{_where(d, keys[-1])}"
     if len(keys) > 1:
       text += f" ({style.pct(f[keys[0]])}{_where(d, keys[0])})"
     fired.append(text)
@@ -202,9 +207,8 @@ def reading(d: Mapping[str, Any]) -> str:
     on, off = per["solved"].get("on", {}), per["solved"].get("off", {})
     for v in [v for v in xs if v in on and v in off]:
       if on[v][0] * off[v][1] != off[v][0] * on[v][1]:
-        changes.append(
-          f"{per['name']}{_where(d, v)} from {off[v][0]}/{off[v][1]} to {on[v][0]}/{on[v][1]}"
-        )
+        who = per["name"] or "the runs"
+        changes.append(f"{who}{_where(d, v)} from {off[v][0]}/{off[v][1]} to {on[v][0]}/{on[v][1]}")
       else:
         same += 1
   if changes:
@@ -226,7 +230,8 @@ def reading(d: Mapping[str, Any]) -> str:
   for per in d["lines"].values():
     on, off = per["ratio"].get("on", {}), per["ratio"].get("off", {})
     if last in on and last in off:
-      cmp.append(f"{per['name']} {style.ratio(on[last])} vs {style.ratio(off[last])}")
+      who = f"{per['name']} " if per["name"] else ""
+      cmp.append(f"{who}{style.ratio(on[last])} vs {style.ratio(off[last])}")
   if cmp:
     where = f"At {d['x'].name(last)} the" if d["x"] is not None else "The"
     parts.append(

@@ -227,10 +227,15 @@ def reading(d: Mapping[str, Any]) -> str:
   if clip is not None and CLIP in d["fixed"]:
     shown = d["fixed"][CLIP]
     others = ", ".join(clip.text(v) for v in clip.values if v != shown)
+    which = "clipping-off" if clip.text(shown) == "off" else "clipping-on"
     parts.append(
-      f"The curves show the clipping-on runs (clip = {clip.text(shown)}; "
+      f"The curves show the {which} runs (clip = {clip.text(shown)}; "
       f"also in the data: clip = {others})."
     )
+  rest = {p: v for p, v in d["fixed"].items() if p != CLIP}
+  if rest:
+    shown = ", ".join(item for item in d["note"].split(", ") if not item.startswith(f"{CLIP} = "))
+    parts.append(f"The curves show the runs with {shown} (all runs are in the success table).")
   ratios: dict[str, dict[Any, float]] = {}
   texts = []
   for p in d["panels"]:

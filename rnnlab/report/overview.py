@@ -27,7 +27,7 @@ def _fixed(exp: Experiment) -> list[str]:
     cells = _unique(exp, "cell")
     if len(cells) == 1:
       cell = str(cells[0])
-      items.append(f"the {style.cell_name(cell)}{' (tanh RNN)' if cell == 'elman' else ''} cell")
+      items.append(f"the {style.cell_title(cell)}{' (tanh RNN)' if cell == 'elman' else ''} cell")
   hidden = exp.setting("model.hidden_size")
   if "model.hidden_size" not in swept and isinstance(hidden, int):
     items.append(f"{hidden} hidden units")
@@ -103,7 +103,10 @@ def overview(exp: Experiment) -> str:
     base = ""
   text = f"{lead} trained {style.count(n, 'run')} on the `{exp.task}` task{base}"
   if exp.varying:
-    axes = [f"`{a.path}` ({style.join([a.text(v) for v in a.values])})" for a in exp.varying]
+    axes = [
+      f"`{a.path}` ({style.join([style.cell_title(v) if a.path == CELL else a.text(v) for v in a.values])})"
+      for a in exp.varying
+    ]
     text += ", sweeping " + " × ".join(axes)
   seeds = _seeds(exp)
   if seeds:

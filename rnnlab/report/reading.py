@@ -46,6 +46,9 @@ LABELS = {
   "optimizer.learning_rate": "lr",
   "optimizer.name": "optimizer",
   "clip": "clip",
+  "model.recurrent_init": "init",
+  "model.chrono_t_max": "chrono T_max",
+  "model.nonlinearity": "nonlinearity",
 }
 # An axis's x-axis title on a figure (other paths: the path itself).
 TITLES = {
@@ -116,7 +119,9 @@ class Axis:
     if value is None:
       return "None"
     if self.path == CELL:
-      return style.cell_name(str(value))
+      short = [style.cell_name(str(v)) for v in self.values]
+      unique = len(set(short)) == len(short)  # two factories of one name: their paths
+      return style.cell_name(str(value)) if unique else style.CELL_NAMES.get(value, str(value))
     if isinstance(value, bool):
       return str(value)
     if isinstance(value, float):
@@ -345,25 +350,61 @@ class Experiment:
     preferred = self.setting(CLIP)
     return preferred if preferred in on else on[0]
 
+  def determined(self, axis: Axis, by: Sequence[Axis], mask: np.ndarray | None = None) -> bool:
+    """Whether ``axis``'s value is a function of the ``by`` axes' values on the rows in ``mask``.
+
+    In a ``zip`` sweep an axis paired with a drawn one (the learning rate of each
+    optimizer) is determined by it: fixing it would drop the other pairs.
+    """
+    rows = np.flatnonzero(np.ones(self.n, bool) if mask is None else mask)
+    seen: dict[tuple, int] = {}
+    for i in rows.tolist():
+      key = tuple(int(a.codes[i]) for a in by)
+      if seen.setdefault(key, int(axis.codes[i])) != int(axis.codes[i]):
+        return False
+    return True
+
   def choose(self, exclude: Sequence[Axis | None] = (), clip: bool = True) -> dict[str, Any]:
     """One value for each varying axis not in ``exclude``: the one the figures show.
 
+    An axis whose value the ``exclude``d (drawn) axes determine on the rows left
+    (an axis paired with a drawn one in a ``zip`` sweep) is not fixed. Otherwise
     ``task.length``: the largest; ``clip`` (with ``clip``): a clipping-on value
     (:meth:`clip_on`); any other axis: the config's own value if it is among the
-    axis's values, else the first value.
+    axis's values, else the first value; each among the values the rows fixed so
+    far still take, and another one where that keeps more combinations of the
+    drawn axes' values (more of the figure's lines).
     """
-    skip = {a.path for a in exclude if a is not None}
+    drawn = [a for a in exclude if a is not None]
+    skip = {a.path for a in drawn}
     fixed: dict[str, Any] = {}
+    mask = np.ones(self.n, bool)
     for axis in self.varying:
       if axis.path in skip:
         continue
+      if drawn and self.determined(axis, drawn, mask):
+        continue
+      present = [v for v in axis.values if np.any(mask & (axis.codes == axis.code(v)))]
       if axis.path == LENGTH and axis.numeric:
-        fixed[axis.path] = axis.values[-1]
-      elif axis.path == CLIP and clip and self.clip_on(axis) is not None:
-        fixed[axis.path] = self.clip_on(axis)
+        preferred = present[-1]
+      elif axis.path == CLIP and clip and self.clip_on(axis) in present:
+        preferred = self.clip_on(axis)
       else:
         own = self.setting(axis.path)
-        fixed[axis.path] = own if own in axis.values else axis.values[0]
+        preferred = own if own in present else present[0]
+
+      def shown(
+        v, axis=axis, mask=mask
+      ):  # the combinations of the drawn axes' values a choice keeps
+        rows = np.flatnonzero(mask & (axis.codes == axis.code(v)))
+        return len({tuple(int(a.codes[i]) for a in drawn) for i in rows.tolist()})
+
+      # The preferred value unless another keeps more of the drawn lines (in a zip sweep,
+      # clipping on may hold one optimizer's runs only).
+      most = max(shown(v) for v in present)
+      value = next(v for v in [preferred, *present] if shown(v) == most)
+      fixed[axis.path] = value
+      mask &= axis.codes == axis.code(value)
     return fixed
 
   def select(self, fixed: Mapping[str, Any]) -> np.ndarray:

@@ -52,8 +52,16 @@ def quiet() -> Iterator[None]:
 
 
 def cell_name(cell: str) -> str:
-  """``"Elman"``, ``"LSTM"``, ``"GRU"``; any other cell (an import path) as it is."""
-  return CELL_NAMES.get(cell, cell)
+  """``"Elman"``, ``"LSTM"``, ``"GRU"``; an import path ``"pkg.mod:factory"`` by its factory."""
+  if cell in CELL_NAMES:
+    return CELL_NAMES[cell]
+  return cell.rpartition(":")[2] or cell
+
+
+def cell_title(cell: str) -> str:
+  """A cell as the overview introduces it: ``LSTM``, ``ugrnn (`pkg.cells:ugrnn`)``."""
+  name = cell_name(cell)
+  return name if name == cell or cell in CELL_NAMES else f"{name} (`{cell}`)"
 
 
 def g(x: float) -> str:

@@ -29,8 +29,15 @@ def title(exp: Experiment) -> str:
 
 def style_axis(exp: Experiment, *drawn: Axis | None) -> Axis | None:
   """The third axis that styles the lines: ``clip`` if it varies, else the next with <= 4 values."""
-  paths = {a.path for a in drawn if a is not None}
-  rest = [a for a in exp.varying if a.path not in paths and len(a.values) <= len(style.LINE_STYLES)]
+  drawn = [a for a in drawn if a is not None]
+  paths = {a.path for a in drawn}
+  rest = [
+    a
+    for a in exp.varying
+    if a.path not in paths
+    and len(a.values) <= len(style.LINE_STYLES)
+    and not (drawn and exp.determined(a, drawn))
+  ]
   return next((a for a in rest if a.path == CLIP), next(iter(rest), None))
 
 

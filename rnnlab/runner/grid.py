@@ -180,9 +180,8 @@ def field_value(config: ml_collections.ConfigDict, path: str) -> Any:
 
 def make_task(tc: ml_collections.ConfigDict) -> Any:
   """The training task of a training config (a built-in name or an import path)."""
-  maker = getattr(train_lib, "make_task", None) or train_lib._make_task  # noqa: SLF001
   try:
-    return maker(tc)
+    return train_lib.make_task(tc)
   except ValueError as e:
     t = tc.task
     raise ValueError(
@@ -229,11 +228,8 @@ def _is_number(value: Any) -> bool:
 
 
 def _traced_fields(tc: ml_collections.ConfigDict, paths: Sequence[str]) -> dict[str, bool]:
-  """``rnnlab.train.traced_fields`` (before it exists: the fields of ``rnnlab.train.HParams``)."""
-  fn = getattr(train_lib, "traced_fields", None)
-  if fn is None:
-    return {p: p in CLASSIC for p in paths}
-  return dict(fn(tc, list(paths)))
+  """``rnnlab.train.traced_fields`` of ``paths`` in the training config ``tc``."""
+  return dict(train_lib.traced_fields(tc, list(paths))) if paths else {}
 
 
 def classify(config: ml_collections.ConfigDict) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -297,8 +293,7 @@ def _short(path: str, value: Any) -> str:
   elif isinstance(value, bool):
     text = last if value else f"no_{last}"
   elif _is_number(value):
-    text = f"{_SHORT.get(path, last)}{value:g}" if isinstance(value, float) else None
-    text = text or f"{_SHORT.get(path, last)}{value}"
+    text = _SHORT.get(path, last) + (f"{value:g}" if isinstance(value, float) else str(value))
   else:
     text = f"{last}{value}"
   return re.sub(r"[^A-Za-z0-9_.+-]", "-", text).lstrip(".-") or "x"

@@ -44,15 +44,6 @@ def hparams_dtypes(tc: ml_collections.ConfigDict, traced: Sequence[str]) -> dict
   }
 
 
-def _trainer_hparams(hp: dict[str, Array]) -> Any:
-  """What the trainer takes: the dict itself, or (before it took dicts) an ``HParams``."""
-  if hasattr(train_lib, "traced_fields"):
-    return hp
-  return train_lib.HParams(
-    learning_rate=hp["optimizer.learning_rate"], gain=hp["model.gain"], clip=hp["clip"]
-  )
-
-
 def make_diagnose(
   d: ml_collections.ConfigDict, trainer: train_lib.Trainer, tc: ml_collections.ConfigDict
 ) -> Callable[[PyTree, Array], dict]:
@@ -209,27 +200,24 @@ def _build(config, tc, traced: tuple[str, ...], mesh) -> Programs:
 
     return jax.jit(wrapped, out_shardings=out, donate_argnums=donate)
 
-  def hp_(hp):
-    return _trainer_hparams(hp)
-
   sizes = (trainer.model.input_size, trainer.model.output_size)
   init_key = (program_key(tc, traced, drop=("task.length",)), traced, sizes, mesh)
   if init_key not in _INITS:
     _INITS[init_key] = per_device(
-      lambda key_data, hp: jax.vmap(lambda k, h: trainer.init(wrap(k), hp_(h)))(key_data, hp)
+      lambda key_data, hp: jax.vmap(lambda k, h: trainer.init(wrap(k), h))(key_data, hp)
     )
 
   def diagnose_all(params, key_data):
     return jax.vmap(diagnose)(params, wrap(key_data))
 
   def finish_all(state, key_data, hp):
-    return jax.vmap(lambda s, k, h: trainer.finish(s, wrap(k), hp_(h)))(state, key_data, hp)
+    return jax.vmap(lambda s, k, h: trainer.finish(s, wrap(k), h))(state, key_data, hp)
 
   every = tc.eval.every
 
   def chunk_all(state, key_data, hp, steps):
     def one(s, k, h):
-      k, h = wrap(k), hp_(h)
+      k = wrap(k)
       if not every:
         return trainer.run(s, k, h, steps)
 
@@ -245,16 +233,14 @@ def _build(config, tc, traced: tuple[str, ...], mesh) -> Programs:
 
   one_key = jax.ShapeDtypeStruct(jax.random.key_data(jax.random.key(0)).shape, jnp.uint32)
   one_hp = {p: jax.ShapeDtypeStruct((), dt) for p, dt in hparams_dtypes(tc, traced).items()}
-  state = jax.eval_shape(lambda k, h: trainer.init(wrap(k), hp_(h)), one_key, one_hp)
+  state = jax.eval_shape(lambda k, h: trainer.init(wrap(k), h), one_key, one_hp)
   steps = jax.ShapeDtypeStruct((1,), jnp.int32)
   abstract = {
     "state": state,
     "records": jax.eval_shape(
-      lambda s, k, h, t: trainer.run(s, wrap(k), hp_(h), t)[1], state, one_key, one_hp, steps
+      lambda s, k, h, t: trainer.run(s, wrap(k), h, t)[1], state, one_key, one_hp, steps
     ),
-    "finish": jax.eval_shape(
-      lambda s, k, h: trainer.finish(s, wrap(k), hp_(h)), state, one_key, one_hp
-    ),
+    "finish": jax.eval_shape(lambda s, k, h: trainer.finish(s, wrap(k), h), state, one_key, one_hp),
   }
   if diagnose is not None:
     abstract["diagnose"] = jax.eval_shape(lambda p, k: diagnose(p, wrap(k)), state.params, one_key)
