@@ -43,6 +43,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from rnnlab import linalg
 from rnnlab import probes as probes_lib
 from rnnlab import scan as scan_lib
 from rnnlab.cells import Cell, preactivations
@@ -416,7 +417,7 @@ def _jacobian_exact(step, vec0, xs, index):
   n, dtype = vec0.shape[0], _linalg_dtype(vec0.dtype)
 
   def block_svd(prod):
-    return jnp.linalg.svd(prod[index][:, index], compute_uv=False)
+    return linalg.svdvals(prod[index][:, index])
 
   def body(state, inputs):
     # P = dc_T/dc_t, kept as P * exp(log_scale) with ||P||_F = 1.
@@ -622,7 +623,7 @@ def memory_horizon(log_norms: Array, lags: Array, fraction: float = 0.01) -> Arr
 
 def _eigvals(w: Array) -> Array:
   if jax.default_backend() == "cpu":
-    return jnp.linalg.eigvals(w)
+    return linalg.eigvals(w)
   # Non-symmetric eig runs on the host elsewhere.
   dtype = jnp.result_type(w.dtype, jnp.complex64)
   shape = jax.ShapeDtypeStruct(w.shape[:-1], dtype)
@@ -655,7 +656,7 @@ def recurrent_spectra(cell: Cell, params: PyTree) -> dict[str, Any]:
   w = w.astype(_linalg_dtype(w.dtype))
   blocks = jnp.split(w, len(parts.blocks), axis=-1)
   radius = {n: jnp.max(jnp.abs(_eigvals(b))) for n, b in zip(parts.blocks, blocks, strict=True)}
-  sigma = {n: jnp.linalg.norm(b, ord=2) for n, b in zip(parts.blocks, blocks, strict=True)}
+  sigma = {n: jnp.max(linalg.svdvals(b)) for n, b in zip(parts.blocks, blocks, strict=True)}
   bound = jnp.asarray(jnp.nan, w.dtype)
   if parts.gamma is not None and len(parts.blocks) == 1:
     bound = parts.gamma * sigma[parts.blocks[0]]
@@ -712,14 +713,14 @@ def lyapunov_spectrum(
         f"lyapunov_spectrum: num_exponents={num_exponents} must lie in [1, n={n}] (the state size)"
       )
     dtype = _linalg_dtype(vec0.dtype)
-    q0, _ = jnp.linalg.qr(jax.random.normal(key, (n, num_exponents), dtype))
+    q0, _ = linalg.qr(jax.random.normal(key, (n, num_exponents), dtype))
 
     def body(state, inputs):
       c, q, total = state
       x, t = inputs
       c_next, lin = jax.linearize(lambda c: step(c, x), c)
       pushed = jax.vmap(lin, in_axes=1, out_axes=1)(q.astype(vec0.dtype)).astype(dtype)
-      q, r = jnp.linalg.qr(pushed)
+      q, r = linalg.qr(pushed)
       logs = jnp.log(jnp.abs(jnp.diagonal(r)))
       return (c_next, q, total + jnp.where(t >= transient, logs, 0)), None
 

@@ -37,6 +37,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from rnnlab import linalg
+
 Array = jax.Array
 Initializer = Callable[[jax.Array, tuple, Any], Array]
 InitSpec = str | Initializer
@@ -59,7 +61,7 @@ def orthogonal(gain: float = 1.0) -> Initializer:
 
   def init(key, shape, dtype=jnp.float32):
     sample_dtype = _float_for_sampling(dtype)
-    q = jax.nn.initializers.orthogonal(scale=gain)(key, shape, sample_dtype)
+    q = linalg.orthogonal(scale=gain)(key, shape, sample_dtype)  # loops its QR on the CPU
     return q.astype(dtype)
 
   return init

@@ -1,6 +1,7 @@
 """Shared test settings: float32 matmuls at full precision, a --runslow switch."""
 
 import os
+import shutil
 
 import jax
 import pytest
@@ -54,3 +55,29 @@ def tiny_clean(tmp_path_factory, runner_env):
   rc, _, err = run([*TINY, f"--workdir={workdir}"], runner_env)
   assert rc == 0, err[-3000:]
   return workdir
+
+
+@pytest.fixture(scope="session")
+def vanishing_quick(tmp_path_factory, runner_env):
+  """The flagship's quick preset, run once for every test module and xdist worker.
+
+  ``test_run`` checks its files and ``test_experiments`` its report sections:
+  the first worker to take the lock runs it (pytest-xdist's recipe for a
+  session fixture that runs once), the other reads the same workdir.
+  Returns ``(workdir, stdout, stderr)``.
+  """
+  import filelock  # noqa: PLC0415
+  from runner_support import CONFIG, run  # noqa: PLC0415
+
+  base = tmp_path_factory.getbasetemp()
+  shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+  workdir = shared / "vanishing_quick"
+  done = shared / "vanishing_quick.out"
+  with filelock.FileLock(str(shared / "vanishing_quick.lock")):
+    if not done.exists():
+      shutil.rmtree(workdir, ignore_errors=True)
+      rc, out, err = run([f"--config={CONFIG}:quick", f"--workdir={workdir}"], runner_env)
+      assert rc == 0, err[-3000:]
+      (shared / "vanishing_quick.err").write_text(err)
+      done.write_text(out)
+  return str(workdir), done.read_text(), (shared / "vanishing_quick.err").read_text()

@@ -188,10 +188,13 @@ def test_linked_product_crosses_every_arm_with_the_grid_and_set_axes_fixes_const
 @pytest.fixture(scope="module", params=FILES)
 def quick(request, tmp_path_factory, runner_env):
   name = request.param
-  workdir = str(tmp_path_factory.mktemp(f"quick_{name}"))
-  config_arg = f"--config=experiments/configs/{name}.py:quick"
-  rc, out, err = run([config_arg, f"--workdir={workdir}"], runner_env)
-  assert rc == 0, err[-3000:]
+  if name == "vanishing":  # the flagship's run, shared with test_run (conftest)
+    workdir = request.getfixturevalue("vanishing_quick")[0]
+  else:
+    workdir = str(tmp_path_factory.mktemp(f"quick_{name}"))
+    config_arg = f"--config=experiments/configs/{name}.py:quick"
+    rc, out, err = run([config_arg, f"--workdir={workdir}"], runner_env)
+    assert rc == 0, err[-3000:]
   config = runner_config.resolve(load(name).get_config("quick"))
   return name, config, workdir
 

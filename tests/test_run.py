@@ -26,11 +26,8 @@ def env(runner_env):
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory, env):
-  workdir = str(tmp_path_factory.mktemp("quick"))
-  rc, out, err = run([f"--config={CONFIG}:quick", f"--workdir={workdir}"], env)
-  assert rc == 0, err[-3000:]
-  return workdir, out, err
+def quick(vanishing_quick):
+  return vanishing_quick  # the flagship's quick preset (conftest): run once per test session
 
 
 def test_quick_preset_writes_every_file_with_the_expected_rows(quick):

@@ -162,10 +162,9 @@ def run_group(
     return _result(group, prog, tree)
 
   def each(fn, *per_wave, fixed=()):
-    # One wave in flight at a time. With several multi-device CPU programs queued at once,
-    # a program mixing LAPACK calls (eig, QR) with large matmuls hung for good (seen with
-    # the evaluation and the diagnostics fused into one program, 3 waves, 2 devices);
-    # waiting for each wave costs a few ms per chunk and leaves nothing queued.
+    # One wave in flight at a time: nothing queued behind a wave, at a few ms per chunk.
+    # (Batched LAPACK calls on several CPU devices at once hang jaxlib 0.10's thread pool
+    # whatever the queue: the programs take theirs from rnnlab.linalg, one matrix a call.)
     return [jax.block_until_ready(fn(*args, *fixed)) for args in zip(*per_wave, strict=True)]
 
   if restored is not None:
