@@ -175,13 +175,17 @@ def _comments(path: str, fields: dict[str, Any]) -> dict[str, list[str]]:
   return comments
 
 
-def help_fields(path: str) -> str:
-  """The config file's fields for --help: ``--config.<field>=<default> (<type>): <comment>``.
+def help_fields(spec: str) -> str:
+  """The config's fields for --help: ``--config.<field>=<default> (<type>): <comment>``.
+
+  ``spec`` is ``path[:arg]``, as ``--config`` takes it (the defaults are those of
+  ``get_config(arg)``).
 
   Every field, in the config's order, with the comment of its line in the config file
   or, where it has none there, in the schema it inherits (:data:`SCHEMA_SOURCES`).
   """
-  config = load_config(path)
+  config = load_config(spec)
+  path = spec.partition(":")[0] if not os.path.isfile(spec) else spec
   fields = config_fields(config)
   comments: dict[str, list[str]] = {}
   for module in SCHEMA_SOURCES:
@@ -300,6 +304,32 @@ def _arrange(argv: list[str], default: str) -> list[str]:
   return [argv[0], f"--config={spec}", *overrides, *rest]
 
 
+def _document_fields(argv: list[str], default_config: str) -> None:
+  """Appends the fields of the ``--config`` on ``argv`` to the docstring absl prints as --help.
+
+  The config named on the command line (with its preset and arguments), else the
+  default; one that cannot be loaded is named, and the default's fields listed.
+  """
+  main = sys.modules.get("__main__")
+  if main is None:
+    return
+  try:
+    spec, _ = _config_spec(argv[1:], default_config)
+    fields = help_fields(spec)
+  except Exception as e:  # noqa: BLE001  (help is printed whatever the config file does)
+    message = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+    note = f"\n(--config could not be loaded: {message}; the default's fields follow)"
+    spec, fields = default_config, help_fields(default_config)
+  else:
+    note = ""
+  path, _, arg = spec.partition(":")
+  shown = os.path.relpath(path) if os.path.isabs(path) else path
+  preset = f"get_config({arg!r})" if arg else "its default preset"
+  main.__doc__ = (
+    f"{main.__doc__ or ''}{note}\nConfig fields of {shown} (defaults of {preset}):\n{fields}\n"
+  )
+
+
 def parse_flags(
   argv: list[str],
   flag_values: flags.FlagValues,
@@ -330,6 +360,7 @@ def parse_flags(
 
   helps = ["--help" if a == "-h" else a for a in argv[1:] if a.split("=")[0] in HELP]
   if helps:
+    _document_fields(argv, default_config)
     try:  # absl prints the help and exits with 1: asking for help is no error
       flag_values([argv[0], *helps])
     except SystemExit:

@@ -72,11 +72,6 @@ from experiments import cli
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "vanishing.py")
 
-__doc__ += (  # noqa: A001  (absl prints the main module's docstring as --help)
-  f"\nConfig fields of {os.path.relpath(_DEFAULT_CONFIG)} (defaults of the default preset):\n"
-  + cli.help_fields(_DEFAULT_CONFIG)
-  + "\n"
-)
 
 EXIT_USAGE = 2  # a bad flag or config, an unusable, busy or foreign workdir: before any work
 EXIT_IO = 3  # a read or write failed mid-run (disk full, permission, read-only file system)

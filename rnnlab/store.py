@@ -96,6 +96,31 @@ def _drop_closed_loop_callbacks() -> None:
   sys.unraisablehook = hook
 
 
+class _DropOrphanedWriteErrors(logging.Filter):
+  """Drops asyncio's late report of an orbax write task whose failure was already raised.
+
+  When a write fails (a full disk), orbax's other write tasks fail too; their
+  exceptions are never retrieved, and asyncio logs each ("Task exception was
+  never retrieved", with a traceback) whenever the task is garbage collected,
+  which may be long after :meth:`Store.save` raised the failure as one error.
+  Only I/O failures (an ``OSError``, or tensorstore's error carrying an
+  ``os_error_code``) are dropped; any other record passes.
+  """
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    message = str(record.msg)
+    if "exception was never retrieved" not in message or not record.exc_info:
+      return True
+    error = record.exc_info[1]
+    return not (isinstance(error, OSError) or "os_error_code=" in str(error))
+
+
+def _drop_orphaned_write_errors() -> None:
+  logger = logging.getLogger("asyncio")
+  if not any(isinstance(f, _DropOrphanedWriteErrors) for f in logger.filters):
+    logger.addFilter(_DropOrphanedWriteErrors())
+
+
 def _stderr(line: str) -> None:
   print(line, file=sys.stderr, flush=True)
 
@@ -117,8 +142,10 @@ class Store:
     self.write = write
     self.manager = None
     # A failed read or write ends orbax's event loop while tensorstore still holds
-    # callbacks into it; they fire later, on other threads, each printing a traceback.
+    # callbacks into it; they fire later, on other threads, each printing a traceback;
+    # and its other write tasks' failures are logged whenever they are collected.
     _drop_closed_loop_callbacks()
+    _drop_orphaned_write_errors()
 
   def _open(self):
     if self.manager is None:

@@ -950,3 +950,71 @@ def test_own_cell_against_the_lstm_shows_its_diagnostics_as_na(tmp_path):
   assert "LSTM solves every run" in text and f"{OWN} solves no run" in text
   # No held-out evaluation (an empty final loss) is no divergence.
   assert "None of the 8 runs diverged." in text and "| LSTM | 100% (2/2) | 100% (2/2) |" in text
+
+
+def test_group_by_joins_axes_into_one_line_per_combination(tmp_path):
+  # The initialisation ablation: chrono is orthogonal W_hh with chrono_t_max set, so the
+  # scheme alone would merge it into orthogonal; "a+b" gives each combination a line.
+  schemes = [("orthogonal", None), ("identity", None), ("orthogonal", 40.0)]
+  rows, member = [], 0
+  for T in (10, 20):
+    for init, t_max in schemes:
+      for seed in SEEDS:
+        axes = {"task.length": T, "model.recurrent_init": init, "model.chrono_t_max": t_max}
+        solved = t_max is not None or T == 10
+        rows.append(
+          summary_row(
+            member, "g", axes, seed, "lstm", T, solved=solved, final_loss=0.1, baseline=1.0
+          )
+        )
+        member += 1
+  path = str(tmp_path / "chrono")
+  os.makedirs(path)
+  tables.write_table(path, tables.SUMMARY, rows, list(axes))
+  group_by = "model.recurrent_init+model.chrono_t_max"
+  write_config(
+    path,
+    {
+      "task.length": (10, 20),
+      "model.recurrent_init": ("orthogonal", "identity"),
+      "model.chrono_t_max": (None, 40.0),
+    },
+    **{"report.group_by": group_by},
+  )
+  exp = report.read_experiment(path)
+  assert (exp.x.path, exp.group.path) == ("task.length", group_by)
+  assert [exp.group.text(v) for v in exp.group.values] == [
+    "orthogonal",
+    "orthogonal, chrono T_max = 40",
+    "identity",
+  ]
+  assert exp.choose([exp.x, exp.group]) == {}  # both parts are drawn: nothing fixed away
+  d = success.data(exp)
+  assert [(s["group"], s["solved"]) for s in d["series"]] == [
+    (("orthogonal", None), [2, 0]),
+    (("orthogonal", 40.0), [2, 2]),
+    (("identity", None), [2, 0]),
+  ]
+  _, text, noisy = write(path)
+  assert not noisy, noisy
+  assert "| init + chrono T_max | T = 10 | T = 20 |" in text
+  assert "is not an axis" not in text
+  # One part that does not vary: the other alone groups the lines.
+  exp = report.read_experiment(path).where(
+    np.asarray([r["model.chrono_t_max"] is None for r in rows])
+  )
+  assert exp.group.path == "model.recurrent_init"
+
+
+def test_report_order_puts_the_named_sections_first(tmp_path):
+  from rnnlab.runner import config as runner_config  # noqa: PLC0415
+
+  assert runner_config.REPORT_SECTIONS == report.FIGURES  # the config's check knows them all
+  path = make_ablation(str(tmp_path), **{"report.order": ["success_rate", "training_curves"]})
+  exp = report.read_experiment(path)
+  assert report.present(exp)[:2] == ["success_rate", "training_curves"]
+  assert sorted(report.present(exp)) == sorted(report.present(exp.where(exp.column("seed") >= 0)))
+  _, text, _ = write(path)
+  headings = [line for line in text.splitlines() if line.startswith("## ") and ". " in line]
+  assert headings[0].startswith("## 1. Success rate against") and "Training" in headings[1]
+  assert headings[2] == "## 3. Gradient norm against lag"

@@ -334,6 +334,14 @@ def test_runner_help_exits_0_and_lists_the_fields_with_their_types(no_jax_env):
     assert "--config.sweep.axes={'model.cell': ('elman', 'lstm', 'gru'), " in text
     assert "--config.optimizer.b1=0.9 (float): " in text  # a training field, from its schema
     assert "--config.run.cpu_opt_level=1 (int or None): CPU-only hosts" in text
+  # The fields and defaults are those of the --config given, preset included.
+  other = "experiments/configs/optimizer_ablation.py"
+  proc = launch("experiments.run", [f"--config={other}:quick", "--help"], no_jax_env)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err[-2000:]
+  assert f"Config fields of {other} (defaults of get_config('quick')):" in out + err
+  assert "--config.report.order=('success_rate', 'clipping') (tuple): " in out + err
+  assert "--config.num_steps=60 (int): " in out + err
 
 
 @pytest.mark.parametrize("example", EXAMPLES)

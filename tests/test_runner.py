@@ -7,6 +7,7 @@ devices this process has), tiny, and are checked against solo
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from typing import NamedTuple
@@ -236,6 +237,32 @@ def test_the_axes_take_any_training_field_and_refuse_others_in_one_line():
     with pytest.raises(ValueError, match=None) as error:
       config_lib.resolve(config)
     assert message in str(error.value) and "\n" not in str(error.value), (axes, error.value)
+
+
+def test_the_report_settings_name_fields_and_sections_or_fail_in_one_line():
+  config = tiny(model__hidden_size=(3, 5))
+  good = [
+    ("group_by", "model.hidden_size+optimizer.learning_rate"),
+    ("group_by", "model.num_layers"),  # a field not swept: the report notes it
+    ("success_x", "T"),
+    ("order", ("success_rate", "clipping")),
+  ]
+  bad = [
+    ("group_by", "model.hidden_size+model.hiden_size", "did you mean 'model.hidden_size'?"),
+    ("success_x", "run.devices", "'run.devices' is a field of the runner"),
+    ("order", ("success",), "config.report.order=('success',) is invalid"),
+    ("order", ("clipping", "clipping"), "a tuple of distinct names"),
+  ]
+  for field, value in good:
+    c = copy.deepcopy(config)
+    c.report[field] = value
+    config_lib.resolve(c)
+  for field, value, message in bad:
+    c = copy.deepcopy(config)
+    c.report[field] = value
+    with pytest.raises(ValueError, match=None) as error:
+      config_lib.resolve(c)
+    assert message in str(error.value) and "\n" not in str(error.value), (field, error.value)
 
 
 def test_shortcuts_are_sugar_for_axes():

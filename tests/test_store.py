@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 
@@ -127,3 +128,21 @@ def test_a_full_disk_raises_the_os_error_naming_the_step():
   assert plain.errno == 13 and plain.filename == "/x/20"
   other = ValueError("unrelated")
   assert store_lib._os_error(other, "/x") is other
+
+
+def test_asyncio_late_reports_of_failed_writes_are_dropped_and_nothing_else(tmp_path, caplog):
+  # A full disk fails every orbax write task; Store.save raises the failure once, and the
+  # other tasks' exceptions are logged by asyncio whenever they are collected (later).
+  store_lib.Store(str(tmp_path / "s"))
+  logger = logging.getLogger("asyncio")
+  io = ValueError("RESOURCE_EXHAUSTED: Failed writing: No space left [os_error_code='28']")
+  other = ValueError("a bug in a task")
+  with caplog.at_level(logging.ERROR, logger="asyncio"):
+    for error in (io, OSError(28, "No space left on device"), other):
+      logger.error(
+        "Task exception was never retrieved\nfuture: <Task finished>",
+        exc_info=(type(error), error, None),
+      )
+    logger.error("Unclosed client session")
+  kept = [r.exc_info[1] if r.exc_info else r.msg for r in caplog.records]
+  assert kept == [other, "Unclosed client session"]

@@ -43,10 +43,11 @@ training: the identity's is the flattest.
 Axes (zip mode: the rows are cell x T x scheme, where a scheme may set several
 fields; see :mod:`experiments.configs.linked`): ``model.cell``,
 ``task.length``, ``model.recurrent_init``, ``model.chrono_t_max``; seeds per
-row. The report draws the success rate against T, a colour per
-``model.recurrent_init`` and a line style per cell; its figures show the Elman
-cell where they fix one (its gradient norm against the lag for each scheme), and
-the tables give every row, chrono included.
+row. The report draws the success rate against T, a colour per scheme
+(``report.group_by = "model.recurrent_init+model.chrono_t_max"``: chrono, which
+is orthogonal ``W_hh`` with ``chrono_t_max`` set, is a line of its own) and a
+line style per cell; its figures show the Elman cell where they fix one (its
+gradient norm against the lag for each scheme), and the tables give every row.
 
     python -m experiments.run --config=experiments/configs/init_ablation.py --workdir=runs/init
     python -m experiments.run --config=experiments/configs/init_ablation.py:quick --workdir=/tmp/q
@@ -130,7 +131,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.num_steps = 1200  # parameter updates per run
   config.sweep.seeds = 8  # seeds per row (a group of 8 fills 2 devices x 2 members twice)
   config.report.success_x = "task.length"  # success rate against T ...
-  config.report.group_by = "model.recurrent_init"  # ... a colour per scheme
+  # ... a colour per scheme: chrono is orthogonal W_hh with chrono_t_max set, a line of its own
+  config.report.group_by = "model.recurrent_init+model.chrono_t_max"
   cells, lengths, schemes = CELLS, (25, 50, 100), SCHEMES
 
   if preset == "quick":

@@ -151,6 +151,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.sweep.seeds = 8  # seeds per row
   config.report.success_x = "task.length"  # success rate against T ...
   config.report.group_by = "optimizer.name"  # ... a colour per optimizer (clip: line style)
+  config.report.order = ("success_rate", "clipping")  # the question first: which optimizer solves
   tasks, cells, lengths, names = TASKS, ("elman",), (20, 35, 50), tuple(ARMS)
 
   if preset == "quick":

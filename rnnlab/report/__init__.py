@@ -59,14 +59,21 @@ def applies(section: ModuleType, exp: Experiment) -> bool:
 
 
 def present(exp: Experiment) -> list[str]:
-  """The names (of :data:`FIGURES`) of the sections this experiment's report has."""
-  return [s.NAME for s in SECTIONS if applies(s, exp)]
+  """The names (of :data:`FIGURES`) of the sections this experiment's report has, in order."""
+  return [s.NAME for s in ordered(exp) if applies(s, exp)]
+
+
+def ordered(exp: Experiment) -> list[ModuleType]:
+  """:data:`SECTIONS`, those named in ``config.report.order`` first (in that order)."""
+  order = exp.setting("report.order") or ()
+  first = [s for name in order for s in SECTIONS if name == s.NAME]
+  return first + [s for s in SECTIONS if s not in first]
 
 
 def build(exp: Experiment) -> list[tuple[ModuleType, Any, Figure | None]]:
-  """``(section, data, figure)`` for every section that applies, each data computed once."""
+  """``(section, data, figure)`` per section that applies (:func:`ordered`), data computed once."""
   out = []
-  for section in SECTIONS:
+  for section in ordered(exp):
     if not applies(section, exp):
       continue
     data = section.data(exp)

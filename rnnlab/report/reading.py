@@ -95,25 +95,39 @@ class Axis:
       cells as elman, lstm, gru, then as they first appear.
     codes: ``(members,)`` int: ``values[codes[i]]`` is member row ``i``'s value.
     numeric: whether the values are numbers (int or float columns).
+    parts: for a combined axis (:func:`combine_axes`, ``group_by="a+b"``), the
+      axes it combines; its values are tuples of theirs. Empty otherwise.
   """
 
   path: str
   values: tuple[Any, ...]
   codes: np.ndarray
   numeric: bool
+  parts: tuple[Axis, ...] = ()
 
   @property
   def label(self) -> str:
     """The short name texts use: ``T``, ``cell``, ``clip``, ``lr``, else the path."""
+    if self.parts:
+      return " + ".join(a.label for a in self.parts)
     return LABELS.get(self.path, self.path)
 
   @property
   def title(self) -> str:
     """The x-axis title of a figure drawn against this axis."""
-    return TITLES.get(self.path, self.path)
+    return self.label if self.parts else TITLES.get(self.path, self.path)
 
   def text(self, value: Any) -> str:
-    """A value as tables print it: ``LSTM``, ``0.002``, ``off`` (clip 0 or None)."""
+    """A value as tables print it: ``LSTM``, ``0.002``, ``off`` (clip 0 or None).
+
+    A combined axis's value: its first part's text, then the others by name where
+    set (``orthogonal, chrono T_max = 100``; a ``None`` part is left out).
+    """
+    if self.parts:
+      first, *rest = zip(self.parts, value, strict=True)
+      texts = [first[0].text(first[1])]
+      texts += [a.name(v) for a, v in rest if v is not None]
+      return ", ".join(texts)
     if self.path == CLIP and (value is None or value == 0):
       return "off"
     if value is None:
@@ -130,7 +144,7 @@ class Axis:
 
   def name(self, value: Any) -> str:
     """A value as a sentence names it: ``LSTM`` for a cell, else ``lr = 0.002``."""
-    if self.path == CELL:
+    if self.path == CELL or self.parts:
       return self.text(value)
     return f"{self.label} = {self.text(value)}"
 
@@ -167,6 +181,22 @@ def make_axis(path: str, column: np.ndarray, config: Mapping[str, Any] | None = 
   return Axis(path, tuple(values), codes, numeric)
 
 
+def combine_axes(parts: Sequence[Axis]) -> Axis:
+  """One axis over the combinations of ``parts``' values that the rows take.
+
+  Its path joins theirs with ``+``; its values are tuples, ordered by the
+  parts' own orders (the first part first); ``config.report.group_by =
+  "model.recurrent_init+model.chrono_t_max"`` gives one line per scheme, chrono
+  apart from plain orthogonal.
+  """
+  keys = [tuple(row) for row in np.stack([a.codes for a in parts], axis=1).tolist()]
+  combos = sorted(set(keys))
+  index = {c: i for i, c in enumerate(combos)}
+  values = tuple(tuple(a.values[c] for a, c in zip(parts, combo, strict=True)) for combo in combos)
+  codes = np.array([index[k] for k in keys], dtype=np.int64)
+  return Axis("+".join(a.path for a in parts), values, codes, False, tuple(parts))
+
+
 def choose_axes(
   axes: Sequence[Axis], success_x: Any = None, group_by: Any = None
 ) -> tuple[Axis | None, Axis | None, list[str]]:
@@ -175,7 +205,8 @@ def choose_axes(
   ``x``: ``success_x`` if it names a varying axis, else ``task.length`` when it
   varies, else the first numeric varying axis, else the first varying axis that
   is not ``model.cell``, else any. ``group``: ``group_by`` if it names a varying
-  axis other than ``x``, else ``model.cell`` when it varies, else the first other
+  axis other than ``x`` (paths joined by ``+``: their combinations, :func:`combine_axes`,
+  over the parts that vary), else ``model.cell`` when it varies, else the first other
   varying axis with string values, else the first other one; ``None`` when only
   ``x`` varies. A ``success_x`` or ``group_by`` that names no varying axis is
   noted (and the default used).
@@ -183,6 +214,15 @@ def choose_axes(
   varying = [a for a in axes if len(a.values) > 1]
   by = {a.path: a for a in varying}
   notes = []
+  if isinstance(group_by, str) and "+" in group_by:
+    named = {a.path: a for a in axes}
+    parts = group_by.split("+")
+    if all(p in named for p in parts):
+      moving = [by[p] for p in parts if p in by]
+      if len(moving) > 1:
+        by[group_by] = combine_axes(moving)
+      elif moving:
+        group_by = moving[0].path
   for field, value in (("success_x", success_x), ("group_by", group_by)):
     if value not in (None, "") and (not isinstance(value, str) or value not in by):
       notes.append(

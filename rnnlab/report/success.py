@@ -10,12 +10,14 @@ on: solid, off: dashed); any further axis is fixed to the value
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from matplotlib import ticker
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from rnnlab.report import stats, style
 from rnnlab.report.reading import CLIP, Axis, Experiment
@@ -130,6 +132,24 @@ def series_label(d: Mapping[str, Any], series: Mapping[str, Any]) -> str:
   return label
 
 
+def legend_handles(d: Mapping[str, Any], colors: Mapping[Any, str]) -> dict[str, Any] | None:
+  """With both a group and a style axis: an entry per colour and one per line style.
+
+  ``4 schemes x 3 cells`` is 7 entries instead of 12 combined labels. ``None``
+  when the lines have one axis (their own labels are the legend).
+  """
+  group, third = d["group"], d["style"]
+  if group is None or third is None:
+    return None
+  seen_groups = list(dict.fromkeys(s["group"] for s in d["series"]))
+  seen_styles = list(dict.fromkeys(s["style"] for s in d["series"]))
+  handles = {group.name(v): Line2D([], [], color=colors[v], lw=1.5) for v in seen_groups}
+  for v in seen_styles:
+    ls, marker = style_of(third, v)
+    handles[style_label(third, v)] = Line2D([], [], color="0.35", ls=ls, marker=marker, ms=4)
+  return handles
+
+
 @style.quiet()
 def plot(d: Mapping[str, Any] | None) -> Figure | None:
   """The share of runs solved against ``x``: a colour per group, a line style per third axis.
@@ -169,14 +189,33 @@ def plot(d: Mapping[str, Any] | None) -> Figure | None:
     ax.set_ylim(-0.04, 1.04)
     ax.yaxis.set_major_formatter(ticker.PercentFormatter(1.0))
     ax.set_ylabel("success rate (share of runs solved)")
-    ax.legend(
-      loc="center left",
-      bbox_to_anchor=(1.0, 0.5),
-      title=f"{style.count(counts.pop(), 'seed')} per point"
+    title = (
+      f"{style.count(counts.pop(), 'seed')} per point"
       if len(counts) == 1
-      else "n = seeds per point",
-      title_fontsize=7.5,
+      else "n = seeds per point"
     )
+    handles = legend_handles(d, colors)
+    if handles is None:  # a line per group (or per style value): their labels
+      handles = dict(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+    if len(handles) <= 6:
+      ax.legend(
+        list(handles.values()),
+        list(handles),
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        title=title,
+        title_fontsize=7.5,
+      )
+    else:  # many lines: below the axes, in columns, so the plot keeps its width
+      fig.set_figheight(3.2 + 0.16 * math.ceil(len(handles) / 3))
+      fig.legend(
+        list(handles.values()),
+        list(handles),
+        loc="outside lower center",
+        ncol=3,
+        title=title,
+        title_fontsize=7.5,
+      )
     note = f" ({d['note']})" if d["note"] else ""
     ax.set_title(f"{d['task']}: success rate against {x.label}{note}")
     style.finish(ax)

@@ -34,8 +34,10 @@ def grid(exp: Experiment, entry: Callable[[np.ndarray], str]) -> list[str]:
   ``entry(rows)`` writes the entry of one summary row mask (``–`` where it selects none).
   """
   x, group = exp.x, exp.group
+  drawn = [a for a in (x, group) if a is not None]
+  parts = {p.path for a in drawn for p in a.parts}  # a combined axis's parts: in its labels
   row_axes = ([group] if group is not None else []) + [
-    a for a in exp.varying if a is not x and a is not group
+    a for a in exp.varying if a not in drawn and a.path not in parts
   ]
   columns = list(x.values) if x is not None else [None]
   header = [a.label for a in row_axes] or ["runs"]

@@ -75,7 +75,10 @@ RUN_ONLY_FIELDS = (
   "report.solve_window",
   "report.success_x",
   "report.group_by",
+  "report.order",
 )
+# The report's figure sections, in their default order (rnnlab.report.FIGURES).
+REPORT_SECTIONS = ("grad_vs_lag", "decay_vs_gain", "training_curves", "success_rate", "clipping")
 # Training fields whose default is None or where None means "off": typed, so that
 # --config.<field>=<value> parses a value and --config.<field>=None turns them off.
 _NULLABLE = {
@@ -167,7 +170,9 @@ def experiment_config(base: ml_collections.ConfigDict | None = None) -> ml_colle
   config.report.success_x = optional(str)  # the axis on the success figure's x axis (None:
   # chosen from the axes)
   config.report.group_by = optional(str)  # the axis whose values are the figures' lines (None:
-  # chosen from the axes)
+  # chosen from the axes); several joined by '+': a line per combination of their values
+  config.report.order = ()  # figure sections to give first, in this order (the others follow
+  # in the default order): names among REPORT_SECTIONS, e.g. ("success_rate",)
   config.lock()
   return config
 
@@ -508,9 +513,32 @@ def _check_run(r: ml_collections.ConfigDict) -> None:
 
 
 def _check_report(config: ml_collections.ConfigDict) -> None:
+  """The report's settings: axes by training field path (or ``seed``, ``cell``, ``T``).
+
+  A field that is not swept is accepted (the report notes it and chooses by
+  itself: an experiment file's own choice may outlive the arguments that
+  narrowed its axes); a path that names no field is a typo, and an error.
+  """
   r = config.report
   _positive_int("report.solve_window", r.solve_window)
-  names = (*config.sweep.axes, "seed", "cell", "T")
+  order = r.order
+  if (
+    not isinstance(order, list | tuple)
+    or len(set(order)) != len(order)
+    or not set(order) <= set(REPORT_SECTIONS)
+  ):
+    _fail("report.order", order, f"a tuple of distinct names among {REPORT_SECTIONS}")
+  extra = ("seed", "cell", "T")
   for field in ("success_x", "group_by"):
-    if r[field] is not None and r[field] not in names:
-      _fail(f"report.{field}", r[field], f"None or one of {names}")
+    value = r[field]
+    if value is None:
+      continue
+    parts = str(value).split("+") if field == "group_by" else [value]
+    for part in parts:
+      if part in extra:
+        continue
+      try:
+        check_path(config, part, f"config.report.{field}={value!r}")
+      except ValueError as e:
+        joined = " or several joined by '+'" if field == "group_by" else ""
+        raise ValueError(f"{e} (None, a swept field{joined}, or one of {extra})") from None
