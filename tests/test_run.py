@@ -186,6 +186,10 @@ def test_bad_flags_exit_2_with_one_line_and_leave_the_workdir_intact(tmp_path, e
   cases += [
     ([*TINY, f"--workdir={blocker}"], "is not a folder"),
     ([*TINY, f"--workdir={blocker}/sub"], "is not writable"),
+  ]
+  # These two take the workdir's lock to read its binding: launched together, one would
+  # find the other's lock (also exit 2, "in use"), so they run one after the other.
+  binding = [
     # The workdir holds a sweep of another config: refuse rather than mix results.
     (
       [*TINY, "--config.optimizer.learning_rate=0.5", f"--workdir={workdir}"],
@@ -202,10 +206,16 @@ def test_bad_flags_exit_2_with_one_line_and_leave_the_workdir_intact(tmp_path, e
     ),
   ]
   procs = [(launch(args, env), message) for args, message in cases]
+  finished = []
   for proc, message in procs:
     _, err = proc.communicate(timeout=120)
+    finished.append((proc.returncode, err, message))
+  for args, message in binding:
+    returncode, _, err = run(args, env)
+    finished.append((returncode, err, message))
+  for returncode, err, message in finished:
     lines = err.strip().splitlines()
-    assert proc.returncode == 2, (message, err[-2000:])
+    assert returncode == 2, (message, err[-2000:])
     assert len(lines) == 1 and lines[0].startswith("run: error:"), err[-2000:]
     assert message in lines[0], (message, lines[0])
   assert digest(workdir) == before
