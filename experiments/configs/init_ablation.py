@@ -64,9 +64,7 @@ Presets:
 * ``quick``: the CI smoke test, about half a minute on 2 CPU cores: the LSTM with
   identity and chrono, T = 5 and 10 (4 compiled programs), 8 units, 60 updates, 2 seeds.
 * ``default``: the ablation, 11 (cell, scheme) rows x T = 25, 50, 100 x 8 seeds
-  (264 runs, 33 compiled programs). Measured on a 2-core machine shared with other
-  jobs: 200 s with 4 seeds at load ~2; 800 s with 8 seeds at load ~10 (535 s of
-  CPU); about 6 minutes expected on 2 free cores.
+  (264 runs, 33 compiled programs): 294 s on a quiet 2-core machine (2026-11-26).
 """
 
 from __future__ import annotations

@@ -64,9 +64,8 @@ Presets:
   order at T = 10 and 20, arms sgd, sgd_clip and adam (4 compiled programs), 8
   units, 60 updates, 2 seeds.
 * ``default``: 2 tasks x T = 20, 35, 50 x 4 arms x 8 seeds (192 runs, 18 compiled
-  programs; the two SGD arms share one, their clip and lr vmapped). Measured on a
-  2-core machine shared with other jobs: 550 s at load ~10 (373 s of CPU); 193 s
-  for 4 seeds at T = 20, 40, 80 at load ~3; about 5 minutes expected on 2 free cores.
+  programs; the two SGD arms share one, their clip and lr vmapped): 206 s on a
+  quiet 2-core machine (2026-11-26).
 """
 
 from __future__ import annotations
