@@ -45,7 +45,7 @@ def leaky_cell(hidden_size, recurrent_init="orthogonal", gain=1.0):
   """A leaky tanh RNN, h' = 0.5 h + 0.5 tanh(x W_ih + h W_hh + b), without CellParts."""
   H = hidden_size
   schemes = {
-    "orthogonal": jax.nn.initializers.orthogonal(),
+    "orthogonal": rnnlab.linalg.orthogonal(),
     "identity": lambda key, shape, dtype: jnp.eye(shape[0], dtype=dtype),
   }
 
