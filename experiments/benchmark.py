@@ -4,7 +4,7 @@ Suites (``--suites``, comma-separated):
 
 * ``speed``: for each cell and each (B, T, I, H) of the grid, the median time of
   the forward pass and of forward+backward (``loss = mean(h**2)``) for rnnlab's
-  two paths (``scan``, ``fused``), ``flax.linen.RNN`` with the matching cell
+  three paths (``scan``, ``fused``, ``recompute``), ``flax.linen.RNN`` with the matching cell
   (``SimpleCell`` / ``OptimizedLSTMCell`` / ``GRUCell``) and, when torch is
   installed, ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` on the CPU. All contenders of
   one shape run interleaved (A B C A B C ...) in this process, so their ratios
@@ -192,7 +192,7 @@ def time_shape(cell_name, shape, reps, use_torch) -> list[dict]:
   key = jax.random.key(0)
   xs = jax.random.normal(key, (B, T, I), jnp.float32)
   contenders = {}
-  for impl in ("scan", "fused"):
+  for impl in ("scan", "fused", "recompute"):
     params, forward = rnnlab_fns(cell_name, impl, xs, key, H)
     contenders[f"rnnlab-{impl}"] = (forward, params)
   auto = "rnnlab-" + scan_lib.auto_impl(CELLS[cell_name](H), params, B)
@@ -313,7 +313,9 @@ def fit_auto_rule(rows: list[dict]) -> dict[str, dict]:
   Chosen by the least summed ``log(t_chosen / t_faster)`` over the forward+backward
   rows of the speed suite (ties: the simpler rule, found first); ``regret`` is
   that sum's geometric mean as a share (0.02: 2 % slower than always choosing the
-  faster path), next to the current rule's.
+  faster path), next to the current rule's. (Where the fused path is not taken,
+  :data:`rnnlab.scan.RECOMPUTE_RULES` then chooses between the scan and
+  ``"recompute"``; the speed suite's rows carry both, and that rule is read off them.)
   """
   by_shape: dict[tuple, dict[str, float]] = {}
   for r in rows:

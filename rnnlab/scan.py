@@ -109,7 +109,7 @@ def _valid_mask(valid: Array, leaf: Array) -> Array:
   return valid.reshape(valid.shape + (1,) * (leaf.ndim - valid.ndim))
 
 
-IMPLS = ("auto", "fused", "scan")
+IMPLS = ("auto", "fused", "scan", "recompute")
 
 # Where ``impl="auto"`` takes the fused path, per backend and cell kind: ``(b_max, (h_lo,
 # h_hi))`` means fused when ``B <= b_max`` at any H, or when ``h_lo <= H <= h_hi`` (``None``:
@@ -131,6 +131,17 @@ FUSED_RULES: dict[str, dict[str, tuple[int, tuple[int, int | None] | None]]] = {
     "gru": (0, None),
   },
   "cpu/vmapped": {"elman": (0, None), "lstm": (0, None), "gru": (0, None)},
+}
+# Where ``impl="auto"`` takes ``"recompute"`` instead of the scan (when the fused rule above
+# did not pick ``"fused"``): ``(min_units, h_max)`` means recompute when ``B * H >=
+# min_units`` and ``H <= h_max`` (``None``: unbounded). Storing a gated cell's dozen
+# ``(T, B, H)`` residual stacks costs more than recomputing its gates once the state is
+# large: measured interleaved against the scan, the fused path and flax, 35 shapes (B 16-128,
+# H 32-512, T 100-500), quiet 2-core x86, jax 0.10.2, 2026-11-26 (BUILD.md, Benchmarks).
+# LSTM, B > 64, H 64-256: 1.07-1.7x the scan's speed; GRU, B * H >= 6144, H <= 256:
+# 1.01-1.7x. The Elman cell (one stack) and vmapped blocks keep the scan.
+RECOMPUTE_RULES: dict[str, dict[str, tuple[int, int | None]]] = {
+  "cpu": {"lstm": (0, None), "gru": (6144, 256)},
 }
 TYPICAL_BATCH = 32  # the batch the rule assumes when the caller does not say
 _VMAPPED = contextvars.ContextVar("rnnlab_scan_vmapped", default=0)
@@ -154,13 +165,15 @@ def vmapped(members: int) -> Iterator[None]:
 
 
 def auto_impl(cell: Cell, params: PyTree, batch_size: int | None = None) -> str:
-  """The path ``impl="auto"`` takes for ``cell`` with ``params``: ``"scan"`` or ``"fused"``.
+  """The path ``impl="auto"`` takes for ``cell``: ``"scan"``, ``"fused"`` or ``"recompute"``.
 
-  Chosen by measurement, per backend (:data:`FUSED_RULES`): on the CPU the fused
-  path (:mod:`rnnlab.fused`) wins for the Elman cell at small batches and at
-  ``96 <= H <= 256``, for the LSTM at ``B <= 64`` and at ``H >= 384``, and not
-  reliably for the GRU; inside :func:`vmapped` blocks of several members, the
-  scan. Cells without additive :class:`~rnnlab.cells.CellParts` always scan.
+  Chosen by measurement, per backend (:data:`FUSED_RULES`, :data:`RECOMPUTE_RULES`):
+  on the CPU the fused path (:mod:`rnnlab.fused`) wins for the Elman cell at small
+  batches and at ``96 <= H <= 256``, for the LSTM at ``B <= 64`` and at ``H >= 384``,
+  and not reliably for the GRU; where it does not, the LSTM recomputes its gates
+  in the reverse pass (``"recompute"``), and so does the GRU at ``B * H >= 6144``
+  and ``H <= 256``; inside :func:`vmapped` blocks of several members, the scan.
+  Cells without additive :class:`~rnnlab.cells.CellParts` always scan.
 
   Args:
     cell: the cell.
@@ -169,18 +182,25 @@ def auto_impl(cell: Cell, params: PyTree, batch_size: int | None = None) -> str:
       ``jax.vmap``, one member's); ``None``: :data:`TYPICAL_BATCH`.
   """
   backend = jax.default_backend()
-  rules = FUSED_RULES.get(f"{backend}/vmapped" if _VMAPPED.get() > 1 else backend)
-  if cell.parts is None or not cell.parts.additive or rules is None:
+  key = f"{backend}/vmapped" if _VMAPPED.get() > 1 else backend
+  rules = FUSED_RULES.get(key)
+  if cell.parts is None or rules is None:
     return "scan"
   w, _ = cell.parts.recurrent(params)
   hidden, batch = w.shape[0], TYPICAL_BATCH if batch_size is None else batch_size
-  b_max, h_range = rules.get(cell.name, rules["elman"])
-  if batch <= b_max:
-    return "fused"
-  if h_range is not None:
-    h_lo, h_hi = h_range
-    if hidden >= h_lo and (h_hi is None or hidden <= h_hi):
+  if cell.parts.additive:
+    b_max, h_range = rules.get(cell.name, rules["elman"])
+    if batch <= b_max:
       return "fused"
+    if h_range is not None:
+      h_lo, h_hi = h_range
+      if hidden >= h_lo and (h_hi is None or hidden <= h_hi):
+        return "fused"
+  recompute = RECOMPUTE_RULES.get(key, {}).get(cell.name)
+  if recompute is not None:
+    min_units, h_max = recompute
+    if batch * hidden >= min_units and (h_max is None or hidden <= h_max):
+      return "recompute"
   return "scan"
 
 
@@ -206,10 +226,15 @@ def _time_major_probes(probes: PyTree, carry: PyTree, num_steps: int, batch_ndim
   return jax.tree.map(check, probes, carry)
 
 
-def _scan_segment(cell, params, carry, xs, probes, valid, *, reverse, unroll):
-  """The plain path: ``lax.scan`` of ``cell.step``, with the mask and probes if any."""
+def _scan_segment(cell, params, carry, xs, probes, valid, *, reverse, unroll, recompute=False):
+  """The plain path: ``lax.scan`` of ``cell.step``, with the mask and probes if any.
+
+  ``recompute``: each step under ``jax.checkpoint``, so the forward pass stores
+  only the carries and the reverse pass recomputes each step's gates from them.
+  """
+  step = jax.checkpoint(cell.step) if recompute else cell.step
   if probes is None and valid is None:
-    return jax.lax.scan(partial(cell.step, params), carry, xs, reverse=reverse, unroll=unroll)
+    return jax.lax.scan(partial(step, params), carry, xs, reverse=reverse, unroll=unroll)
   parts = cell.parts
 
   def body(carry, inputs):
@@ -217,7 +242,7 @@ def _scan_segment(cell, params, carry, xs, probes, valid, *, reverse, unroll):
     if valid_t is not None:
       # Zero the padding before the step: a NaN/inf there would give 0 * NaN gradients.
       x = jnp.where(_valid_mask(valid_t, x), x, jnp.zeros_like(x))
-    new_carry, y = cell.step(params, carry, x)
+    new_carry, y = step(params, carry, x)
     if probe is not None:
       new_carry = jax.tree.map(jnp.add, new_carry, probe)
       # A cell whose output is its hidden state outputs the probed state.
@@ -291,8 +316,9 @@ def unroll(
 
   .. math::  (c_t, y_t) = \mathrm{step}(c_{t-1}, x_t), \quad t = 0 .. T-1
 
-  Two paths compute the same function (equal to float rounding; a test checks
-  outputs and gradients): ``"scan"`` scans ``cell.step``; ``"fused"`` (cells
+  Three paths compute the same function (equal to float rounding; a test checks
+  outputs and gradients): ``"scan"`` scans ``cell.step`` (``"recompute"``: each
+  step under ``jax.checkpoint``); ``"fused"`` (cells
   with :class:`~rnnlab.cells.CellParts`) runs :func:`rnnlab.fused.recurrence`,
   which projects each step's input inside the loop (one matmul over all steps
   measured slower on the CPU) and whose reverse pass carries only the state
@@ -326,7 +352,11 @@ def unroll(
       ``probes``, inside a :func:`rnnlab.probes.tap` scope the tap is asked for
       them (this is how :mod:`rnnlab.diagnostics` probes every unroll of a loss).
     impl: ``"auto"`` (default: :func:`auto_impl`, the path measured faster for
-      this cell and size), ``"fused"`` or ``"scan"``.
+      this cell and size), ``"fused"``, ``"scan"`` or ``"recompute"`` (the scan
+      with each step under ``jax.checkpoint``: the forward pass stores only the
+      carries, and the reverse pass recomputes each step's gates; faster on the
+      CPU for gated cells at large ``B x H``, where storing a dozen ``(T, B, H)``
+      residual stacks dominates, and less memory everywhere).
     remat_chunk: if given, gradient checkpointing: the scan runs in chunks of
       this many steps under ``jax.checkpoint``, so the backward pass stores
       ``T / remat_chunk`` carries plus one chunk (choose about ``sqrt(T)``).
@@ -372,14 +402,12 @@ def unroll(
 
   if impl == "auto":
     impl = auto_impl(cell, params, math.prod(batch_shape))
-  use_fused = impl == "fused"
-  segment = partial(
-    _fused_segment if use_fused else _scan_segment,
-    cell,
-    params,
-    reverse=reverse,
-    unroll=unroll,
-  )
+  if impl == "fused":
+    segment = partial(_fused_segment, cell, params, reverse=reverse, unroll=unroll)
+  else:
+    segment = partial(
+      _scan_segment, cell, params, reverse=reverse, unroll=unroll, recompute=impl == "recompute"
+    )
   if remat_chunk is None or remat_chunk >= num_steps:
     carry, ys_TxBxF = segment(carry, xs_TxBxI, probes, valid_TxB)
   else:

@@ -102,6 +102,32 @@ def test_fused_and_remat_equal_plain_scan(name, option):
     assert max(float(jnp.abs(leaf).max()) for leaf in jax.tree.leaves(d_probes)) > 1e-2
 
 
+@pytest.mark.parametrize("option", ["probes_lengths", "remat_reverse_probes"])
+@pytest.mark.parametrize("name", list(CELLS))
+def test_recompute_equals_plain_scan(name, option):
+  # The scan with each step under jax.checkpoint: the same function, gradients included.
+  cell, params, xs, carry, probes = setup(name)
+  options = OPTIONS[option]
+  plain = outputs_and_grads(cell, "scan", options[:3] + (None,))(params, xs, carry, probes)
+  again = outputs_and_grads(cell, "recompute", options)(params, xs, carry, probes)
+  assert_trees_close(again, plain, tol=2e-5)
+
+
+def test_recompute_stores_less_than_the_scan():
+  # What it is for: the reverse pass keeps the carries, not each step's gates.
+  cell = rnnlab.lstm(32)
+  params = cell.init(jax.random.key(0), 4)
+  xs = jnp.zeros((8, 200, 4))
+
+  def peak(impl):
+    def loss(p):
+      return jnp.mean(rnnlab.unroll(cell, p, xs, impl=impl)[0] ** 2)
+
+    return jax.jit(jax.grad(loss)).lower(params).compile().memory_analysis().temp_size_in_bytes
+
+  assert peak("recompute") < 0.5 * peak("scan")
+
+
 @pytest.mark.parametrize("remat_chunk", [1, 3, 7, 100])
 def test_remat_chunk_on_plain_scan_equals_no_remat(remat_chunk):
   # remat_chunk that divides T, does not (padding), equals T, exceeds T.
@@ -181,15 +207,18 @@ def test_errors_name_the_bad_value(kwargs, message):
   [
     (rnnlab.lstm, 64, 32, "fused"),  # small batch: the fused reverse loop wins
     (rnnlab.lstm, 64, 64, "fused"),
-    (rnnlab.lstm, 64, 128, "scan"),
-    (rnnlab.lstm, 256, 128, "scan"),
+    (rnnlab.lstm, 64, 128, "recompute"),  # large batch: recomputing the gates beats storing
+    (rnnlab.lstm, 256, 128, "recompute"),
     (rnnlab.lstm, 512, 128, "fused"),  # wide: the post-loop weight gradient wins
     (rnnlab.elman, 64, 16, "fused"),
     (rnnlab.elman, 64, 128, "scan"),
     (rnnlab.elman, 128, 128, "fused"),
     (rnnlab.elman, 512, 64, "scan"),
     (rnnlab.gru, 16, 16, "scan"),
-    (rnnlab.gru, 512, 128, "scan"),
+    (rnnlab.gru, 64, 64, "scan"),  # B * H = 4096: below the recompute threshold
+    (rnnlab.gru, 64, 128, "recompute"),
+    (rnnlab.gru, 256, 32, "recompute"),
+    (rnnlab.gru, 512, 128, "scan"),  # H > 256
     (rnnlab.layer_norm_lstm, 64, 16, "scan"),  # no CellParts: always the scan
   ],
 )
@@ -214,6 +243,8 @@ def test_vmapped_blocks_take_the_scan_and_the_hint_ends_with_its_scope():
     return str(jax.make_jaxpr(jax.vmap(loss))(xs))
 
   assert "custom_vjp_call" not in jaxpr(3)
+  with rnnlab.scan.vmapped(3):  # large blocks keep the scan too (no recompute rule measured)
+    assert rnnlab.scan.auto_impl(cell, params, 128) == "scan"
   assert "custom_vjp_call" in jaxpr(1)  # one member: the plain rule (fused at B=16)
   assert rnnlab.scan.auto_impl(cell, params, 16) == "fused"  # the hint is gone
 
