@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -226,16 +226,62 @@ def _time_major_probes(probes: PyTree, carry: PyTree, num_steps: int, batch_ndim
   return jax.tree.map(check, probes, carry)
 
 
+def _gate_blocks(cell: Cell, params: PyTree) -> tuple[PyTree, Callable[[PyTree], PyTree]]:
+  """``(blocks, join)``: the params with each gate-fused matrix split into its gate blocks.
+
+  On the CPU, a scan's reverse pass accumulates the gradient of a loop-invariant
+  weight once per step; for a gate-fused ``(H, G H)`` matrix XLA splits that one
+  wide add over its threads every step, and the fork-join costs more than the add
+  (LSTM B=64, H=128: 2 ms of adds and 4 ms of waiting per training step). Split
+  into ``G`` blocks of ``H`` columns outside the loop and joined inside the step
+  (``join``), the gradient accumulates per block, unsplit, as flax's per-gate
+  kernels do: the same function, 5-20 % faster at large ``B x H``
+  (``benchmarks/cpu-2026-11-26-recompute.md``). Only for a cell with
+  :class:`~rnnlab.cells.CellParts` (``H`` from its recurrent matrix), params that
+  are a NamedTuple, on the CPU, outside :func:`vmapped` blocks; otherwise the
+  params as they are.
+  """
+  if (
+    cell.parts is None
+    or jax.default_backend() != "cpu"
+    or _VMAPPED.get() > 1
+    or not (isinstance(params, tuple) and hasattr(params, "_fields"))
+  ):
+    return params, lambda p: p
+  hidden = cell.parts.recurrent(params)[0].shape[0]
+
+  def split(w):
+    if getattr(w, "ndim", 0) == 2 and w.shape[1] > hidden and w.shape[1] % hidden == 0:
+      return tuple(jnp.split(w, w.shape[1] // hidden, axis=1))
+    return (w,)
+
+  blocks = {name: split(w) for name, w in params._asdict().items()}
+
+  def join(blocks):
+    return type(params)(
+      **{n: jnp.concatenate(b, axis=1) if len(b) > 1 else b[0] for n, b in blocks.items()}
+    )
+
+  return blocks, join
+
+
 def _scan_segment(cell, params, carry, xs, probes, valid, *, reverse, unroll, recompute=False):
   """The plain path: ``lax.scan`` of ``cell.step``, with the mask and probes if any.
 
   ``recompute``: each step under ``jax.checkpoint``, so the forward pass stores
   only the carries and the reverse pass recomputes each step's gates from them.
+  The params enter the loop as gate blocks (:func:`_gate_blocks`).
   """
-  step = jax.checkpoint(cell.step) if recompute else cell.step
+  blocks, join = _gate_blocks(cell, params)
+
+  def step(blocks, carry, x):
+    return cell.step(join(blocks), carry, x)
+
+  step = jax.checkpoint(step) if recompute else step
   if probes is None and valid is None:
-    return jax.lax.scan(partial(step, params), carry, xs, reverse=reverse, unroll=unroll)
+    return jax.lax.scan(partial(step, blocks), carry, xs, reverse=reverse, unroll=unroll)
   parts = cell.parts
+  params = blocks
 
   def body(carry, inputs):
     x, probe, valid_t = inputs

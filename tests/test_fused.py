@@ -344,3 +344,22 @@ def test_benchmark_rejects_bad_flags():
     )
     assert done.returncode != 0
     assert message in done.stderr
+
+
+def test_the_scan_takes_gate_fused_weights_as_gate_blocks_on_the_cpu():
+  # XLA:CPU accumulates a wide weight gradient with a split add per step; per gate block it
+  # does not (rnnlab.scan._gate_blocks). The blocks join back into the same matrices.
+  cell = rnnlab.lstm(6)
+  params = cell.init(jax.random.key(0), 4)
+  blocks, join = rnnlab.scan._gate_blocks(cell, params)
+  if jax.default_backend() == "cpu":
+    assert [w.shape for w in blocks["w_hh"]] == [(6, 6)] * 4
+    assert [w.shape for w in blocks["w_ih"]] == [(4, 6)] * 4 and len(blocks["b"]) == 1
+  for got, want in zip(join(blocks), params, strict=True):
+    np.testing.assert_array_equal(got, want)
+  with rnnlab.scan.vmapped(4):  # the runner's blocks: measured apart, left as they are
+    assert rnnlab.scan._gate_blocks(cell, params)[0] is params
+  elman = rnnlab.elman(6)  # (I, H) and (H, H): nothing to split
+  p = elman.init(jax.random.key(0), 4)
+  if jax.default_backend() == "cpu":
+    assert [len(b) for b in rnnlab.scan._gate_blocks(elman, p)[0].values()] == [1, 1, 1]
