@@ -127,7 +127,7 @@ IMPLS = ("auto", "fused", "scan", "recompute")
 FUSED_RULES: dict[str, dict[str, tuple[int, tuple[int, int | None] | None]]] = {
   "cpu": {
     "elman": (32, (96, 256)),
-    "lstm": (64, (384, None)),
+    "lstm": (32, (384, None)),
     "gru": (0, None),
   },
   "cpu/vmapped": {"elman": (0, None), "lstm": (0, None), "gru": (0, None)},
@@ -139,9 +139,13 @@ FUSED_RULES: dict[str, dict[str, tuple[int, tuple[int, int | None] | None]]] = {
 # large: measured interleaved against the scan, the fused path and flax, 35 shapes (B 16-128,
 # H 32-512, T 100-500), quiet 2-core x86, jax 0.10.2, 2026-11-26 (BUILD.md, Benchmarks).
 # LSTM, B > 64, H 64-256: 1.07-1.7x the scan's speed; GRU, B * H >= 6144, H <= 256:
-# 1.01-1.7x. The Elman cell (one stack) and vmapped blocks keep the scan.
+# 1.01-1.7x. The Elman cell (one stack) and vmapped blocks keep the scan. Refitted with the
+# gate blocks (:func:`_gate_blocks`) over that grid and the dense one re-run with them
+# (``benchmarks/cpu-2026-11-26-gateblocks.md``, 66 shapes): the LSTM fused at B <= 32 (was
+# 64) or H >= 384, else recompute at B * H >= 2048, else the scan; 3.5 % from always taking
+# the fastest of the three paths (5.4 % for the rule before).
 RECOMPUTE_RULES: dict[str, dict[str, tuple[int, int | None]]] = {
-  "cpu": {"lstm": (0, None), "gru": (6144, 256)},
+  "cpu": {"lstm": (2048, None), "gru": (6144, 256)},
 }
 TYPICAL_BATCH = 32  # the batch the rule assumes when the caller does not say
 _VMAPPED = contextvars.ContextVar("rnnlab_scan_vmapped", default=0)
@@ -169,10 +173,10 @@ def auto_impl(cell: Cell, params: PyTree, batch_size: int | None = None) -> str:
 
   Chosen by measurement, per backend (:data:`FUSED_RULES`, :data:`RECOMPUTE_RULES`):
   on the CPU the fused path (:mod:`rnnlab.fused`) wins for the Elman cell at small
-  batches and at ``96 <= H <= 256``, for the LSTM at ``B <= 64`` and at ``H >= 384``,
+  batches and at ``96 <= H <= 256``, for the LSTM at ``B <= 32`` and at ``H >= 384``,
   and not reliably for the GRU; where it does not, the LSTM recomputes its gates
-  in the reverse pass (``"recompute"``), and so does the GRU at ``B * H >= 6144``
-  and ``H <= 256``; inside :func:`vmapped` blocks of several members, the scan.
+  in the reverse pass (``"recompute"``) at ``B * H >= 2048``, and so does the GRU
+  at ``B * H >= 6144`` and ``H <= 256``; inside :func:`vmapped` blocks of several members, the scan.
   Cells without additive :class:`~rnnlab.cells.CellParts` always scan.
 
   Args:

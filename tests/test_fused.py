@@ -206,7 +206,8 @@ def test_errors_name_the_bad_value(kwargs, message):
   "make, hidden, batch, cpu_choice",
   [
     (rnnlab.lstm, 64, 32, "fused"),  # small batch: the fused reverse loop wins
-    (rnnlab.lstm, 64, 64, "fused"),
+    (rnnlab.lstm, 64, 64, "recompute"),
+    (rnnlab.lstm, 16, 64, "scan"),  # B * H = 1024, under 2048: the scan
     (rnnlab.lstm, 64, 128, "recompute"),  # large batch: recomputing the gates beats storing
     (rnnlab.lstm, 256, 128, "recompute"),
     (rnnlab.lstm, 512, 128, "fused"),  # wide: the post-loop weight gradient wins
