@@ -113,19 +113,20 @@ def test_recompute_equals_plain_scan(name, option):
   assert_trees_close(again, plain, tol=2e-5)
 
 
+def peak_bytes(cell, xs, **unroll_options) -> int:
+  """XLA's temporary memory for the gradient of ``mean(ys**2)`` through ``unroll``."""
+  params = cell.init(jax.random.key(0), xs.shape[-1])
+
+  def loss(p):
+    return jnp.mean(rnnlab.unroll(cell, p, xs, **unroll_options)[0] ** 2)
+
+  return jax.jit(jax.grad(loss)).lower(params).compile().memory_analysis().temp_size_in_bytes
+
+
 def test_recompute_stores_less_than_the_scan():
   # What it is for: the reverse pass keeps the carries, not each step's gates.
-  cell = rnnlab.lstm(32)
-  params = cell.init(jax.random.key(0), 4)
-  xs = jnp.zeros((8, 200, 4))
-
-  def peak(impl):
-    def loss(p):
-      return jnp.mean(rnnlab.unroll(cell, p, xs, impl=impl)[0] ** 2)
-
-    return jax.jit(jax.grad(loss)).lower(params).compile().memory_analysis().temp_size_in_bytes
-
-  assert peak("recompute") < 0.5 * peak("scan")
+  cell, xs = rnnlab.lstm(32), jnp.zeros((8, 200, 4))
+  assert peak_bytes(cell, xs, impl="recompute") < 0.5 * peak_bytes(cell, xs, impl="scan")
 
 
 @pytest.mark.parametrize("remat_chunk", [1, 3, 7, 100])
@@ -274,18 +275,8 @@ def test_unroll_auto_reads_the_batch_of_one_member_under_vmap(batch, fused):
 
 def test_remat_lowers_peak_memory():
   # The claim behind remat_chunk: the backward pass keeps T/chunk carries plus one chunk.
-  cell = rnnlab.lstm(16)
-  params = cell.init(jax.random.key(0), 4)
-  xs = jnp.zeros((4, 400, 4))
-
-  def peak(chunk):
-    def loss(p):
-      return jnp.mean(rnnlab.unroll(cell, p, xs, remat_chunk=chunk)[0] ** 2)
-
-    memory = jax.jit(jax.grad(loss)).lower(params).compile().memory_analysis()
-    return memory.temp_size_in_bytes
-
-  assert peak(20) < 0.5 * peak(None)
+  cell, xs = rnnlab.lstm(16), jnp.zeros((4, 400, 4))
+  assert peak_bytes(cell, xs, remat_chunk=20) < 0.5 * peak_bytes(cell, xs, remat_chunk=None)
 
 
 def test_benchmark_quick_mode_writes_its_tables(tmp_path):

@@ -154,16 +154,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   tasks, cells, lengths, names = TASKS, ("elman",), (20, 35, 50), tuple(ARMS)
 
   if preset == "quick":
-    config.model.hidden_size = 8
-    config.num_steps = 60
-    config.batch_size = 16
-    config.eval.batch_size = 64
-    config.eval.num_batches = 1
-    config.report.solve_window = 10
-    config.sweep.seeds = 2
-    config.diagnostics.batch_size = 8
-    config.run.chunk_steps = 20
-    config.run.checkpoint_seconds = 0.0
+    runner_config.quick_settings(config)
     tasks, lengths, names = ("temporal_order_2bit",), (10, 20), ("sgd", "sgd_clip", "adam")
 
   given = linked.set_fields(config, rest)

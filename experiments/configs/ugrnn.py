@@ -45,17 +45,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.report.group_by = "model.cell"  # a line per cell
 
   if preset == "quick":
+    runner_config.quick_settings(config, num_steps=40, hidden_size=None)
     config.task.length = 10
-    config.num_steps = 40
-    config.batch_size = 16
-    config.eval.batch_size = 64
-    config.eval.num_batches = 1
-    config.report.solve_window = 10
     config.sweep.axes = {**config.sweep.axes, "model.hidden_size": (4, 8)}
-    config.sweep.seeds = 2
-    config.diagnostics.batch_size = 8
-    config.run.chunk_steps = 20
-    config.run.checkpoint_seconds = 0.0
 
   runner_config.apply_shortcuts(config, shortcuts)
   return config

@@ -67,19 +67,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # the untrained decay-versus-gain scan of each cell, across the Pascanu threshold g = 1
 
   if preset == "quick":
-    config.model.hidden_size = 8
-    config.num_steps = 60
-    config.batch_size = 16
-    config.eval.batch_size = 64
-    config.eval.num_batches = 1
-    config.report.solve_window = 10
+    runner_config.quick_settings(config)
     config.sweep.axes = {**config.sweep.axes, "task.length": (5, 10)}
-    config.sweep.seeds = 2
-    config.diagnostics.batch_size = 8
     config.diagnostics.gain_scan = (0.5, 0.9, 1.1, 2.0)
     config.diagnostics.gain_scan_seeds = 1
-    config.run.chunk_steps = 20
-    config.run.checkpoint_seconds = 0.0
   elif preset == "paper":
     config.model.hidden_size = 128
     config.optimizer.name = "rmsprop"

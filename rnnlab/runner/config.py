@@ -177,6 +177,28 @@ def experiment_config(base: ml_collections.ConfigDict | None = None) -> ml_colle
   return config
 
 
+def quick_settings(
+  config: ml_collections.ConfigDict, *, num_steps: int = 60, hidden_size: int | None = 8
+) -> None:
+  """Sets the small sizes of an experiment file's ``quick`` preset (the CI smoke run).
+
+  ``num_steps`` updates of batch 16 (``hidden_size`` units unless None), 2 seeds,
+  a held-out batch of 64, 8 diagnostic sequences, chunks of 20 steps with a
+  checkpoint after each, and a 10-step solve window.
+  """
+  if hidden_size is not None:
+    config.model.hidden_size = hidden_size
+  config.num_steps = num_steps
+  config.batch_size = 16
+  config.eval.batch_size = 64
+  config.eval.num_batches = 1
+  config.report.solve_window = 10
+  config.sweep.seeds = 2
+  config.diagnostics.batch_size = 8
+  config.run.chunk_steps = 20
+  config.run.checkpoint_seconds = 0.0
+
+
 # --------------------------------------------------------------------------
 # Paths.
 # --------------------------------------------------------------------------
