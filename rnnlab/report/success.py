@@ -198,24 +198,11 @@ def plot(d: Mapping[str, Any] | None) -> Figure | None:
     if handles is None:  # a line per group (or per style value): their labels
       handles = dict(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
     if len(handles) <= 6:
-      ax.legend(
-        list(handles.values()),
-        list(handles),
-        loc="center left",
-        bbox_to_anchor=(1.0, 0.5),
-        title=title,
-        title_fontsize=7.5,
-      )
+      owner, place = ax, dict(loc="center left", bbox_to_anchor=(1.0, 0.5))
     else:  # many lines: below the axes, in columns, so the plot keeps its width
       fig.set_figheight(3.2 + 0.16 * math.ceil(len(handles) / 3))
-      fig.legend(
-        list(handles.values()),
-        list(handles),
-        loc="outside lower center",
-        ncol=3,
-        title=title,
-        title_fontsize=7.5,
-      )
+      owner, place = fig, dict(loc="outside lower center", ncol=3)
+    owner.legend(list(handles.values()), list(handles), title=title, title_fontsize=7.5, **place)
     note = f" ({d['note']})" if d["note"] else ""
     ax.set_title(f"{d['task']}: success rate against {x.label}{note}")
     style.finish(ax)
