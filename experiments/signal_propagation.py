@@ -552,6 +552,10 @@ def _slope(lam: np.ndarray, s: np.ndarray) -> float:
   return float(np.polyfit(np.log(1 / (1 - lam[keep])), np.log(s[keep]), 1)[0])
 
 
+# A cell estimate whose standard error exceeds this share of its mean is flagged heavy-tailed.
+HEAVY_TAIL = 0.25
+
+
 def report(config, diagonal, cell_table, seconds: float) -> str:
   """``report.md``: what was measured, the closed forms, the agreement in numbers."""
   from rnnlab.report import style  # noqa: PLC0415
@@ -650,13 +654,15 @@ def report(config, diagonal, cell_table, seconds: float) -> str:
       "| $|\\lambda|$ | " + " | ".join(f"{n} (P = {P[n]})" for n in names) + " |",
       "|---" * (len(names) + 1) + "|",
     ]
+    flagged = 0
     for lam in lams:
       cells_ = []
       for n in names:
         r = next(r for r in cell_table if r["cell"] == n and r["lam"] == lam)
-        cells_.append(
-          f"{style.num(float(r['sensitivity']))} ± {style.num(float(r['sensitivity_se']))}"
-        )
+        mean, se = float(r["sensitivity"]), float(r["sensitivity_se"])
+        flag = " †" if se > HEAVY_TAIL * mean else ""
+        flagged += bool(flag)
+        cells_.append(f"{style.num(mean)} ± {style.num(se)}{flag}")
       md.append(f"| {lam} | " + " | ".join(cells_) + " |")
     slopes = []
     for n in names:
@@ -674,6 +680,13 @@ def report(config, diagonal, cell_table, seconds: float) -> str:
       "3 in the limit).",
       "",
     ]
+    if flagged:
+      md[-1:-1] = [
+        "",
+        f"† {flagged} estimate(s) with a standard error above {HEAVY_TAIL:.0%} of the mean: "
+        "heavy-tailed, a few sequences dominate the average (raise `cells.sequences` to narrow "
+        "them). Their slopes are indicative only.",
+      ]
   md += [
     "## Reproduce",
     "",
