@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
 
-__all__ = ["eigvals", "orthogonal", "qr", "svdvals"]
+__all__ = ["eigvals", "expm", "orthogonal", "qr", "svdvals"]
 
 
 def _one_at_a_time(fn: Callable, num_outputs: int) -> Callable:
@@ -157,3 +158,76 @@ def orthogonal(scale: float = 1.0, column_axis: int = -1) -> Callable[..., Array
     return jnp.array(scale, dtype) * q
 
   return init
+
+
+# Taylor coefficients 1/j! of exp, j = 0..18 (degree 18: below float64's rounding for ||A||_1 <= 1).
+_EXPM_DEGREE = 18
+_EXPM_BLOCK = 6  # Paterson-Stockmeyer block: X^1..X^6, then Horner in X^6 (7 matmuls in all)
+_EXPM_COEFFS = tuple(1.0 / math.factorial(j) for j in range(_EXPM_DEGREE + 1))
+
+
+def _mm(a: Array, b: Array) -> Array:
+  # Full precision on every backend (TF32/bf16 passes would break orthogonality at 1e-5).
+  return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+
+
+def _taylor18(x: Array) -> Array:
+  """``sum_{j<=18} x^j / j!`` of ``(n, n)`` by Paterson-Stockmeyer: ``B0 + X6 (B1 + X6 (B2 + c X6))``."""
+  eye = jnp.eye(x.shape[-1], dtype=x.dtype)
+  powers = [eye, x]
+  for _ in range(_EXPM_BLOCK - 1):
+    powers.append(_mm(powers[-1], x))
+  x6 = powers[_EXPM_BLOCK]
+  c = _EXPM_COEFFS
+
+  def block(q: int) -> Array:
+    return sum(c[_EXPM_BLOCK * q + r] * powers[r] for r in range(_EXPM_BLOCK))
+
+  acc = block(2) + c[3 * _EXPM_BLOCK] * x6
+  acc = block(1) + _mm(x6, acc)
+  return block(0) + _mm(x6, acc)
+
+
+def expm(a: Array, *, max_squarings: int = 16) -> Array:
+  r"""The matrix exponential ``exp(a)`` of square ``(..., n, n)`` matrices, by matmuls only.
+
+  Scaling and squaring with a degree-18 Taylor polynomial (as
+  ``torch.linalg.matrix_exp``, Bader, Blanes & Casas 2019, "Computing the matrix
+  exponential with an optimized Taylor polynomial approximation"; here evaluated by
+  Paterson-Stockmeyer):
+
+  .. math::  e^{A} = \big(T_{18}(A / 2^s)\big)^{2^s}, \qquad
+     s = \min(\max(0, \lceil \log_2 \|A\|_1 \rceil), s_{\max})
+
+  so ``||A / 2^s||_1 <= 1``, where the truncation error ``1/19!`` is below
+  float64's rounding. No LAPACK call (``jax.scipy.linalg.expm`` solves with LU,
+  whose batched CPU kernel can hang the runner; module doc), so it is vmappable
+  and differentiable in forward and reverse mode, to any order. ``s`` is chosen
+  from the norm at run time; each of the ``max_squarings`` static squarings runs
+  under ``lax.cond`` (a select under ``vmap``), so reverse mode works. Matrices
+  with ``||A||_1 > 2**max_squarings`` are squared only ``max_squarings`` times
+  and lose accuracy. Matmuls run at ``Precision.HIGHEST``.
+
+  Args:
+    a: ``(..., n, n)``, floating.
+    max_squarings: the static cap on ``s`` (default 16: ``||A||_1`` up to 65536).
+
+  Returns:
+    ``exp(a)``, of ``a``'s shape and dtype.
+  """
+  a = jnp.asarray(a)
+  if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
+    raise ValueError(f"rnnlab.linalg.expm: expected square (..., n, n) matrices; got {a.shape}")
+  if not jnp.issubdtype(a.dtype, jnp.floating):
+    raise ValueError(f"rnnlab.linalg.expm: expected a floating array; got {a.dtype}")
+  if a.ndim > 2:
+    return jax.vmap(partial(expm, max_squarings=max_squarings))(a)
+  norm = jnp.max(jnp.sum(jnp.abs(a), axis=-2))  # the 1-norm: largest column sum
+  # The number of squarings is a value, not a shape: no gradient flows through it.
+  norm = jax.lax.stop_gradient(norm)
+  s = jnp.clip(jnp.ceil(jnp.log2(jnp.where(norm > 0, norm, 1.0))), 0, max_squarings)
+  s = jnp.where(jnp.isfinite(s), s, max_squarings).astype(jnp.int32)
+  x = _taylor18(a * jnp.exp2(-s.astype(a.dtype)))
+  for i in range(max_squarings):
+    x = jax.lax.cond(i < s, lambda x: _mm(x, x), lambda x: x, x)
+  return x

@@ -450,6 +450,9 @@ def unroll(
     )
     valid_TxB = steps < lengths
 
+  if cell.prepare is not None:
+    # The cell's work on its params alone, once here rather than once per step in the loop.
+    params = cell.prepare(params)
   if impl == "auto":
     impl = auto_impl(cell, params, math.prod(batch_shape))
   if impl == "fused":

@@ -562,6 +562,8 @@ def _check_model_config(config: ml_collections.ConfigDict, cell: Any = None) -> 
   _choice("model.nonlinearity", m.nonlinearity, tuple(cells_lib.ACTIVATIONS))
   _choice("model.readout", m.readout, READOUTS)
   _number("model.gain", m.gain)
+  if cell is None and m.cell == "exprnn" and m.gain != 1:
+    _fail("model.gain", m.gain, "1 for the exprnn cell (its W is orthogonal, with no gain)")
   _number("model.forget_bias", m.forget_bias)
   if m.chrono_t_max is not None:
     if _number("model.chrono_t_max", m.chrono_t_max) <= 2:
@@ -772,6 +774,7 @@ def cell_factory(cell: str | Callable[..., cells_lib.Cell]) -> Callable[..., cel
     "gru": cells_lib.gru,
     "layer_norm_lstm": cells_lib.layer_norm_lstm,
     "layer_norm_gru": cells_lib.layer_norm_gru,
+    "exprnn": cells_lib.exprnn,
   }
   if cell in builtin:
     return builtin[cell]
@@ -806,6 +809,11 @@ def make_cell(
     return factory(m.hidden_size, m.forget_bias, chrono_t_max=m.chrono_t_max, **kwargs)
   if name in ("gru", "layer_norm_gru"):
     return factory(m.hidden_size, chrono_t_max=m.chrono_t_max, **kwargs)
+  if name == "exprnn":
+    # W = expm(S) is orthogonal by construction: a gain would break that, so only 1 is accepted
+    # (checked with the config); the config's default "orthogonal" means the cell's Henaff init.
+    rec = "henaff" if m.recurrent_init == "orthogonal" else m.recurrent_init
+    return factory(m.hidden_size, recurrent_init=rec, input_init=m.input_init)
   options = {**kwargs, "nonlinearity": m.nonlinearity, "forget_bias": m.forget_bias}
   options["chrono_t_max"] = m.chrono_t_max
   parameters = inspect.signature(factory).parameters

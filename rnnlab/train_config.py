@@ -11,7 +11,7 @@ import ml_collections
 
 # The choices of the config's named fields (rnnlab.train checks them; listed here for the
 # comments and for tools that read the schema without JAX).
-CELLS = ("elman", "lstm", "gru", "layer_norm_lstm", "layer_norm_gru")
+CELLS = ("elman", "lstm", "gru", "layer_norm_lstm", "layer_norm_gru", "exprnn")
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 SCHEDULES = ("none", "cosine", "warmup_cosine", "exponential")
 READOUTS = ("linear",)
@@ -33,12 +33,15 @@ def default_config() -> ml_collections.ConfigDict:
   config.task.kwargs = ml_collections.ConfigDict()  # extra keyword arguments for tasks.get
 
   config.model = ml_collections.ConfigDict()
-  config.model.cell = "lstm"  # one of CELLS (elman|lstm|gru|layer_norm_lstm|layer_norm_gru), or
+  config.model.cell = (
+    "lstm"  # one of CELLS (elman|lstm|gru|layer_norm_lstm|layer_norm_gru|exprnn), or
+  )
   # an import path "package.module:factory" of a cell of one's own (see make_cell)
   config.model.hidden_size = 64  # H, units per layer
   config.model.num_layers = 1  # stacked recurrent layers (rnnlab.layers.stacked)
   config.model.nonlinearity = "tanh"  # elman only: "tanh" | "relu" | "linear"
   config.model.recurrent_init = "orthogonal"  # w_hh scheme: orthogonal|gaussian|identity|uniform
+  # (exprnn: the init of A, henaff|cayley|identity; "orthogonal" means its default, henaff)
   config.model.gain = 1.0  # g, the recurrent scheme's scale (a sweepable hparam)
   config.model.input_init = "lecun_normal"  # w_ih scheme: lecun_normal|glorot_uniform|uniform|zeros
   config.model.forget_bias = 1.0  # lstms only: initial forget-gate bias (Jozefowicz 2015)
