@@ -389,6 +389,8 @@ def _per_sequence(name, cell, params, xs, carry, time_major, fn):
 def _flat_step(cell: Cell, params: PyTree, carry0: PyTree):
   """``step(c_vec, x) -> c_vec`` on the carry flattened to one vector, and that flattening."""
   vec0, unravel = ravel_pytree(carry0)
+  if cell.prepare is not None:
+    params = cell.prepare(params)  # once, not once per step (the expRNN's W = expm(S))
 
   def step(c_vec, x):
     new, _ = cell.step(params, unravel(c_vec), x)

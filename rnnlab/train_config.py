@@ -33,10 +33,8 @@ def default_config() -> ml_collections.ConfigDict:
   config.task.kwargs = ml_collections.ConfigDict()  # extra keyword arguments for tasks.get
 
   config.model = ml_collections.ConfigDict()
-  config.model.cell = (
-    "lstm"  # one of CELLS (elman|lstm|gru|layer_norm_lstm|layer_norm_gru|exprnn), or
-  )
-  # an import path "package.module:factory" of a cell of one's own (see make_cell)
+  config.model.cell = "lstm"  # one of CELLS (elman|lstm|gru|layer_norm_lstm|layer_norm_gru|
+  # exprnn), or an import path "package.module:factory" of a cell of one's own (see make_cell)
   config.model.hidden_size = 64  # H, units per layer
   config.model.num_layers = 1  # stacked recurrent layers (rnnlab.layers.stacked)
   config.model.nonlinearity = "tanh"  # elman only: "tanh" | "relu" | "linear"
