@@ -623,10 +623,11 @@ def _check_task_config(config: ml_collections.ConfigDict, task: Any = None) -> N
 
 def _check_floss_config(config: ml_collections.ConfigDict) -> None:
   f = config.floss
-  weight = _number("floss.weight", f.weight, nonneg=True)
+  _number("floss.weight", f.weight, nonneg=True)
   k = _positive_int("floss.num_exponents", f.num_exponents)
   units = config.model.num_layers * config.model.hidden_size
-  if weight and k > units:
+  # Checked with the weight 0 too: a swept weight turns flossing on in the same program.
+  if k > units:
     _fail(
       "floss.num_exponents",
       k,

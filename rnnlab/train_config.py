@@ -90,7 +90,8 @@ def default_config() -> ml_collections.ConfigDict:
   # layers (QR method) is added to the task's; records "floss" and "lyapunov_max" then.
   config.floss = ml_collections.ConfigDict()
   config.floss.weight = 0.0  # w >= 0 (0: off); a sweepable hparam
-  config.floss.num_exponents = 16  # k, the top exponents flossed (the reference's 16 of 64)
+  config.floss.num_exponents = 1  # k, the top exponents flossed, <= num_layers * hidden_size
+  # (the references floss 16 of 64 and 75 of 80 units)
   config.floss.every = 1  # floss on the updates s with s % every == 0
   config.floss.until = 0  # floss only on the updates s < until (0: to the end)
   config.floss.alone = 0  # preflossing: updates s < alone floss and drop the task's gradient
