@@ -39,6 +39,18 @@ Every step records ``loss``, ``metric``, ``grad_norm`` (before clipping),
 ``clipped``, ``nonfinite``, ``diverged`` and ``learning_rate``, each of shape
 ``(num_steps,)``.
 
+Gradient flossing (``config.floss``, off by default; Engelken 2023,
+:mod:`rnnlab.flossing`): on the updates that floss (``s % floss.every == 0`` and
+``s < floss.until``, or ``s < floss.alone``), :math:`g_s \mathrel{+}= w\,\nabla_\theta
+\tfrac1k \sum_{i \le k} \lambda_i^2` with the top-``k`` Lyapunov exponents of the
+recurrent layers on ``floss.batch_size`` sequences (fresh ones from ``fold_in(fold_in(key,
+5), s)``, or the batch's first), from a fixed frame ``Q_0``; on the ``floss.alone``
+first updates (preflossing) the task's gradient is dropped. Before clipping, so the
+clipped gradient is that of the sum. With flossing on, the records add ``floss`` (the
+penalty) and ``lyapunov_max`` (:math:`\lambda_1`), NaN on the updates that do not floss.
+Whether an update flosses depends on ``s`` alone, so under ``vmap`` (a swept
+``floss.weight``) it stays a ``lax.cond`` and the QR runs only on those updates.
+
 Divergence: step ``s`` is *rejected* when either rule fires on it:
 
 * non-finite (always on): its loss, gradient norm or updated parameters are not
