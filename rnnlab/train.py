@@ -39,6 +39,18 @@ Every step records ``loss``, ``metric``, ``grad_norm`` (before clipping),
 ``clipped``, ``nonfinite``, ``diverged`` and ``learning_rate``, each of shape
 ``(num_steps,)``.
 
+Gradient flossing (``config.floss``, off by default; Engelken 2023,
+:mod:`rnnlab.flossing`): on the updates that floss (``s % floss.every == 0`` and
+``s < floss.until``, or ``s < floss.alone``), :math:`g_s \mathrel{+}= w\,\nabla_\theta
+\tfrac1k \sum_{i \le k} \lambda_i^2` with the top-``k`` Lyapunov exponents of the
+recurrent layers on ``floss.batch_size`` sequences (fresh ones from ``fold_in(fold_in(key,
+5), s)``, or the batch's first), from a fixed frame ``Q_0``; on the ``floss.alone``
+first updates (preflossing) the task's gradient is dropped. Before clipping, so the
+clipped gradient is that of the sum. With flossing on, the records add ``floss`` (the
+penalty) and ``lyapunov_max`` (:math:`\lambda_1`), NaN on the updates that do not floss.
+Whether an update flosses depends on ``s`` alone, so under ``vmap`` (a swept
+``floss.weight``) it stays a ``lax.cond`` and the QR runs only on those updates.
+
 Divergence: step ``s`` is *rejected* when either rule fires on it:
 
 * non-finite (always on): its loss, gradient norm or updated parameters are not
@@ -142,11 +154,13 @@ from jax.typing import ArrayLike
 
 from rnnlab import cells as cells_lib
 from rnnlab import diagnostics as diag_lib
+from rnnlab import flossing as floss_lib
 from rnnlab import layers as layers_lib
 from rnnlab import models as models_lib
 from rnnlab._signatures import init_signature
 from rnnlab.train_config import (  # noqa: F401  (default_config: rnnlab.train's own)
   CELLS,
+  FLOSS_INPUTS,
   OPTIMIZERS,
   READOUTS,
   SCHEDULES,
@@ -157,6 +171,9 @@ Array = jax.Array
 PyTree = Any
 
 DROPOUT_STREAM = 4  # fold_in(key, DROPOUT_STREAM): the dropout masks' key stream
+FLOSS_STREAM = 5  # fold_in(key, FLOSS_STREAM): gradient flossing's frame and inputs
+# The per-step records added when flossing is on (config.floss.weight != 0).
+FLOSS_METRICS = ("floss", "lyapunov_max")
 STEP_METRICS = (
   "loss",
   "metric",
@@ -618,6 +635,34 @@ def _check_task_config(config: ml_collections.ConfigDict, task: Any = None) -> N
       _fail(field, config[section][name], "a dict of keyword arguments for the task")
 
 
+def _check_floss_config(config: ml_collections.ConfigDict) -> None:
+  f = config.floss
+  _number("floss.weight", f.weight, nonneg=True)
+  k = _positive_int("floss.num_exponents", f.num_exponents)
+  units = config.model.num_layers * config.model.hidden_size
+  # Checked with the weight 0 too: a swept weight turns flossing on in the same program.
+  if k > units:
+    _fail(
+      "floss.num_exponents",
+      k,
+      f"an int in [1, {units}] (model.num_layers * model.hidden_size, the hidden units)",
+    )
+  _positive_int("floss.every", f.every)
+  for field in ("until", "alone"):
+    value = f[field]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      _fail(f"floss.{field}", value, "an int >= 0")
+  _choice("floss.inputs", f.inputs, FLOSS_INPUTS)
+  size = _positive_int("floss.batch_size", f.batch_size)
+  if f.inputs == "train" and size > config.batch_size:
+    _fail("floss.batch_size", size, f"at most batch_size={config.batch_size} with inputs 'train'")
+  transient = f.transient
+  if (
+    isinstance(transient, bool) or not isinstance(transient, int | float) or not 0 <= transient < 1
+  ):
+    _fail("floss.transient", transient, "a fraction in [0, 1)")
+
+
 def check_config(config: ml_collections.ConfigDict, *, cell: Any = None, task: Any = None) -> None:
   """Raises a one-line ``ValueError`` naming the first bad field of ``config``.
 
@@ -668,6 +713,7 @@ def check_config(config: ml_collections.ConfigDict, *, cell: Any = None, task: A
     _fail("diagnostics_every", every, f"a divisor of num_steps={num_steps}")
   _check_eval_config(config)
   _check_divergence_config(config)
+  _check_floss_config(config)
   k1, k2 = config.tbptt.k1, config.tbptt.k2
   if (k1 is None) != (k2 is None):
     _fail("tbptt", (k1, k2), "k1 and k2 both None (full BPTT) or both set")
@@ -1237,6 +1283,71 @@ def _task_parts(config: Any, own_task: Any) -> _TaskParts:
   return _TaskParts(task, eval_task, stream, streams_BxS, num_windows)
 
 
+def _flosser(config: Any, task: Any, cell: Any) -> Callable | None:
+  """Gradient flossing's part of a step (``config.floss``; :mod:`rnnlab.flossing`), or None.
+
+  None when ``floss.weight`` is a concrete 0 (off: the program is that of no flossing).
+  Otherwise ``flossed(params, inputs, key, step_index) -> (grads, record, alone)``:
+  ``weight * grad mean_i lambda_i^2`` of the recurrent layers (zeros on an update that
+  does not floss), the records ``floss`` (the penalty, NaN when not flossing) and
+  ``lyapunov_max`` (lambda_1, mean over the flossed sequences), and whether the update
+  is a preflossing one (task gradient dropped). Whether an update flosses depends on the
+  step index alone, shared by the members of a vmapped block, so the ``lax.cond`` stays
+  a branch under ``vmap`` and the QR runs only on the updates that floss.
+  """
+  f = config.floss
+  weight = f.weight
+  if isinstance(weight, int | float) and weight == 0:
+    return None
+  # The fields that shape the program: Python needs them concretely.
+  every, until, alone = (operator.index(f[name]) for name in ("every", "until", "alone"))
+  num_exponents, size = operator.index(f.num_exponents), operator.index(f.batch_size)
+  transient = float(f.transient)
+  num_layers = config.model.num_layers
+  # The step of the model's recurrent layers: the cells without dropout (nor a mask).
+  cells = [make_cell(config, cell=cell) for _ in range(num_layers)]
+  floss_cell = cells[0] if num_layers == 1 else cells_lib.stack(cells)
+
+  def recurrent(params):
+    return params.encoder[0] if num_layers == 1 else tuple(params.encoder)
+
+  def value(params, xs, frame_key):
+    exponents = diag_lib.lyapunov_spectrum(
+      floss_cell,
+      recurrent(params),
+      xs,
+      num_exponents=num_exponents,
+      transient=int(transient * xs.shape[-2]),
+      key=frame_key,
+    )
+    return floss_lib.penalty(exponents), jnp.mean(exponents[..., 0])
+
+  value_and_grad = jax.value_and_grad(value, has_aux=True)
+
+  def flossed(params, inputs, key, step_index):
+    frame_key, inputs_key = jax.random.split(jax.random.fold_in(key, FLOSS_STREAM))
+    pre = step_index < alone
+    on = pre | ((step_index % every == 0) & ((step_index < until) if until else True))
+
+    def floss(params):
+      if f.inputs == "train":
+        xs = inputs[:size]
+      else:
+        xs = task.sample(jax.random.fold_in(inputs_key, step_index), size).inputs
+      (loss, top), grads = value_and_grad(params, xs, frame_key)
+      return grads, loss.astype(jnp.float32), top.astype(jnp.float32)
+
+    def skip(params):
+      nan = jnp.asarray(jnp.nan, jnp.float32)
+      return jax.tree.map(jnp.zeros_like, params), nan, nan
+
+    grads, loss, top = jax.lax.cond(on, floss, skip, params)
+    grads = jax.tree.map(lambda g: (weight * g).astype(g.dtype), grads)
+    return grads, {"floss": loss, "lyapunov_max": top}, pre
+
+  return flossed
+
+
 def _loop(config: Any, parts: _TaskParts, cell: Any, step_stats: Callable | None) -> Any:
   """The loop of one config (a view of it, maybe holding traced values): its five pieces.
 
@@ -1286,6 +1397,7 @@ def _loop(config: Any, parts: _TaskParts, cell: Any, step_stats: Callable | None
   stop_when_solved = config.eval.stop_when_solved
   clip = config.clip
   track_solved = bool(config.eval.every)
+  flossed = _flosser(config, task, cell)
 
   def init(key: Array) -> TrainState:
     tx = make_optimizer(config)
@@ -1316,6 +1428,10 @@ def _loop(config: Any, parts: _TaskParts, cell: Any, step_stats: Callable | None
         zeros = model.initial_carry(state.params, (batch_size,))
         carry_in = _select(fresh, zeros, state.rnn_carry)
       (loss, (outputs, carry_out)), grads = grad_fn(state.params, batch, carry_in, step_dropout)
+      floss_record = {}
+      if flossed is not None:
+        floss_grads, floss_record, alone = flossed(state.params, batch.inputs, key, step_index)
+        grads = jax.tree.map(lambda g, fg: jnp.where(alone, 0, g) + fg, grads, floss_grads)
       grad_norm = diag_lib.global_norm(grads)
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
@@ -1346,6 +1462,7 @@ def _loop(config: Any, parts: _TaskParts, cell: Any, step_stats: Callable | None
         "nonfinite": ~finite,
         "diverged": rejected,
         "learning_rate": jnp.asarray(schedule(step_index), jnp.float32),
+        **floss_record,
       }
       if step_stats is not None:
         extra = step_stats(grads, updates, loss)

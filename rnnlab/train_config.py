@@ -15,6 +15,7 @@ CELLS = ("elman", "lstm", "gru", "layer_norm_lstm", "layer_norm_gru", "exprnn")
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 SCHEDULES = ("none", "cosine", "warmup_cosine", "exponential")
 READOUTS = ("linear",)
+FLOSS_INPUTS = ("fresh", "train")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -84,6 +85,21 @@ def default_config() -> ml_collections.ConfigDict:
   config.tbptt = ml_collections.ConfigDict()
   config.tbptt.k1 = None  # truncated BPTT: a new window starts every k1 steps (None: full BPTT)
   config.tbptt.k2 = None  # truncated BPTT: each window backpropagates k2 steps (k1 <= k2 <= T)
+
+  # Gradient flossing (Engelken 2023; rnnlab.flossing): on the updates that floss, the
+  # gradient of w * mean_i lambda_i^2 over the top-k Lyapunov exponents of the recurrent
+  # layers (QR method) is added to the task's; records "floss" and "lyapunov_max" then.
+  config.floss = ml_collections.ConfigDict()
+  config.floss.weight = 0.0  # w >= 0 (0: off); a sweepable hparam
+  config.floss.num_exponents = 1  # k, the top exponents flossed, <= num_layers * hidden_size
+  # (the references floss 16 of 64 and 75 of 80 units)
+  config.floss.every = 1  # floss on the updates s with s % every == 0
+  config.floss.until = 0  # floss only on the updates s < until (0: to the end)
+  config.floss.alone = 0  # preflossing: updates s < alone floss and drop the task's gradient
+  config.floss.inputs = "fresh"  # one of FLOSS_INPUTS: "fresh" (a batch of its own each
+  # update, as the reference) | "train" (the first floss.batch_size sequences of the batch)
+  config.floss.batch_size = 1  # sequences the penalty averages over (the reference: 1)
+  config.floss.transient = 0.25  # fraction of the first steps left out of the exponents' mean
 
   config.diagnostics_every = 0  # call `diagnostics` every this many updates (0: never)
 

@@ -33,6 +33,7 @@ VALUE_FIELDS = (
   "model.dropout.output",
   "model.dropout.recurrent",
   "divergence.loss_factor",
+  "floss.weight",
 )
 PROGRAM_FIELDS = (
   "model.hidden_size",

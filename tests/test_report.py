@@ -340,6 +340,21 @@ def test_metrics_schema_covers_every_step_metric_of_the_trainer():
   assert set(train.STEP_METRICS) <= set(tables.STEP_METRIC_KINDS)
 
 
+def test_metrics_take_flossings_columns_only_when_asked(tmp_path):
+  from rnnlab import train
+
+  optional = list(train.FLOSS_METRICS)
+  assert tables.columns(tables.METRICS, optional=optional)[-2:] == ("floss", "lyapunov_max")
+  row = [0, 0, 0.5, 1.0, 2.0, True, False, False, 1e-3, float("nan"), -0.25]
+  path = tables.write_table(tmp_path, tables.METRICS, [row], optional=optional)
+  read = tables.read_table(path)
+  assert np.isnan(read["floss"][0]) and read["lyapunov_max"][0] == -0.25
+  with pytest.raises(ValueError, match="optional columns \\['floss'\\] are invalid for summary"):
+    tables.columns(tables.SUMMARY, optional=["floss"])
+  with pytest.raises(ValueError, match="optional columns \\['lyapunov'\\] are invalid"):
+    tables.columns(tables.METRICS, optional=["lyapunov"])
+
+
 def test_tables_round_trip_types_and_read_with_pandas(tmp_path):
   import pandas as pd
 

@@ -111,7 +111,7 @@ FIELDS = [path for path, _, _ in leaves(vanishing.get_config())]
 def test_the_walk_reaches_every_section():
   sections = {path.split(".")[0] for path in FIELDS}
   training = {"task", "model", "optimizer", "clip", "batch_size", "num_steps", "eval", "tbptt"}
-  training |= {"diagnostics_every", "divergence"}
+  training |= {"diagnostics_every", "divergence", "floss"}
   assert sections == {"preset", "sweep", "diagnostics", "run", "report", *training}
   assert len(FIELDS) > 60 and "task.kwargs" in FIELDS and NULLABLE.issubset(FIELDS)
   assert "sweep.axes" in FIELDS and "model.dropout.recurrent" in FIELDS

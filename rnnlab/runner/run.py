@@ -376,12 +376,16 @@ def write_tables(
   summary, metrics, gradients = [], {}, {}
   every = config.run.metrics_every
   names = [c for c in tables_lib.columns(tables_lib.METRICS) if c not in ("member", "step")]
+  # Flossing's records, in every group when the sweep flosses (a traced weight is never looped).
+  optional = [n for n in tables_lib.METRICS_OPTIONAL if any(n in r.records for r in results)]
   for result in results:
     summary.extend(summary_rows(config, result))
     num_steps = result.records["loss"].shape[1]
     kept = sorted(set(range(0, num_steps, every)) | {num_steps - 1})
     for i, m in enumerate(result.group.members):
       columns = [result.records[name][i] for name in names]
+      nan = np.full((num_steps,), np.nan, np.float32)
+      columns += [result.records[name][i] if name in result.records else nan for name in optional]
       metrics[m.index] = [[m.index, s, *(c[s] for c in columns)] for s in kept]
       gradients[m.index] = []
       for phase in tables_lib.PHASES:
@@ -397,7 +401,7 @@ def write_tables(
   axes = list(config.sweep.axes)
   paths = [
     tables_lib.write_table(workdir, tables_lib.SUMMARY, summary, axes),
-    tables_lib.write_table(workdir, tables_lib.METRICS, metrics),
+    tables_lib.write_table(workdir, tables_lib.METRICS, metrics, optional=optional),
     tables_lib.write_table(workdir, tables_lib.GRADIENTS, gradients),
   ]
   if config.diagnostics.gain_scan:

@@ -17,7 +17,11 @@ row, ``\n`` line ends; ``pandas.read_csv`` reads each as is):
 
 ``metrics.csv``, one row per member and recorded step (join on ``member`` for the axes)::
 
-  member, step, <rnnlab.train.STEP_METRICS>
+  member, step, <rnnlab.train.STEP_METRICS>[, floss, lyapunov_max]
+
+  The last two (:data:`METRICS_OPTIONAL`, floats) only when the sweep flosses
+  (``floss.weight`` nonzero or swept; :mod:`rnnlab.flossing`): empty on the
+  updates that do not floss. Other sweeps' tables are unchanged.
 
 ``gradients.csv``, ``ln ||dL/dh_t||`` at lag ``T - 1 - t``, at initialisation and trained::
 
@@ -112,6 +116,8 @@ METRICS_FIXED = (
   ("step", "int"),
   *((name, STEP_METRIC_KINDS.get(name, "float")) for name in train_lib.STEP_METRICS),
 )
+# metrics.csv's columns written only when a sweep records them (gradient flossing on).
+METRICS_OPTIONAL = tuple(train_lib.FLOSS_METRICS)
 GRADIENTS_FIXED = (
   ("member", "int"),
   ("phase", "str"),
@@ -155,19 +161,27 @@ def _check_table(table: str) -> None:
     raise ValueError(f"tables: table={table!r} is unknown; expected one of {list(TABLES)}")
 
 
-def columns(table: str, axes: Sequence[str] = ()) -> tuple[str, ...]:
-  """The header of ``table`` (one of :data:`TABLES`); ``axes`` only for ``summary.csv``.
+def columns(table: str, axes: Sequence[str] = (), optional: Sequence[str] = ()) -> tuple[str, ...]:
+  """The header of ``table`` (one of :data:`TABLES`); ``axes`` only for ``summary.csv``,
+  ``optional`` (of :data:`METRICS_OPTIONAL`, appended) only for ``metrics.csv``.
 
   Raises:
     ValueError: an unknown table; axes for a table other than ``summary.csv``; an
-      axis that is empty, repeated or named like a fixed column.
+      axis that is empty, repeated or named like a fixed column; an optional column
+      that is not one of ``metrics.csv``'s.
   """
   _check_table(table)
-  axes = tuple(axes)
+  axes, optional = tuple(axes), tuple(optional)
+  allowed = METRICS_OPTIONAL if table == METRICS else ()
+  if any(c not in allowed for c in optional) or len(set(optional)) != len(optional):
+    raise ValueError(
+      f"tables: optional columns {list(optional)} are invalid for {table}; "
+      f"expected distinct names among {list(allowed)}"
+    )
   if table != SUMMARY:
     if axes:
       raise ValueError(f"tables: {table} has no axis columns; got axes={list(axes)}")
-    return tuple(SCHEMA[table])
+    return (*SCHEMA[table], *optional)
   for axis in axes:
     if not isinstance(axis, str) or not axis:
       raise ValueError(f"tables: axis {axis!r} is invalid; expected a dotted config path")
@@ -272,7 +286,10 @@ def format_value(table: str, column: str, value: Any) -> str:
 
 
 def format_table(
-  table: str, rows: Iterable[Mapping[str, Any] | Sequence[Any]], axes: Sequence[str] = ()
+  table: str,
+  rows: Iterable[Mapping[str, Any] | Sequence[Any]],
+  axes: Sequence[str] = (),
+  optional: Sequence[str] = (),
 ) -> str:
   """The CSV text of ``table``: its header (:func:`columns`), then one line per row.
 
@@ -281,12 +298,13 @@ def format_table(
     rows: each a mapping from every column name to its value, or a sequence of
       the values in header order. ``None`` or NaN write an empty field.
     axes: ``summary.csv`` only: the swept paths, in the config's order.
+    optional: ``metrics.csv`` only: the :data:`METRICS_OPTIONAL` columns written.
 
   Raises:
     ValueError: a row that lacks a column, has other columns or another length, or
       a value not of its column's kind (:func:`format_value`).
   """
-  header = columns(table, axes)
+  header = columns(table, axes, optional)
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator="\n")
   writer.writerow(header)
@@ -315,13 +333,14 @@ def write_table(
   table: str,
   rows: Iterable[Mapping[str, Any] | Sequence[Any]],
   axes: Sequence[str] = (),
+  optional: Sequence[str] = (),
 ) -> str:
   """Writes ``workdir/<table>`` atomically (a temporary file, fsync, a rename); returns its path.
 
   The arguments as :func:`format_table`'s; the file is whole or untouched.
   """
   path = os.path.join(os.fspath(workdir), table)
-  workdir_lib.write_text_atomic(path, format_table(table, rows, axes))
+  workdir_lib.write_text_atomic(path, format_table(table, rows, axes, optional))
   return path
 
 
