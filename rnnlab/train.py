@@ -1342,7 +1342,9 @@ def _flosser(config: Any, task: Any, cell: Any) -> Callable | None:
       return jax.tree.map(jnp.zeros_like, params), nan, nan
 
     grads, loss, top = jax.lax.cond(on, floss, skip, params)
-    grads = jax.tree.map(lambda g: (weight * g).astype(g.dtype), grads)
+    # A select, not a product: a member whose swept weight is 0 gets exactly its task
+    # gradient even where the flossing pass is not finite (0 * nan = nan).
+    grads = jax.tree.map(lambda g: jnp.where(weight > 0, weight * g, 0).astype(g.dtype), grads)
     return grads, {"floss": loss, "lyapunov_max": top}, pre
 
   return flossed
