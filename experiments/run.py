@@ -182,11 +182,20 @@ def main(argv: list[str]) -> None:
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
   raw = _CONFIG.value
+  from rnnlab.runner import config as config_lib  # noqa: PLC0415  (JAX-free)
+
+  missing = [s for s in config_lib.SECTIONS if s not in raw]
+  if missing:
+    _fail(
+      f"--config is not an experiment of the runner: it has no {', '.join(missing)} "
+      "section(s); a config file of another command (e.g. experiments/configs/"
+      "signal_propagation.py) runs with the command its docstring names",
+      EXIT_USAGE,
+    )
   import jax  # noqa: PLC0415  (after the flags: JAX must not start before)
 
   from rnnlab import multihost  # noqa: PLC0415
   from rnnlab import workdir as workdir_lib  # noqa: PLC0415
-  from rnnlab.runner import config as config_lib  # noqa: PLC0415
   from rnnlab.runner import devices, grid  # noqa: PLC0415
   from rnnlab.runner import run as runner  # noqa: PLC0415
 

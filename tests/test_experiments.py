@@ -21,7 +21,8 @@ import os
 import pytest
 from runner_support import ROOT, read_csv, run
 
-from experiments.configs import init_ablation, linked, optimizer_ablation
+from experiments import long_findings
+from experiments.configs import init_ablation, linked, long, optimizer_ablation
 from rnnlab.runner import config as runner_config
 from rnnlab.runner import grid as grid_lib
 from rnnlab.runner import tables as tables_lib
@@ -34,12 +35,15 @@ def experiment_files() -> list[str]:
   for file in sorted(os.listdir(CONFIG_DIR)):
     if file.endswith(".py") and not file.startswith("_"):
       module = importlib.import_module(f"experiments.configs.{file[:-3]}")
-      if callable(getattr(module, "get_config", None)):
+      # A runner experiment: the runner's sections (not signal_propagation.py's own command).
+      if callable(getattr(module, "get_config", None)) and "sweep" in module.get_config("quick"):
         names.append(file[:-3])
   return names
 
 
 FILES = experiment_files()
+# Quick presets too long for the README's test command (CI runs them with --runslow).
+SLOW_QUICK = ("long",)  # 8 compiled programs: every arm on two tasks
 
 
 def load(name: str):
@@ -142,6 +146,30 @@ def test_optimizer_ablation_pairs_each_optimizer_with_its_learning_rate_and_clip
   assert some.task.name == "multiplication" and some.task.length == 30 and some.clip == 0.0
 
 
+def test_long_pairs_every_arm_with_every_task_and_length_and_flosses_only_its_flossing_arm():
+  config = long.get_config()
+  assert config.sweep.mode == "zip"
+  points = rows(config)
+  lengths = {"adding": (100, 200, 400), "copy": (100, 200)}
+  arms = {(a["model.cell"], a["floss.weight"]) for a in long.ARMS.values()}
+  assert len(points) == len(arms) * sum(map(len, lengths.values()))
+  for task, ts in lengths.items():
+    for T in ts:
+      here = [p for p in points if p["task.name"] == task and p["task.length"] == T]
+      assert {(p["model.cell"], p["floss.weight"]) for p in here} == arms, (task, T)
+  flossed = {p["model.cell"] for p in points if p["floss.weight"] > 0}
+  assert flossed == {"elman"} and long.FLOSS_WEIGHT > 0
+  assert config.model.nonlinearity == "tanh" and config.sweep.seeds >= 5
+  assert config.floss.num_exponents <= config.model.hidden_size
+  # The members of a row fill the devices' blocks: no padded member.
+  assert config.sweep.seeds % (2 * config.run.members_per_block) == 0
+  one = long.get_config("task=copy,T=300,arm=lstm+exprnn,floss=0.5")
+  assert dict(one.sweep.axes) == {"model.cell": ("lstm", "exprnn")}
+  assert (one.task.name, one.task.length, one.floss.weight) == ("copy", 300, 0.0)
+  flossing = long.get_config("arm=elman_floss,floss=0.5,T=50")
+  assert flossing.floss.weight == 0.5 and flossing.model.cell == "elman"
+
+
 @pytest.mark.parametrize(
   ("module", "arg", "words"),
   [
@@ -153,6 +181,10 @@ def test_optimizer_ablation_pairs_each_optimizer_with_its_learning_rate_and_clip
     (optimizer_ablation, "lr_adam=0.1+0.2", "one learning rate > 0"),
     (optimizer_ablation, "clip=1", "set by this experiment's rows"),
     (optimizer_ablation, "nosuch=1", "expected a preset or key=value"),
+    (long, "arm=elman+rnn", "'rnn' is not one of"),
+    (long, "task=adding+mnist", "'mnist' is not one of"),
+    (long, "floss=-1", "one weight > 0"),
+    (long, "model.cell=gru", "set by this experiment's rows"),
   ],
 )
 def test_a_bad_argument_is_one_line_naming_it(module, arg, words):
@@ -186,7 +218,10 @@ def test_linked_product_crosses_every_arm_with_the_grid_and_set_axes_fixes_const
 # --------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=FILES)
+@pytest.fixture(
+  scope="module",
+  params=[pytest.param(f, marks=pytest.mark.slow) if f in SLOW_QUICK else f for f in FILES],
+)
 def quick(request, tmp_path_factory, runner_env):
   name = request.param
   if name == "vanishing":  # the flagship's run, shared with test_run (conftest)
@@ -252,3 +287,19 @@ def test_quick_report_has_the_sections_of_its_axes(quick):
   for path in config.sweep.axes:
     if len(set(map(repr, config.sweep.axes[path]))) > 1:
       assert f"`{path}`" in report, (name, path)  # the overview names every swept field
+
+
+def test_long_findings_read_the_quick_run_and_name_every_finding(quick):
+  name, config, workdir = quick
+  if name != "long":
+    pytest.skip("the long experiment's own findings")
+  assert long_findings.main([workdir]) == 0
+  with open(os.path.join(workdir, "findings.md")) as f:
+    text = f.read()
+  table = [line for line in text.splitlines() if line.startswith("| ") and "(" in line]
+  assert len(table) == 5  # the issue's findings, each with a verdict
+  assert all(line.split("|")[-2].strip() in long_findings.VERDICTS for line in table)
+  cases = {
+    (p["task.name"], p["task.length"], p["model.cell"], p["floss.weight"] > 0) for p in rows(config)
+  }
+  assert text.count("\n| adding |") + text.count("\n| copy |") == len(cases)

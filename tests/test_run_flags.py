@@ -205,6 +205,10 @@ def test_flags_parse_in_any_order():
 # (arguments, the error line, or the parts it must contain). The issue's command lines first.
 ISSUE_ERRORS = [
   (
+    ["--config=experiments/configs/signal_propagation.py:quick", "--workdir=/tmp/x"],
+    ("not an experiment of the runner", "no sweep"),
+  ),
+  (
     ["--config.optimizer.learning_rat=1", f"--config={CONFIG}:quick"],
     "unknown config field 'optimizer.learning_rat' in --config.optimizer.learning_rat=1; "
     "did you mean 'optimizer.learning_rate'?",
