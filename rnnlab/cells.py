@@ -1237,8 +1237,9 @@ def lru(
   weights, zero biases). It sits in the cell because the recurrence is linear: an LRU
   alone under :mod:`rnnlab.train`'s dense readout would be a linear model, so
   ``config.model.cell = "lru"`` gets the nonlinearity the paper needs by default.
-  Their dropout, the residual ``x + y`` and the layer norm around the block are left to
-  the stack (:func:`rnnlab.layers.stacked` ``residual=True``, where widths match). The
+  What wraps the block is not in the cell: the residual ``x + y`` is
+  :func:`rnnlab.layers.stacked`'s ``residual=True`` (where widths match), dropout its
+  ``dropout``; the reference's layer (or batch) norm has no counterpart here. The
   paper's layer maps ``H -> H`` with ``D`` elementwise; here ``I`` may differ from
   ``H`` (the first layer reads the task's inputs, with no encoder before it): ``D``
   is then a dense ``(I, H)`` map, ``N(0, 1 / I)`` (the same output variance).
