@@ -1,5 +1,5 @@
 """Recurrent cells: the vanilla (Elman) RNN, the LSTM and the GRU (plain and
-layer-normalised), and a diagonal linear recurrence, as pure functions.
+layer-normalised), a diagonal linear recurrence and the LRU, as pure functions.
 
 A cell is a :class:`Cell`, a NamedTuple of three pure functions that its factory
 closes over the cell's hyper-parameters (the optax ``GradientTransformation``
@@ -1137,6 +1137,216 @@ def exprnn(
     project, recurrent, update, _identity, additive=True, gates=gates, blocks=("h",), gamma=1.0
   )
   return Cell(init, initial_carry, step_from_parts(parts), name, parts, prepare)
+
+
+class LRUParams(NamedTuple):
+  """LRU parameters (:func:`lru`), the names of Orvieto et al.'s code, weights stored ``(in, out)``.
+
+  ``nu_log``, ``theta_log``, ``gamma_log (N,)``: ``lambda = exp(-exp(nu_log) + i
+  exp(theta_log))`` and the input normalisation ``gamma = exp(gamma_log)``;
+  ``b_re``, ``b_im (I, N)``: the complex input map B; ``c_re``, ``c_im (N, H)``:
+  the complex output map C; ``d``: the skip D, ``(H,)`` (elementwise, the paper's)
+  when ``I == H``, else ``(I, H)``; ``w_glu (H, 2H)``, ``b_glu (2H,)``: the GLU
+  readout's two dense maps fused in the order (value, gate), or None for
+  ``readout="none"``.
+  """
+
+  nu_log: Array
+  theta_log: Array
+  gamma_log: Array
+  b_re: Array
+  b_im: Array
+  c_re: Array
+  c_im: Array
+  d: Array
+  w_glu: Array | None
+  b_glu: Array | None
+
+
+class LRUCarry(NamedTuple):
+  """LRU state: the complex ``h = re + i im``, as two real arrays ``(*batch, N)``."""
+
+  re: Array
+  im: Array
+
+
+LRU_READOUTS = ("glu", "none")
+
+
+def _check_ring(r_min: Any, r_max: Any, max_phase: Any) -> tuple[float, float, float]:
+  def number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and np.isfinite(value)
+
+  if not (number(r_min) and number(r_max) and 0 <= r_min <= r_max <= 1):
+    raise ValueError(
+      f"lru: r_min={r_min!r}, r_max={r_max!r} are invalid; expected 0 <= r_min <= r_max <= 1"
+    )
+  if not (number(max_phase) and max_phase > 0):
+    raise ValueError(f"lru: max_phase={max_phase!r} is invalid; expected a number > 0")
+  return float(r_min), float(r_max), float(max_phase)
+
+
+def _lru_lambda(params: LRUParams) -> tuple[Array, Array, Array]:
+  """``(Re lambda, Im lambda, gamma)``, formed in at least float32, in the params' dtype."""
+  dtype = params.nu_log.dtype
+  wide = jnp.promote_types(dtype, jnp.float32)
+  modulus = jnp.exp(-jnp.exp(params.nu_log.astype(wide)))
+  phase = jnp.exp(params.theta_log.astype(wide))
+  gamma = jnp.exp(params.gamma_log.astype(wide))
+  return (
+    (modulus * jnp.cos(phase)).astype(dtype),
+    (modulus * jnp.sin(phase)).astype(dtype),
+    gamma.astype(dtype),
+  )
+
+
+def lru(
+  hidden_size: int,
+  *,
+  state_size: int | None = None,
+  r_min: float = 0.0,
+  r_max: float = 1.0,
+  max_phase: float = 6.28,
+  readout: str = "glu",
+) -> Cell:
+  r"""The Linear Recurrent Unit (Orvieto et al. 2023, "Resurrecting Recurrent Neural
+  Networks for Long Sequences"), with its per-step GLU readout.
+
+  .. math::
+     \lambda &= \exp(-\exp(\nu) + i \exp(\theta)), \qquad \gamma = \exp(\gamma_{\log}) \\
+     h' &= \lambda \odot h + \gamma \odot (x B), \qquad h \in \mathbb{C}^N \\
+     z &= \mathrm{Re}(h' C) + D x \\
+     y &= (g W_v + b_v) \odot \sigma(g W_g + b_g), \quad g = \mathrm{GELU}(z)
+        \quad\text{(readout="glu", default)}; \qquad y = z \quad\text{(readout="none")}
+
+  As the paper's appendix A code and NicolasZucchet/minimal-LRU (``lru/model.py``),
+  whose parameter names :class:`LRUParams` keeps: the ring initialisation draws
+  ``|lambda|^2 ~ U[r_min^2, r_max^2]`` (``|lambda|`` uniform over the ring's area) and
+  the phase ``~ U[0, max_phase]``, stored as ``nu_log = log(-log|lambda|)`` and
+  ``theta_log = log(phase)`` (the exponential parametrisation keeps ``|lambda| < 1``
+  for any ``nu_log``); ``gamma_log`` starts at ``log sqrt(1 - |lambda|^2)`` and is
+  then trained freely, as theirs; ``B = B_re + i B_im`` with both parts
+  ``N(0, 1 / (2 I))`` (so ``E|(x B)_n|^2 = 1`` for white unit-variance x),
+  ``C = C_re + i C_im`` with both ``N(0, 1 / N)``, ``D ~ N(0, 1)``. With
+  ``gamma = sqrt(1 - |lambda|^2)`` a white unit-variance input gives each state unit
+  the stationary variance ``E|h_n|^2 = ||B_{:, n}||^2`` whatever ``|lambda_n|`` (about
+  1 at init): the normalisation that lets ``|lambda| -> 1`` without blowing up the state.
+
+  The readout is the paper's block (its Fig. 1; ``SequenceLayer`` in minimal-LRU):
+  GELU, then a GLU, two dense ``(H, H)`` maps (flax ``Dense`` defaults: LeCun-normal
+  weights, zero biases). It sits in the cell because the recurrence is linear: an LRU
+  alone under :mod:`rnnlab.train`'s dense readout would be a linear model, so
+  ``config.model.cell = "lru"`` gets the nonlinearity the paper needs by default.
+  What wraps the block is not in the cell: the residual ``x + y`` is
+  :func:`rnnlab.layers.stacked`'s ``residual=True`` (where widths match), dropout its
+  ``dropout``; the reference's layer (or batch) norm has no counterpart here. The
+  paper's layer maps ``H -> H`` with ``D`` elementwise; here ``I`` may differ from
+  ``H`` (the first layer reads the task's inputs, with no encoder before it): ``D``
+  is then a dense ``(I, H)`` map, ``N(0, 1 / I)`` (the same output variance).
+
+  The step is sequential (``lax.scan`` through :func:`rnnlab.unroll`); the
+  recurrence is linear and diagonal, so a parallel ``jax.lax.associative_scan`` over
+  ``(lambda, gamma x B)`` pairs computes the same states in ``O(log T)`` depth (the
+  reference does); rnnlab's unroll, diagnostics and training need only the step.
+
+  The carry is :class:`LRUCarry`, the real and imaginary parts of ``h`` as two real
+  arrays of the params' dtype (the step is written in real arithmetic): every
+  rnnlab tool that flattens the carry to a real vector (the diagnostics, padding,
+  checkpoints) sees ``2N`` real units, and ``dc_T/dc_t`` is block diagonal with the
+  ``2 x 2`` blocks ``|lambda_n|^{T-t}`` times a rotation, so its singular values are
+  ``|lambda_n|^{T-t}``, each twice. ``lambda`` and ``gamma`` are formed in at least
+  float32 (in bfloat16, ``|lambda|`` has steps of ``2^-8`` near 1). No
+  :class:`CellParts`: the output is not a function of the carry alone.
+
+  Shapes: ``x (*batch, I)``, ``h (*batch, N)`` complex, ``y (*batch, H)``.
+
+  Args:
+    hidden_size: H, the output width (``y``'s size).
+    state_size: N, complex state units (default H; the carry holds ``2N`` reals).
+    r_min, r_max: the ring of ``|lambda|`` at init (defaults 0 and 1, the reference's;
+      the paper's long-range tasks use e.g. ``r_min=0.9, r_max=0.999``). Draws are
+      kept inside ``(0, 1)`` so that every parameter is finite.
+    max_phase: the phases' range at init (default 6.28, the reference's ``2 pi``;
+      the paper uses ``pi / 10`` on PathX).
+    readout: ``"glu"`` (default) or ``"none"`` (``y = Re(h' C) + D x``, the LRU alone).
+
+  Returns:
+    A :class:`Cell` with params :class:`LRUParams` and carry :class:`LRUCarry`.
+  """
+  name = "lru"
+  hidden_size = _check_hidden_size(name, hidden_size)
+  if state_size is None:
+    state_size = hidden_size
+  elif isinstance(state_size, bool) or not isinstance(state_size, int) or state_size < 1:
+    raise ValueError(f"lru: state_size must be None or a positive int; got {state_size!r}")
+  r_min, r_max, max_phase = _check_ring(r_min, r_max, max_phase)
+  if readout not in LRU_READOUTS:
+    raise ValueError(f"lru: readout={readout!r} is not supported; expected one of {LRU_READOUTS}")
+  H, N = hidden_size, state_size
+  check = params_check(name, LRUParams)
+
+  @init_signature(name)
+  def init(key: Array, input_size: int, *, dtype: Any = jnp.float32) -> LRUParams:
+    input_size = _check_input_size(name, input_size)
+    dtype = check_dtype(name, dtype)
+    wide = jnp.promote_types(dtype, jnp.float32)
+    k_nu, k_theta, k_bre, k_bim, k_cre, k_cim, k_d, k_glu = jax.random.split(key, 8)
+    tiny, eps = jnp.finfo(wide).tiny, jnp.finfo(wide).eps
+    u = jax.random.uniform(k_nu, (N,), wide)
+    radius_sq = jnp.clip(u * (r_max**2 - r_min**2) + r_min**2, tiny, 1 - eps)
+    nu_log = jnp.log(-0.5 * jnp.log(radius_sq))
+    phase = jnp.maximum(max_phase * jax.random.uniform(k_theta, (N,), wide), tiny)
+    gamma_log = 0.5 * jnp.log(1 - radius_sq)  # log sqrt(1 - |lambda|^2)
+
+    def normal(k, shape, scale):
+      return (jax.random.normal(k, shape, wide) * scale).astype(dtype)
+
+    if input_size == H:
+      d = normal(k_d, (H,), 1.0)
+    else:
+      d = normal(k_d, (input_size, H), 1 / np.sqrt(input_size))
+    w_glu = b_glu = None
+    if readout == "glu":
+      w_glu = jax.nn.initializers.lecun_normal()(k_glu, (H, 2 * H), wide).astype(dtype)
+      b_glu = jnp.zeros((2 * H,), dtype)
+    return LRUParams(
+      nu_log=nu_log.astype(dtype),
+      theta_log=jnp.log(phase).astype(dtype),
+      gamma_log=gamma_log.astype(dtype),
+      b_re=normal(k_bre, (input_size, N), 1 / np.sqrt(2 * input_size)),
+      b_im=normal(k_bim, (input_size, N), 1 / np.sqrt(2 * input_size)),
+      c_re=normal(k_cre, (N, H), 1 / np.sqrt(N)),
+      c_im=normal(k_cim, (N, H), 1 / np.sqrt(N)),
+      d=d,
+      w_glu=w_glu,
+      b_glu=b_glu,
+    )
+
+  def initial_carry(params: LRUParams, batch_shape: int | Sequence[int] = ()) -> LRUCarry:
+    check(params)
+    zeros = jnp.zeros((*_batch_shape(batch_shape), params.nu_log.shape[0]), params.nu_log.dtype)
+    return LRUCarry(re=zeros, im=zeros)
+
+  def step(params: LRUParams, carry: LRUCarry, x: Array) -> tuple[LRUCarry, Array]:
+    check(params)
+    if (params.w_glu is None) != (readout == "none"):
+      raise ValueError(
+        f"lru.step: params have w_glu={'None' if params.w_glu is None else 'an array'}, "
+        f"but this cell's readout is {readout!r} (were they made with another readout?)"
+      )
+    x = _cast_input(name, params.b_re, x)
+    lam_re, lam_im, gamma = _lru_lambda(params)
+    u_re, u_im = (x @ params.b_re) * gamma, (x @ params.b_im) * gamma
+    re = lam_re * carry.re - lam_im * carry.im + u_re
+    im = lam_re * carry.im + lam_im * carry.re + u_im
+    skip = x * params.d if params.d.ndim == 1 else x @ params.d
+    z = re @ params.c_re - im @ params.c_im + skip
+    if readout == "none":
+      return LRUCarry(re, im), z
+    value, gate = jnp.split(jax.nn.gelu(z) @ params.w_glu + params.b_glu, 2, axis=-1)
+    return LRUCarry(re, im), value * jax.nn.sigmoid(gate)
+
+  return Cell(init, initial_carry, step, name)
 
 
 class StackedCarry(NamedTuple):

@@ -585,13 +585,13 @@ def _check_model_config(config: ml_collections.ConfigDict, cell: Any = None) -> 
   if m.chrono_t_max is not None:
     if _number("model.chrono_t_max", m.chrono_t_max) <= 2:
       _fail("model.chrono_t_max", m.chrono_t_max, "None or a number > 2")
-    if cell is None and m.cell == "elman":
-      _fail("model.chrono_t_max", m.chrono_t_max, "None for the elman cell (it has no gates)")
+    if cell is None and m.cell in ("elman", "lru"):
+      _fail("model.chrono_t_max", m.chrono_t_max, f"None for the {m.cell} cell (it has no gates)")
   for field in ("input", "between", "output", "recurrent"):
     value = m.dropout[field]
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
       _fail(f"model.dropout.{field}", value, "a number in [0, 1)")
-  if m.dropout.recurrent and cell is None and m.cell.startswith("layer_norm"):
+  if m.dropout.recurrent and cell is None and m.cell in CELLS_WITHOUT_PARTS:
     _fail(
       "model.dropout.recurrent",
       m.dropout.recurrent,
@@ -792,6 +792,9 @@ def make_task(config: ml_collections.ConfigDict, *, held_out: bool = False) -> A
   return _build_task(config, kwargs)
 
 
+# The built-in cells with no CellParts: recurrent dropout needs them to name h W_hh.
+CELLS_WITHOUT_PARTS = ("layer_norm_lstm", "layer_norm_gru", "lru")
+
 # The keywords a cell factory of one's own is called with, those its signature names.
 CELL_FACTORY_KEYWORDS = (
   "recurrent_init",
@@ -821,6 +824,7 @@ def cell_factory(cell: str | Callable[..., cells_lib.Cell]) -> Callable[..., cel
     "layer_norm_lstm": cells_lib.layer_norm_lstm,
     "layer_norm_gru": cells_lib.layer_norm_gru,
     "exprnn": cells_lib.exprnn,
+    "lru": cells_lib.lru,
   }
   if cell in builtin:
     return builtin[cell]
@@ -843,6 +847,10 @@ def make_cell(
   ``gain``, ``input_init``, ...) that its signature names (all of them if it
   takes ``**kwargs``); ``gain`` may be a traced scalar (a swept
   :class:`HParams`). It must return a :class:`rnnlab.cells.Cell`.
+
+  ``"lru"`` is :func:`rnnlab.cells.lru` at its defaults (GLU readout, ``N = H``, ring
+  ``[0, 1]``): none of the keywords applies to it (a swept gain leaves it unchanged).
+  For other LRU settings pass ``cell=functools.partial(rnnlab.cells.lru, r_min=0.9)``.
   """
   m = config.model
   gain = m.gain if gain is None else gain
@@ -860,6 +868,10 @@ def make_cell(
     # (checked with the config); the config's default "orthogonal" means the cell's Henaff init.
     rec = "henaff" if m.recurrent_init == "orthogonal" else m.recurrent_init
     return factory(m.hidden_size, recurrent_init=rec, input_init=m.input_init)
+  if name == "lru":
+    # Its ring initialisation replaces recurrent_init and gain, and B, C, D have the
+    # reference's own scales, so none of the keywords applies.
+    return factory(m.hidden_size)
   options = {**kwargs, "nonlinearity": m.nonlinearity, "forget_bias": m.forget_bias}
   options["chrono_t_max"] = m.chrono_t_max
   parameters = inspect.signature(factory).parameters

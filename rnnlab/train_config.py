@@ -11,7 +11,7 @@ import ml_collections
 
 # The choices of the config's named fields (rnnlab.train checks them; listed here for the
 # comments and for tools that read the schema without JAX).
-CELLS = ("elman", "lstm", "gru", "layer_norm_lstm", "layer_norm_gru", "exprnn")
+CELLS = ("elman", "lstm", "gru", "layer_norm_lstm", "layer_norm_gru", "exprnn", "lru")
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 SCHEDULES = ("none", "cosine", "warmup_cosine", "exponential")
 READOUTS = ("linear",)
@@ -35,7 +35,8 @@ def default_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.cell = "lstm"  # one of CELLS (elman|lstm|gru|layer_norm_lstm|layer_norm_gru|
-  # exprnn), or an import path "package.module:factory" of a cell of one's own (see make_cell)
+  # exprnn|lru), or an import path "package.module:factory" of a cell of one's own (see
+  # make_cell); lru (rnnlab.cells.lru at its defaults, GLU readout) reads hidden_size only
   config.model.hidden_size = 64  # H, units per layer
   config.model.num_layers = 1  # stacked recurrent layers (rnnlab.layers.stacked)
   config.model.nonlinearity = "tanh"  # elman only: "tanh" | "relu" | "linear"
