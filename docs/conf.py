@@ -107,6 +107,56 @@ def write_api_stubs():
 
 write_api_stubs()
 
+
+def write_benchmark_pages():
+  """docs/benchmarks/<name>.md including benchmarks/<name>.md, for the performance page."""
+  source = os.path.join(ROOT, "benchmarks")
+  out = os.path.join(ROOT, "docs", "benchmarks")
+  os.makedirs(out, exist_ok=True)
+  names = sorted(f for f in os.listdir(source) if f.endswith(".md"))
+  for name in names:
+    with open(os.path.join(source, name)) as f:
+      titled = f.readline().startswith("# ")
+    title = "" if titled else f"# {name[:-3]}\n\n"  # the earliest runs have no heading
+    text = f"{title}```{{include}} ../../benchmarks/{name}\n```\n"
+    path = os.path.join(out, name)
+    if not os.path.exists(path) or open(path).read() != text:  # noqa: SIM115
+      with open(path, "w") as f:
+        f.write(text)
+  for stale in set(os.listdir(out)) - set(names):
+    os.remove(os.path.join(out, stale))
+
+
+write_benchmark_pages()
+
+
+def results_toctree(app, docname, source):
+  """The results page lists docs/results/<experiment>/*.md, or says that none is there yet.
+
+  (An empty toctree glob is a warning, and Sphinx 8.2 gives it no type to suppress.)
+  """
+  if docname != "results":
+    return
+  folder = os.path.join(ROOT, "docs", "results")
+  reports = sorted(
+    f"results/{experiment}/{page[:-3]}"
+    for experiment in (os.listdir(folder) if os.path.isdir(folder) else ())
+    if os.path.isdir(os.path.join(folder, experiment))
+    for page in os.listdir(os.path.join(folder, experiment))
+    if page.endswith(".md")
+  )
+  listing = (
+    "```{toctree}\n:maxdepth: 1\n\n" + "\n".join(reports) + "\n```"
+    if reports
+    else "No experiment's report is published here yet."
+  )
+  source[0] = source[0].replace("<!-- results -->", listing)
+
+
+def setup(app):
+  app.connect("source-read", results_toctree)
+
+
 html_theme = "furo"
 html_title = "rnnlab"
 html_static_path = []
