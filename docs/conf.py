@@ -46,6 +46,7 @@ autodoc_default_options = {
   "member-order": "bysource",
 }
 autodoc_typehints = "description"  # signatures stay short; the types go under Args
+autodoc_typehints_description_target = "documented"  # no second, bare list of parameters
 autodoc_typehints_format = "short"
 autodoc_preserve_defaults = True  # show `forget_bias=1.0`, not an evaluated repr
 autodoc_inherit_docstrings = False  # a NamedTuple's fields, not tuple.count
@@ -153,8 +154,16 @@ def results_toctree(app, docname, source):
   source[0] = source[0].replace("<!-- results -->", listing)
 
 
+def skip_field_aliases(app, what, name, obj, skip, options):
+  """A NamedTuple's fields are described in its docstring (Attributes), not as "Alias for field"."""
+  if (getattr(obj, "__doc__", None) or "").startswith("Alias for field number"):
+    return True
+  return None
+
+
 def setup(app):
   app.connect("source-read", results_toctree)
+  app.connect("autodoc-skip-member", skip_field_aliases)
 
 
 html_theme = "furo"

@@ -243,7 +243,7 @@ def log_norms_by_lag(step_norms: Any) -> np.ndarray:
 
   Args:
     step_norms: ``(T, *batch)`` norms, time first (one leaf of ``step_norms``,
-      e.g. ``norms["0:lstm"].h``).
+      e.g. ``norms[0].h``, the first layer's LSTM).
 
   Returns:
     ``(*batch, T)``: entry ``k`` is the log norm at step ``t = T - 1 - k``, so a
