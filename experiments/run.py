@@ -28,11 +28,11 @@ multiple of N, split evenly; a CPU host is split into ``run.devices / N`` XLA
 devices per process, with gloo between processes) and compute the same tables
 as one process with all the devices. Process 0 alone writes the workdir (its
 lock, binding, checkpoints, tables, report) and prints the progress; the others
-need no access to it. See README.md ("Several hosts") for a SLURM script.
+need no access to it. See docs/runner.md ("Several hosts") for a SLURM script.
 
 A workdir has one writer at a time, is bound to the settings that made its
 numbers (``config.json``, ``environment.json``; ``--overwrite`` discards them),
-and every checkpoint is verified when it is restored (see README.md, "A workdir
+and every checkpoint is verified when it is restored (see docs/runner.md, "A workdir
 never gives a wrong number").
 
 Exit status, each failure one line on stderr that starts ``run: error:``:

@@ -1417,3 +1417,33 @@ def output_size(cell: Cell, params: PyTree, input_size: int, dtype: Any = jnp.fl
   x = jax.ShapeDtypeStruct((input_size,), dtype)
   _, y = jax.eval_shape(cell.step, params, carry, x)
   return int(y.shape[-1])
+
+
+__all__ = [
+  "ACTIVATIONS",
+  "Cell",
+  "CellParts",
+  "DiagonalParams",
+  "ElmanParams",
+  "Equations",
+  "GRUParams",
+  "LAYER_NORM_EPS",
+  "LSTMCarry",
+  "LSTMParams",
+  "LayerNormGRUParams",
+  "LayerNormLSTMParams",
+  "StackedCarry",
+  "check_dtype",
+  "diagonal",
+  "elman",
+  "from_equations",
+  "gru",
+  "layer_norm_gru",
+  "layer_norm_lstm",
+  "lstm",
+  "output_size",
+  "params_check",
+  "preactivations",
+  "stack",
+  "step_from_parts",
+]

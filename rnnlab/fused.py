@@ -208,3 +208,9 @@ def recurrence(
 
   run.defvjp(run_fwd, run_bwd)
   return run(params, carry, xs_TxBxI, probes, valid_TxB)
+
+
+__all__ = [
+  "prefetch_scan",
+  "recurrence",
+]

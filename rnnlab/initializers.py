@@ -172,3 +172,22 @@ def per_gate(init: Initializer, key: jax.Array, rows: int, hidden_size: int, gat
   """
   keys = jax.random.split(key, gates)
   return jnp.concatenate([init(k, (rows, hidden_size), dtype) for k in keys], axis=-1)
+
+
+__all__ = [
+  "BIAS_SCHEMES",
+  "INPUT_SCHEMES",
+  "InitSpec",
+  "Initializer",
+  "RECURRENT_SCHEMES",
+  "bias",
+  "chrono",
+  "gaussian",
+  "identity",
+  "input_weights",
+  "orthogonal",
+  "per_gate",
+  "recurrent",
+  "uniform",
+  "zeros",
+]

@@ -472,7 +472,7 @@ def to_torch(
     bias: False for a module built with ``bias=False``: no bias keys are written, and
       non-zero biases are refused (bias gradients are dropped with ``grads=True``).
     prefix: prepended to every key.
-    as_tensors: return ``torch.Tensor``s (imports torch) instead of NumPy arrays.
+    as_tensors: return ``torch.Tensor`` objects (imports torch) instead of NumPy arrays.
     grads: ``params`` holds gradients with respect to params, to compare with (or
       load into) a PyTorch module's ``param.grad``.
 
@@ -1227,3 +1227,30 @@ class NNXRNN(nnx.Module):
   ) -> tuple[Array, PyTree]:
     """``(ys, carry)`` as :func:`rnnlab.unroll` (or the Layer's ``apply``)."""
     return _run("NNXRNN", self.cell, self.cell_params(), xs, carry, lengths, reverse=reverse)
+
+
+__all__ = [
+  "FLAX_KINDS",
+  "KERAS_KINDS",
+  "NNXRNN",
+  "NNX_KINDS",
+  "RNN",
+  "TORCH_KINDS",
+  "carry_from_flax",
+  "carry_from_torch",
+  "carry_to_flax",
+  "carry_to_torch",
+  "flax_cell",
+  "from_flax",
+  "from_keras",
+  "from_nnx",
+  "from_torch",
+  "keras_cell",
+  "load_nnx",
+  "to_flax",
+  "to_keras",
+  "to_nnx",
+  "to_torch",
+  "torch_cell",
+  "torch_layer",
+]

@@ -502,3 +502,26 @@ def embedding(vocab_size: int, features: int) -> Embedding:
     return jnp.take(params.table, tokens, axis=0)
 
   return Embedding(init, apply)
+
+
+__all__ = [
+  "BidirectionalCarry",
+  "BidirectionalParams",
+  "Dense",
+  "DenseParams",
+  "Embedding",
+  "EmbeddingParams",
+  "Layer",
+  "MERGES",
+  "as_layer",
+  "bidirectional",
+  "check_rate",
+  "dense",
+  "dropout_off",
+  "embedding",
+  "gather_last",
+  "output_size",
+  "rnn",
+  "stacked",
+  "variational_dropout",
+]

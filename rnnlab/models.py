@@ -417,3 +417,19 @@ def encoder_decoder(
     return jnp.moveaxis(tokens, 0, -1)
 
   return EncoderDecoder(init, encode, apply, greedy_decode)
+
+
+__all__ = [
+  "EncoderDecoder",
+  "Generator",
+  "GeneratorParams",
+  "ModelParams",
+  "Seq2SeqParams",
+  "SequenceModel",
+  "encoder_decoder",
+  "many_to_many",
+  "many_to_one",
+  "one_to_many",
+  "sample",
+  "shift_right",
+]

@@ -358,3 +358,22 @@ def exit_now(status: int) -> None:
   sys.stdout.flush()
   sys.stderr.flush()
   os._exit(status)
+
+
+__all__ = [
+  "Cluster",
+  "PrimaryStore",
+  "ProcessLostError",
+  "SHUTDOWN_SECONDS",
+  "agree",
+  "broadcast",
+  "check_cluster",
+  "connect",
+  "exit_now",
+  "initialize",
+  "is_primary",
+  "mesh_devices",
+  "process_index",
+  "put",
+  "to_host",
+]

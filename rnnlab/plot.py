@@ -6,20 +6,20 @@ run) returns and gives back a :class:`matplotlib.figure.Figure`; pass ``ax``
 that figure is returned. No pyplot: nothing is shown or registered, so the
 functions run headless and in threads; ``fig.savefig("x.pdf")`` writes it.
 
-=====================  ============================================  ==========================================
-function               draws                                         from
-=====================  ============================================  ==========================================
-``grad_norm_vs_lag``   ``||dL/dh_t||`` against the lag (log scale)    ``log_norms_by_lag(step_norms(...))``, or
-                                                                     any ``ln`` norms by lag (the runner's)
-``jacobian_norms``     ``||dc_T/dc_t||_2``, ``_F`` and every          :func:`rnnlab.diagnostics.jacobian_norms`
+=====================  ==============================================  ==========================================
+function               draws                                           from
+=====================  ==============================================  ==========================================
+``grad_norm_vs_lag``   ``||dL/dh_t||`` against the lag (log scale)      ``log_norms_by_lag(step_norms(...))``, or
+                                                                        any ``ln`` norms by lag (the runner's)
+``jacobian_norms``     ``||dc_T/dc_t||_2``, ``_F`` and every            :func:`rnnlab.diagnostics.jacobian_norms`
                        singular value against the lag
-``eigenvalues``        eigenvalues in the complex plane, unit circle  a square matrix, or ``{name: matrix}``
-``singular_values``    singular values, descending, line at 1         a matrix, or ``{name: matrix}``
-``recurrent_spectra``  both, one colour per gate block of ``W_hh``    a cell and its params
-``lyapunov_spectrum``  ``lambda_i`` against ``i``, line at 0           :func:`rnnlab.diagnostics.lyapunov_spectrum`
-``gate_statistics``    gate means and saturated share over time       :func:`rnnlab.diagnostics.gate_statistics`
-``training_curves``    loss against step (log), trivial baseline      ``metrics["loss"]`` of :mod:`rnnlab.train`
-=====================  ============================================  ==========================================
+``eigenvalues``        eigenvalues in the complex plane, unit circle    a square matrix, or ``{name: matrix}``
+``singular_values``    singular values, descending, line at 1           a matrix, or ``{name: matrix}``
+``recurrent_spectra``  both, one colour per gate block of ``W_hh``      a cell and its params
+``lyapunov_spectrum``  ``lambda_i`` against ``i``, line at 0             :func:`rnnlab.diagnostics.lyapunov_spectrum`
+``gate_statistics``    gate means and saturated share over time         :func:`rnnlab.diagnostics.gate_statistics`
+``training_curves``    loss against step (log), trivial baseline        ``metrics["loss"]`` of :mod:`rnnlab.train`
+=====================  ==============================================  ==========================================
 
 Conventions:
 
@@ -243,7 +243,7 @@ def log_norms_by_lag(step_norms: Any) -> np.ndarray:
 
   Args:
     step_norms: ``(T, *batch)`` norms, time first (one leaf of ``step_norms``,
-      e.g. ``norms["0:lstm"].h``).
+      e.g. ``norms[0].h``, the first layer's LSTM).
 
   Returns:
     ``(*batch, T)``: entry ``k`` is the log norm at step ``t = T - 1 - k``, so a

@@ -470,3 +470,16 @@ def unroll(
 
   ys = ys_TxBxF if time_major else jax.tree.map(lambda y: jnp.moveaxis(y, 0, -2), ys_TxBxF)
   return ys, carry
+
+
+__all__ = [
+  "FUSED_RULES",
+  "IMPLS",
+  "RECOMPUTE_RULES",
+  "TYPICAL_BATCH",
+  "auto_impl",
+  "check_carry",
+  "check_lengths",
+  "unroll",
+  "vmapped",
+]

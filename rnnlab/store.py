@@ -289,3 +289,10 @@ def _os_error(error: Exception, path: str) -> Exception:
 def _first_line(error: BaseException) -> str:
   text = str(error).strip()
   return text.splitlines()[0][:200] if text else "no message"
+
+
+__all__ = [
+  "FORMAT",
+  "Store",
+  "tree_digest",
+]

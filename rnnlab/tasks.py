@@ -14,35 +14,35 @@ its success criterion (``solved(loss, metric)``). Definitions follow the papers'
 own code where it exists (Pascanu's ``trainingRNNs``, Arjovsky's ``complex_RNN``),
 their text otherwise; channel orders follow each paper's code.
 
-=====================  ==========================================================  ==============================
-name                   definition (T = ``length``)                                 baseline (trivial predictor)
-=====================  ==========================================================  ==============================
-adding_hs97            H&S 1997 exp. 4: (value U[-1,1], marker) pairs, length       19/480 (predict 0.5; 1/24
-                       in [T, T + T//10]; X1 among the first 10, X2 among the       without the X1 := 0 rule)
-                       first T//2 - 1 unmarked; target 0.5 + (X1 + X2)/4
-adding                 Arjovsky 2016 code (Le 2015): (value U[0,1], marker), one    1/6 (predict 1)
-                       marker in each half; target X1 + X2
-adding_pascanu         Pascanu 2013 ``addition.py``: (marker, value U[0,1]), length  1/24 (predict 1/2)
-                       in [T, T + int(T/10)); markers in [0, 10 %) and [10, 50 %);
-                       target (X1 + X2)/2
-multiplication         Pascanu 2013 ``multiplication.py``: as adding_pascanu,        1/9 - 1/16 (predict 1/4)
-                       target X1 * X2
-copy                   Arjovsky 2016: 10 symbols from 8, T-1 blanks, delimiter, 10   10 ln 8 / (T + 20)
-                       blanks; recall the symbols in the last 10 of T + 20 steps
-temporal_order_2bit    Pascanu ``tempOrder.py``: distractors c-f, A/B at [10, 20 %)   ln 4
-                       and [50, 60 %); 4 classes at the end
-temporal_order_3bit    Pascanu ``tempOrder3bit.py``: A/B at [10, 20), [30, 40),       ln 8
-                       [60, 70 %); 8 classes at the end
-random_permutation     Pascanu ``permutation.py``: first symbol in {0, 1}, then      ln 2
-                       T-1 of 98 others; recall the first at the end
-noiseless_memorization Pascanu ``memorization.py``: 10 symbols from 5, T blanks, a     10 ln 5 / (T + 20)
-                       trigger; recall the pattern from the trigger on
-digits                 sklearn ``load_digits``: 64 steps of one pixel; 10 classes     H(class prior) ~ ln 10
-digits_permuted        the same with a fixed pixel permutation                        H(class prior) ~ ln 10
-sine                   windows of the series sin(0.1 n) + 0.1 noise; predict the      ~1/2 + noise^2 (predict 0)
-                       next value(s) at every step
-char_lm                next-character prediction on Python standard-library sources   unigram cross-entropy
-=====================  ==========================================================  ==============================
+=======================  ============================================================  ==============================
+name                     definition (T = ``length``)                                   baseline (trivial predictor)
+=======================  ============================================================  ==============================
+adding_hs97              H&S 1997 exp. 4: (value U[-1,1], marker) pairs, length         19/480 (predict 0.5; 1/24
+                         in [T, T + T//10]; X1 among the first 10, X2 among the         without the X1 := 0 rule)
+                         first T//2 - 1 unmarked; target 0.5 + (X1 + X2)/4
+adding                   Arjovsky 2016 code (Le 2015): (value U[0,1], marker), one      1/6 (predict 1)
+                         marker in each half; target X1 + X2
+adding_pascanu           Pascanu 2013 ``addition.py``: (marker, value U[0,1]), length    1/24 (predict 1/2)
+                         in [T, T + int(T/10)); markers in [0, 10 %) and [10, 50 %);
+                         target (X1 + X2)/2
+multiplication           Pascanu 2013 ``multiplication.py``: as adding_pascanu,          1/9 - 1/16 (predict 1/4)
+                         target X1 * X2
+copy                     Arjovsky 2016: 10 symbols from 8, T-1 blanks, delimiter, 10     10 ln 8 / (T + 20)
+                         blanks; recall the symbols in the last 10 of T + 20 steps
+temporal_order_2bit      Pascanu ``tempOrder.py``: distractors c-f, A/B at [10, 20 %)     ln 4
+                         and [50, 60 %); 4 classes at the end
+temporal_order_3bit      Pascanu ``tempOrder3bit.py``: A/B at [10, 20), [30, 40),         ln 8
+                         [60, 70 %); 8 classes at the end
+random_permutation       Pascanu ``permutation.py``: first symbol in {0, 1}, then        ln 2
+                         T-1 of 98 others; recall the first at the end
+noiseless_memorization   Pascanu ``memorization.py``: 10 symbols from 5, T blanks, a       10 ln 5 / (T + 20)
+                         trigger; recall the pattern from the trigger on
+digits                   sklearn ``load_digits``: 64 steps of one pixel; 10 classes       H(class prior) ~ ln 10
+digits_permuted          the same with a fixed pixel permutation                          H(class prior) ~ ln 10
+sine                     windows of the series sin(0.1 n) + 0.1 noise; predict the        ~1/2 + noise^2 (predict 0)
+                         next value(s) at every step
+char_lm                  next-character prediction on Python standard-library sources     unigram cross-entropy
+=======================  ============================================================  ==============================
 
 Randomness: each sampler makes one ``jax.random.bits`` draw and derives every
 value from it (uniforms from the top 23 bits as ``jax.random.uniform`` does;
@@ -1078,3 +1078,19 @@ def get(name: str, length: int, **kwargs: Any) -> Task:
       f"{', '.join(options) if options else 'none'}"
     )
   return builder(int(length), **kwargs)
+
+
+__all__ = [
+  "Batch",
+  "CHAR_LM_MODULES",
+  "CHAR_LM_TEST_FRACTION",
+  "CHAR_VOCAB",
+  "CLASSIFICATION",
+  "DIGITS_TEST_SIZE",
+  "REGRESSION",
+  "SINE_NUM_STARTS",
+  "Stream",
+  "TASKS",
+  "Task",
+  "get",
+]

@@ -980,3 +980,20 @@ def check_cell(
 
   _each(_cases(cell, input_size, params, shapes, seed), every_check)
   return names
+
+
+__all__ = [
+  "CHECKS",
+  "CellCheckError",
+  "Shapes",
+  "check_causality",
+  "check_cell",
+  "check_dtypes",
+  "check_fused",
+  "check_grads",
+  "check_jit",
+  "check_loop",
+  "check_padding",
+  "check_vmap",
+  "random_shapes",
+]

@@ -1925,3 +1925,40 @@ def evaluate(
     _positive_int("eval.num_batches", num_batches)
     _positive_int("eval.batch_size", config.eval.batch_size)
   return _evaluate(model, task, params, key_or_batch, config.eval.batch_size, num_batches)
+
+
+__all__ = [
+  "CELL_FACTORY_KEYWORDS",
+  "DROPOUT_STREAM",
+  "HPARAMS_PATHS",
+  "HParams",
+  "HParamsLike",
+  "Model",
+  "STEP_METRICS",
+  "TRACER_ERRORS",
+  "TrainState",
+  "Trainer",
+  "blow_up_rule",
+  "cell_factory",
+  "check_config",
+  "clip_by_global_norm",
+  "default_config",
+  "default_hparams",
+  "evaluate",
+  "field_paths",
+  "grid",
+  "make_cell",
+  "make_model",
+  "make_optimizer",
+  "make_schedule",
+  "make_task",
+  "make_train",
+  "make_trainer",
+  "resolve_hparams",
+  "split_key",
+  "task_factory",
+  "tbptt_outputs",
+  "traced_fields",
+  "unknown_path",
+  "weight_decay_mask",
+]

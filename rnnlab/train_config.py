@@ -113,3 +113,12 @@ def default_config() -> ml_collections.ConfigDict:
 
   config.lock()
   return config
+
+
+__all__ = [
+  "CELLS",
+  "OPTIMIZERS",
+  "READOUTS",
+  "SCHEDULES",
+  "default_config",
+]

@@ -372,3 +372,25 @@ def bind(workdir: str, config: dict, env: dict) -> None:
   """
   write_json_atomic(os.path.join(workdir, CONFIG), config, sort_keys=False)
   write_json_atomic(os.path.join(workdir, ENVIRONMENT), env)
+
+
+__all__ = [
+  "CHECKPOINTS",
+  "CONFIG",
+  "ENVIRONMENT",
+  "HOLDER",
+  "LOCK",
+  "Lock",
+  "OUTPUTS",
+  "WorkdirError",
+  "bind",
+  "check_binding",
+  "check_writable",
+  "clear_stale",
+  "environment",
+  "has_results",
+  "remove_outputs",
+  "writable_folder",
+  "write_json_atomic",
+  "write_text_atomic",
+]

@@ -910,7 +910,7 @@ def test_module_entry_point_redraws_a_workdir(tmp_path, capsys):
 
 
 def test_own_cell_against_the_lstm_shows_its_diagnostics_as_na(tmp_path):
-  """The README's ablation: a cell without CellParts swept with the LSTM over hidden size."""
+  """The runner guide's ablation (docs/runner.md): a cell without CellParts swept with the LSTM over hidden size."""
   rows, grads, member = [], [], 0
   for cell in ("lstm", OWN_CELL):
     for hidden in HIDDEN:

@@ -2,8 +2,8 @@
 
 ``toy(bug)`` is one small tanh RNN written here (with CellParts), and each ``bug``
 breaks exactly the property its check is about; the sound ``toy()`` passes every
-check, so a failure below is the bug's, not the toy's. Also here: the README's
-"Your own cell" section, run as written.
+check, so a failure below is the bug's, not the toy's. Also here: the guide
+"Your own cell" (docs/own-cell.md), run as written.
 """
 
 import re
@@ -221,27 +221,23 @@ def test_random_shapes_are_seeded_and_small():
     assert not shape.batch_shape or np.prod(shape.batch_shape) >= 2
 
 
-# ----------------------------------------------------------------------------- the README
+# ------------------------------------------------------------------- the guide "Your own cell"
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "own-cell.md"
 
 
-def readme_section(title):
-  """The python code blocks of one ``##`` section of README.md, in order."""
-  text = README.read_text()
-  start = text.index(f"\n## {title}\n")
-  end = text.find("\n## ", start + 1)
-  section = text[start : end if end >= 0 else len(text)]
-  return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+def guide_blocks():
+  """The python code blocks of docs/own-cell.md, in order."""
+  return re.findall(r"```python\n(.*?)```", GUIDE.read_text(), flags=re.S)
 
 
-def test_readme_own_cell_runs_as_written():
-  blocks = readme_section("Your own cell")
+def test_guide_own_cell_runs_as_written():
+  blocks = guide_blocks()
   assert len(blocks) >= 4
   namespace = {}
   for block in blocks:
-    exec(compile(block, str(README), "exec"), namespace)  # noqa: S102
+    exec(compile(block, str(GUIDE), "exec"), namespace)  # noqa: S102
   ns = namespace
   cell = ns["cell"]
   assert isinstance(cell, rnnlab.Cell) and cell.parts is not None and cell.name == "ugrnn"
@@ -257,14 +253,17 @@ def test_readme_own_cell_runs_as_written():
   assert ns["checked"] == testing.CHECKS
 
 
-def test_readme_own_cell_failure_message_is_the_real_one():
-  # The README quotes the message of its cell with the cast to the params' dtype left out.
+def test_guide_own_cell_failure_message_is_the_real_one():
+  # The guide quotes the message of its cell with the cast to the params' dtype left out.
   cast = "xp = x.astype(params.w_ih.dtype) @ params.w_ih + params.b"
-  block = readme_section("Your own cell")[0]
+  block = guide_blocks()[0]
   assert cast in block
   namespace = {}
-  exec(compile(block.replace(cast, "xp = x @ params.w_ih + params.b"), "README", "exec"), namespace)  # noqa: S102
+  exec(
+    compile(block.replace(cast, "xp = x @ params.w_ih + params.b"), "own-cell.md", "exec"),
+    namespace,
+  )  # noqa: S102
   with pytest.raises(AssertionError) as info:
     testing.check_dtypes(namespace["cell"], input_size=3)
-  quoted = re.search(r"A step that forgot .*? fails with `(.*?)`\.", README.read_text(), re.S)
+  quoted = re.search(r"A step that forgot .*? fails with `(.*?)`\.", GUIDE.read_text(), re.S)
   assert quoted and " ".join(quoted.group(1).split()) == str(info.value)

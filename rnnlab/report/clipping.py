@@ -240,3 +240,15 @@ def reading(d: Mapping[str, Any]) -> str:
       + "."
     )
   return " ".join(parts)
+
+
+__all__ = [
+  "NAME",
+  "TITLE",
+  "applies",
+  "data",
+  "plot",
+  "reading",
+  "title",
+  "why",
+]

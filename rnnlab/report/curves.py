@@ -291,3 +291,16 @@ def reading(d: Mapping[str, Any]) -> str:
       else f"None of the {total} runs shown diverged."
     )
   return " ".join(parts)
+
+
+__all__ = [
+  "BEATS",
+  "MAX_PANELS",
+  "NAME",
+  "TITLE",
+  "data",
+  "plot",
+  "reading",
+  "title",
+  "why",
+]

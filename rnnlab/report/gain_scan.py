@@ -263,3 +263,15 @@ def reading(d: Mapping[str, Any]) -> str:
   where = f" at T = {d['T']}" if d["T"] is not None else ""
   head = f"Untrained models{where}, median over {style.count(d['seeds'], 'seed')} per gain."
   return " ".join([head, *parts])
+
+
+__all__ = [
+  "NAME",
+  "TITLE",
+  "applies",
+  "data",
+  "plot",
+  "reading",
+  "title",
+  "why",
+]

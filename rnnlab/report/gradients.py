@@ -253,3 +253,17 @@ def reading(d: Mapping[str, Any]) -> str:
     + (f" ({d['note']})." if d["note"] else ".")
   )
   return "\n".join(lines) + "\n\n" + " ".join(closing)
+
+
+__all__ = [
+  "COLUMNS",
+  "NAME",
+  "PHASES",
+  "TITLE",
+  "data",
+  "plot",
+  "rate_phrase",
+  "reading",
+  "title",
+  "why",
+]

@@ -155,3 +155,10 @@ def _step(exp: Experiment, i: int) -> int | None:
     if bad.any():
       return int(np.min(m["step"][bad]))
   return None
+
+
+__all__ = [
+  "describe",
+  "overview",
+  "title",
+]

@@ -570,3 +570,23 @@ def read_experiment(workdir: str | os.PathLike) -> Experiment:
     read_config(workdir),
     status,
   )
+
+
+__all__ = [
+  "Axis",
+  "CELL",
+  "CLIP",
+  "Experiment",
+  "LABELS",
+  "LENGTH",
+  "TITLES",
+  "choose_axes",
+  "combine_axes",
+  "diverged_mask",
+  "divergence_steps",
+  "experiment",
+  "make_axis",
+  "read_config",
+  "read_experiment",
+  "setting",
+]

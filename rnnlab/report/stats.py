@@ -89,3 +89,15 @@ def censored_median(values: np.ndarray, censored: np.ndarray) -> tuple[float, bo
   values, censored = values[order], censored[order]
   lo, hi = (values.size - 1) // 2, values.size // 2
   return float((values[lo] + values[hi]) / 2), bool(censored[lo] or censored[hi])
+
+
+__all__ = [
+  "censored_median",
+  "close",
+  "crossing",
+  "f64",
+  "matrix",
+  "median_inf",
+  "nanmedian",
+  "pick",
+]

@@ -225,3 +225,31 @@ class Scale:
       ax.xaxis.set_major_locator(ticker.FixedLocator(xs))
       ax.xaxis.set_major_formatter(ticker.FixedFormatter(self.texts))
       ax.xaxis.set_minor_locator(ticker.NullLocator())
+
+
+__all__ = [
+  "CELL_COLORS",
+  "CELL_NAMES",
+  "CELL_ORDER",
+  "LINE_STYLES",
+  "SAVE_METADATA",
+  "SPARE_COLORS",
+  "Scale",
+  "cell_name",
+  "cell_title",
+  "colors",
+  "count",
+  "figure",
+  "figure_legend",
+  "finish",
+  "g",
+  "join",
+  "loss",
+  "no_data",
+  "num",
+  "pct",
+  "quiet",
+  "ratio",
+  "rc",
+  "signed",
+]

@@ -296,3 +296,20 @@ def reading(d: Mapping[str, Any]) -> str:
   if d["fixed"]:
     text += f"\n\nShown: {d['note']}; the other runs are in the success table."
   return text
+
+
+__all__ = [
+  "NAME",
+  "data",
+  "legend_handles",
+  "phrase",
+  "plot",
+  "reading",
+  "series_label",
+  "style_axis",
+  "style_label",
+  "style_of",
+  "style_values",
+  "title",
+  "why",
+]

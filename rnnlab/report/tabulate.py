@@ -140,3 +140,12 @@ def horizon_table(exp: Experiment) -> str | None:
       "`CellParts`, whose diagnostics are not measured)."
     )
   return "\n".join(grid(exp, entry)) + "\n\n" + " ".join(caption)
+
+
+__all__ = [
+  "HORIZONS",
+  "grid",
+  "horizon_table",
+  "per",
+  "success_table",
+]

@@ -4,3 +4,13 @@
 ``metrics.csv``, ``gradients.csv``, ``gain_scan.csv``): one schema for the writer,
 the reader (:mod:`rnnlab.report`) and the tests.
 """
+
+__all__ = [
+  "config",
+  "devices",
+  "grid",
+  "programs",
+  "progress",
+  "run",
+  "tables",
+]

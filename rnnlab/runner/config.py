@@ -564,3 +564,25 @@ def _check_report(config: ml_collections.ConfigDict) -> None:
       except ValueError as e:
         joined = " or several joined by '+'" if field == "group_by" else ""
         raise ValueError(f"{e} (None, a swept field{joined}, or one of {extra})") from None
+
+
+__all__ = [
+  "META",
+  "MODES",
+  "OPEN_FIELDS",
+  "PHASES",
+  "REPORT_SECTIONS",
+  "RUN_ONLY_FIELDS",
+  "SECTIONS",
+  "SHORTCUTS",
+  "apply_shortcuts",
+  "check_path",
+  "coerce",
+  "experiment_config",
+  "field_type",
+  "optional",
+  "parse_arg",
+  "quick_settings",
+  "resolve",
+  "training_fields",
+]

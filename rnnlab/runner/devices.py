@@ -202,3 +202,14 @@ class Waves:
       for h, p in zip(host, self.slices, strict=True)
     ]
     return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+
+
+__all__ = [
+  "ACCELERATOR_PLUGINS",
+  "Layout",
+  "Waves",
+  "configure_devices",
+  "layout",
+  "make_mesh",
+  "submesh",
+]

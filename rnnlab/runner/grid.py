@@ -369,3 +369,30 @@ def describe(plan_: Plan) -> str:
     f"{len(plan_.members)} members in {len(plan_.groups)} compiled group(s); vmapped axes: "
     f"{value}; looped axes: {program}"
   )
+
+
+__all__ = [
+  "CLASSIC",
+  "Group",
+  "Member",
+  "Plan",
+  "RUNNER_FIELDS",
+  "cell_name",
+  "check_members",
+  "classify",
+  "describe",
+  "field_value",
+  "gain_scan_groups",
+  "group_name",
+  "hparams",
+  "length",
+  "make_task",
+  "member_config",
+  "members",
+  "plan",
+  "points",
+  "program_config",
+  "short_name",
+  "train_part",
+  "with_values",
+]

@@ -305,3 +305,14 @@ def compile_ahead(
   for size in sorted({min(chunk, num_steps), num_steps % chunk} - {0}):
     prog.chunk.lower(state, key_data, hp, jax.ShapeDtypeStruct((size,), jnp.int32)).compile()
   prog.finish.lower(state, key_data, hp).compile()
+
+
+__all__ = [
+  "Programs",
+  "chunk_steps",
+  "compile_ahead",
+  "hparams_dtypes",
+  "make_diagnose",
+  "program_key",
+  "programs",
+]

@@ -49,3 +49,9 @@ class Progress:
   def skip(self, work: float) -> None:
     """Takes ``work`` out of the total (read back from a checkpoint, not computed)."""
     self.total_work -= work
+
+
+__all__ = [
+  "Progress",
+  "duration",
+]

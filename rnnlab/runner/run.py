@@ -562,3 +562,19 @@ def run(
     if executor is not None:
       executor.shutdown(wait=False, cancel_futures=True)
   return {"plan": plan, "results": results, "gain_scan": gain_scan, "paths": paths}
+
+
+__all__ = [
+  "GroupResult",
+  "Unit",
+  "config_json",
+  "gain_scan_length",
+  "horizon_censored",
+  "prepare_workdir",
+  "run",
+  "run_gain_scan",
+  "run_group",
+  "steps_to_solve",
+  "summary_rows",
+  "write_tables",
+]

@@ -458,3 +458,31 @@ def read_tables(workdir: str | os.PathLike) -> dict[str, Table]:
 def num_rows(table: Mapping[str, np.ndarray]) -> int:
   """The number of rows of a table read by :func:`read_table` (0 for an empty dict)."""
   return int(next(iter(table.values())).shape[0]) if table else 0
+
+
+__all__ = [
+  "GAIN_SCAN",
+  "GAIN_SCAN_FIXED",
+  "GRADIENTS",
+  "GRADIENTS_FIXED",
+  "KINDS",
+  "METRICS",
+  "METRICS_FIXED",
+  "PHASES",
+  "SCHEMA",
+  "STEP_METRIC_KINDS",
+  "SUMMARY",
+  "SUMMARY_FIXED",
+  "SUMMARY_LEAD",
+  "TABLES",
+  "axes_of",
+  "columns",
+  "format_table",
+  "format_value",
+  "kind_of",
+  "num_rows",
+  "read_table",
+  "read_tables",
+  "summary_columns",
+  "write_table",
+]
