@@ -1930,6 +1930,8 @@ def evaluate(
 __all__ = [
   "CELL_FACTORY_KEYWORDS",
   "DROPOUT_STREAM",
+  "FLOSS_METRICS",
+  "FLOSS_STREAM",
   "HPARAMS_PATHS",
   "HParams",
   "HParamsLike",

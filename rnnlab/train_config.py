@@ -117,6 +117,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 __all__ = [
   "CELLS",
+  "FLOSS_INPUTS",
   "OPTIMIZERS",
   "READOUTS",
   "SCHEDULES",
