@@ -684,8 +684,9 @@ def report(config, diagonal, cell_table, seconds: float) -> str:
       md[-1:-1] = [
         "",
         f"† {flagged} estimate(s) with a standard error above {HEAVY_TAIL:.0%} of the mean: "
-        "heavy-tailed, a few sequences dominate the average (raise `cells.sequences` to narrow "
-        "them). Their slopes are indicative only.",
+        "heavy-tailed, a few sequences dominate the average, so the value is unstable (more "
+        "sequences need not narrow it: the distribution may have no finite variance). Read them "
+        "as large and growing, not as values; slopes through them are indicative only.",
       ]
   md += [
     "## Reproduce",
