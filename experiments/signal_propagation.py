@@ -74,28 +74,34 @@ OUTPUTS = (*TABLES, FIGURE, "report.md")
 
 _FLAGS = flags.FLAGS
 _ARGV: list[str] = []
-_CONFIG = config_flags.DEFINE_config_file(
-  "config",
-  _DEFAULT_CONFIG,
-  "Config file, optionally with ':<preset>' (quick or default), e.g. "
-  "experiments/configs/signal_propagation.py:quick. Fields can be overridden with "
-  "--config.<field>=<value>.",
-  flag_values=_FLAGS,
-  lock_config=True,
-  sys_argv=_ARGV,
-)
-_WORKDIR = flags.DEFINE_string(
-  "workdir",
-  "runs/signal_propagation",
-  "Folder for config.json, the tables, the figure and report.md; created if missing.",
-  flag_values=_FLAGS,
-)
-_OVERWRITE = flags.DEFINE_bool(
-  "overwrite",
-  False,
-  "Replace the results of other settings in --workdir (else such a workdir is refused).",
-  flag_values=_FLAGS,
-)
+_HOLDERS: dict = {}  # the flags' holders, by name, once define_flags has run
+
+
+def define_flags(flag_values: flags.FlagValues = _FLAGS) -> None:
+  """Defines the command's flags: at launch, not at import (experiments.run, imported in the
+  same test process, defines its own ``--config``)."""
+  _HOLDERS["config"] = config_flags.DEFINE_config_file(
+    "config",
+    _DEFAULT_CONFIG,
+    "Config file, optionally with ':<preset>' (quick or default), e.g. "
+    "experiments/configs/signal_propagation.py:quick. Fields can be overridden with "
+    "--config.<field>=<value>.",
+    flag_values=flag_values,
+    lock_config=True,
+    sys_argv=_ARGV,
+  )
+  _HOLDERS["workdir"] = flags.DEFINE_string(
+    "workdir",
+    "runs/signal_propagation",
+    "Folder for config.json, the tables, the figure and report.md; created if missing.",
+    flag_values=flag_values,
+  )
+  _HOLDERS["overwrite"] = flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Replace the results of other settings in --workdir (else such a workdir is refused).",
+    flag_values=flag_values,
+  )
 
 
 # --------------------------------------------------------------------------
@@ -791,7 +797,7 @@ def run(config, workdir: str, overwrite: bool = False) -> list[str]:
 
 def main(argv: list[str]) -> None:
   del argv
-  config = _CONFIG.value
+  config = _HOLDERS["config"].value
   try:
     check(config)
   except ValueError as e:
@@ -800,13 +806,13 @@ def main(argv: list[str]) -> None:
 
   start = time.perf_counter()
   try:
-    workdir = workdir_lib.writable_folder(_WORKDIR.value)
+    workdir = workdir_lib.writable_folder(_HOLDERS["workdir"].value)
     with workdir_lib.Lock(workdir):
-      paths = run(config, workdir, overwrite=_OVERWRITE.value)
+      paths = run(config, workdir, overwrite=_HOLDERS["overwrite"].value)
   except workdir_lib.WorkdirError as e:
     _fail(str(e), EXIT_USAGE)
   except OSError as e:
-    where = e.filename or _WORKDIR.value
+    where = e.filename or _HOLDERS["workdir"].value
     _fail(f"cannot write {where}: {e.strerror or e} (errno {e.errno}); launch again", EXIT_IO)
   except KeyboardInterrupt:
     _fail("interrupted; launch the same command again", 130)
@@ -816,4 +822,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main, flags_parser=parse_flags)

@@ -205,10 +205,6 @@ def test_flags_parse_in_any_order():
 # (arguments, the error line, or the parts it must contain). The issue's command lines first.
 ISSUE_ERRORS = [
   (
-    ["--config=experiments/configs/signal_propagation.py:quick", "--workdir=/tmp/x"],
-    ("not an experiment of the runner", "no sweep"),
-  ),
-  (
     ["--config.optimizer.learning_rat=1", f"--config={CONFIG}:quick"],
     "unknown config field 'optimizer.learning_rat' in --config.optimizer.learning_rat=1; "
     "did you mean 'optimizer.learning_rate'?",
@@ -315,7 +311,13 @@ def launch(module: str, args: list[str], env: dict) -> subprocess.Popen:
 
 def test_the_runner_exits_2_with_one_line_before_jax(no_jax_env):
   """The issue's command lines, launched side by side, under a jax that cannot be imported."""
-  procs = [(launch("experiments.run", args, no_jax_env), msg) for args, msg in ISSUE_ERRORS]
+  # Checked after the flags, before JAX: the config file of another command.
+  other = (
+    ["--config=experiments/configs/signal_propagation.py:quick", "--workdir=/tmp/x"],
+    ("not an experiment of the runner", "no sweep"),
+  )
+  cases = [*ISSUE_ERRORS, other]
+  procs = [(launch("experiments.run", args, no_jax_env), msg) for args, msg in cases]
   for proc, message in procs:
     _, err = proc.communicate(timeout=120)
     lines = err.strip().splitlines()
