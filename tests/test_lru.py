@@ -29,6 +29,7 @@ def numpy_lru(params, xs_TxI, readout):
   return np.stack(ys), h
 
 
+@pytest.mark.slow  # about 10 s under CI's load: in .ci/run's slow phase
 def test_check_cell():
   ran = testing.check_cell(cells.lru(3, state_size=3), 2, shapes=[((2,), 3)], seed=1)
   assert "grads" in ran and "padding" in ran
