@@ -728,8 +728,10 @@ def check(config) -> None:
   bad = [n for n in config.cells.names if n not in _CELL_STYLE]
   if bad:
     raise ValueError(f"cells.names: unknown {bad}; expected among {tuple(_CELL_STYLE)}")
-  if config.cells.hidden_size < 1 or config.dpi < 10:
-    raise ValueError("cells.hidden_size must be >= 1 and dpi >= 10")
+  if config.cells.hidden_size < 1:
+    raise ValueError(f"cells.hidden_size={config.cells.hidden_size}; expected an int >= 1")
+  if config.dpi < 10:
+    raise ValueError(f"dpi={config.dpi}; expected >= 10")
 
 
 def _fail(message: str, status: int) -> NoReturn:
