@@ -22,6 +22,7 @@ needs leaves it *not measured*. JAX-free: it reads the CSV with the standard lib
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import statistics
@@ -77,7 +78,7 @@ def read(path: str) -> list[Row]:
   config = _config(os.path.dirname(path))
   groups: dict[tuple[str, int, str], list[dict]] = {}
   for r in records:
-    task = r.get("task.name") or r.get("task") or config.get("task", "?")
+    task = r.get("task.name") or config.get("task", "?")
     cell = r.get("model.cell") or r.get("cell") or config.get("cell", "?")
     weight = r.get("floss.weight", config.get("floss_weight"))
     groups.setdefault((task, int(r["T"]), arm_name(cell, weight)), []).append(r)
@@ -104,14 +105,11 @@ def read(path: str) -> list[Row]:
 
 def _config(workdir: str) -> dict:
   """The fixed settings a summary has no column for (a run of one task or one cell)."""
-  import json  # noqa: PLC0415
-
   try:
     with open(os.path.join(workdir, "config.json")) as f:
       config = json.load(f)
   except (OSError, ValueError):
     return {}
-  config = config.get("config", config)
   return {
     "task": config.get("task", {}).get("name"),
     "cell": config.get("model", {}).get("cell"),

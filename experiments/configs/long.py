@@ -150,16 +150,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.run.members_per_block = 2
     lengths = {"adding": (10,), "copy": (5,)}
   elif preset == "paper":
-    config.model.hidden_size = 128
-    config.optimizer.name = "rmsprop"
-    config.optimizer.learning_rate = 1e-3
-    config.batch_size = 20
-    config.num_steps = 20000
-    config.sweep.seeds = 5
+    runner_config.paper_settings(config)
     config.run.members_per_block = 2
-    config.run.chunk_steps = 500
-    config.run.checkpoint_seconds = 300.0
-    config.run.metrics_every = 20
     config.floss.num_exponents = 32
     lengths = {"adding": (100, 200, 400, 750), "copy": (100, 200, 500, 1000)}
 

@@ -72,18 +72,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.diagnostics.gain_scan = (0.5, 0.9, 1.1, 2.0)
     config.diagnostics.gain_scan_seeds = 1
   elif preset == "paper":
-    config.model.hidden_size = 128
-    config.optimizer.name = "rmsprop"
-    config.optimizer.learning_rate = 1e-3
-    config.num_steps = 20000
-    config.batch_size = 20
+    runner_config.paper_settings(config)
     config.eval.num_batches = 40
     config.sweep.axes = {**config.sweep.axes, "task.length": (50, 100, 200, 400, 750)}
-    config.sweep.seeds = 5
     config.diagnostics.batch_size = 64
-    config.run.chunk_steps = 500
-    config.run.checkpoint_seconds = 300.0
-    config.run.metrics_every = 20
 
   runner_config.apply_shortcuts(config, shortcuts)
   return config

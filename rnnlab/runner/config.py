@@ -199,6 +199,23 @@ def quick_settings(
   config.run.checkpoint_seconds = 0.0
 
 
+def paper_settings(config: ml_collections.ConfigDict) -> None:
+  """Sets the published scale of an experiment file's ``paper`` preset (Arjovsky et al. 2016).
+
+  128 units, RMSProp at 1e-3, batch 20, 20000 updates, 5 seeds; chunks of 500
+  updates, a checkpoint at most every 5 minutes, ``metrics.csv`` every 20th step.
+  """
+  config.model.hidden_size = 128
+  config.optimizer.name = "rmsprop"
+  config.optimizer.learning_rate = 1e-3
+  config.batch_size = 20
+  config.num_steps = 20000
+  config.sweep.seeds = 5
+  config.run.chunk_steps = 500
+  config.run.checkpoint_seconds = 300.0
+  config.run.metrics_every = 20
+
+
 # --------------------------------------------------------------------------
 # Paths.
 # --------------------------------------------------------------------------
@@ -582,6 +599,7 @@ __all__ = [
   "field_type",
   "optional",
   "parse_arg",
+  "paper_settings",
   "quick_settings",
   "resolve",
   "training_fields",
