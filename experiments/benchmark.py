@@ -24,6 +24,11 @@ Suites (``--suites``, comma-separated):
   ``jax.value_and_grad`` of the same loss, per cell and shape, interleaved; and
   the time of the other diagnostics on one sequence (Jacobian norms exact and
   by power iteration, Lyapunov spectrum, gate statistics).
+* ``onednn``: why PyTorch's CPU LSTM leads: forward and backward apart, rnnlab's
+  three paths against ``torch.nn.LSTM`` with its oneDNN kernel
+  (``aten::mkldnn_rnn_layer``) and without it (``torch.backends.mkldnn`` off:
+  ATen's per-step matmuls), and the bare recurrent matmul chain (T steps of
+  ``h @ W_hh`` and a tanh, the floor of any scan) in jax and in torch.
 * ``sweep``: N seeds of a small model's gradient step as N sequential calls, as
   one vmapped call, and as one vmapped call sharded over CPU devices
   (``--xla_force_host_platform_device_count``; each device count runs in a
@@ -38,6 +43,7 @@ Results go to ``--out`` as JSON and as a markdown table (stdout and ``--markdown
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -60,8 +66,9 @@ import rnnlab
 from rnnlab import diagnostics
 from rnnlab import scan as scan_lib
 
-SUITES = ("speed", "vmap", "remat", "compile", "diagnostics", "sweep", "runner")
-DEFAULT_SUITES = SUITES[:-1]  # "runner" launches the experiment runner: ask for it by name
+SUITES = ("speed", "vmap", "remat", "compile", "diagnostics", "sweep", "onednn", "runner")
+# "onednn" needs torch, "runner" launches the experiment runner: ask for them by name.
+DEFAULT_SUITES = SUITES[:-2]
 CELLS = {"elman": rnnlab.elman, "lstm": rnnlab.lstm, "gru": rnnlab.gru}
 GATES = {"elman": 1, "lstm": 4, "gru": 3}
 # (B, T, I, H): the research space the auto rule is fitted to (rnnlab.scan.FUSED_RULES):
@@ -91,6 +98,13 @@ _SHAPES = flags.DEFINE_list(
   "shapes", [], "Override the grid: shapes as B:T:I:H, e.g. --shapes=32:1000:2:64,64:500:8:128."
 )
 _REPS = flags.DEFINE_integer("reps", 7, "Timed repetitions per contender (median).", lower_bound=1)
+_MIN_SECONDS = flags.DEFINE_float(
+  "min_seconds",
+  0.5,
+  "speed and vmap suites: time each contender for at least this long (more rounds than "
+  "--reps at small shapes, up to 500).",
+  lower_bound=0.0,
+)
 _QUICK = flags.DEFINE_bool("quick", False, "Tiny shapes and 2 reps: a smoke run for CI.")
 _TORCH = flags.DEFINE_bool("torch", True, "Time PyTorch too when it is installed.")
 _OUT = flags.DEFINE_string("out", "benchmark.json", "Where to write the JSON results.")
@@ -102,17 +116,48 @@ _DEVICES = flags.DEFINE_list(
 _SWEEP_WORKER = flags.DEFINE_integer("sweep_worker", 0, "Internal: run one sweep measurement.")
 
 
-def timed(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, float]:
-  """Median seconds of each thunk, run interleaved after one warm-up call each."""
+def timed_rounds(
+  fns: dict[str, Callable[[], Any]], reps: int, min_seconds: float = 0.0, max_rounds: int = 500
+) -> dict[str, list[float]]:
+  """Seconds of each thunk per round, the thunks run interleaved (A B C A B C ...).
+
+  One warm-up call each, then ``max(reps, min_seconds / t)`` rounds (at most
+  ``max_rounds``), ``t`` the median thunk's warm-up time: a sub-millisecond
+  shape gets hundreds of rounds, where a few would be noise. Each round runs the
+  thunks in a fresh order (seeded): PyTorch's OpenMP threads keep spinning after
+  a call, and in a fixed order the contender after torch paid for it (7-12 % at a
+  vmapped Elman and LSTM block of 2 x (32, 40, 2, 32), 300 rounds).
+  """
+  warm = []
   for fn in fns.values():
     jax.block_until_ready(fn())
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    warm.append(time.perf_counter() - start)
+  rounds = max(reps, min(max_rounds, math.ceil(min_seconds / max(float(np.median(warm)), 1e-6))))
   samples = {name: [] for name in fns}
-  for _ in range(reps):
-    for name, fn in fns.items():
+  names, order = list(fns), np.random.default_rng(0)
+  for _ in range(rounds):
+    for i in order.permutation(len(names)):
+      name, fn = names[i], fns[names[i]]
       start = time.perf_counter()
       jax.block_until_ready(fn())
       samples[name].append(time.perf_counter() - start)
+  return samples
+
+
+def timed(
+  fns: dict[str, Callable[[], Any]], reps: int, min_seconds: float = 0.0
+) -> dict[str, float]:
+  """Median seconds of each thunk, run interleaved after one warm-up call each."""
+  samples = timed_rounds(fns, reps, min_seconds)
   return {name: float(np.median(s)) for name, s in samples.items()}
+
+
+def ratio_spread(peer: list[float], own: list[float]) -> tuple[float, float]:
+  """Quartiles of the per-round ratio ``peer / own`` (interleaved rounds share the machine)."""
+  ratios = np.asarray(peer) / np.asarray(own)
+  return float(np.quantile(ratios, 0.25)), float(np.quantile(ratios, 0.75))
 
 
 def compiled(fn, *args) -> tuple[Any, float, int]:
@@ -180,13 +225,16 @@ def torch_step(cell_name, xs, hidden):
   return forward, forward_backward
 
 
-def speed_suite(shapes, cells, reps, use_torch) -> list[dict]:
+def speed_suite(shapes, cells, reps, use_torch, min_seconds=0.0) -> list[dict]:
   return [
-    row for shape in shapes for cell in cells for row in time_shape(cell, shape, reps, use_torch)
+    row
+    for shape in shapes
+    for cell in cells
+    for row in time_shape(cell, shape, reps, use_torch, min_seconds)
   ]
 
 
-def time_shape(cell_name, shape, reps, use_torch) -> list[dict]:
+def time_shape(cell_name, shape, reps, use_torch, min_seconds=0.0) -> list[dict]:
   """All contenders on one cell and shape, interleaved; one row per contender and pass."""
   B, T, I, H = shape
   key = jax.random.key(0)
@@ -195,7 +243,7 @@ def time_shape(cell_name, shape, reps, use_torch) -> list[dict]:
   for impl in ("scan", "fused", "recompute"):
     params, forward = rnnlab_fns(cell_name, impl, xs, key, H)
     contenders[f"rnnlab-{impl}"] = (forward, params)
-  auto = "rnnlab-" + scan_lib.auto_impl(CELLS[cell_name](H), params, B)
+  auto = "rnnlab-" + scan_lib.auto_impl(CELLS[cell_name](H), params, B, T)
   flax_params, flax_apply = flax_fns(cell_name, xs, key, H)
   contenders["flax"] = (flax_apply, flax_params)
   fns, info = {}, {}
@@ -214,13 +262,16 @@ def time_shape(cell_name, shape, reps, use_torch) -> list[dict]:
   w = jax.random.normal(key, (I + H, GATES[cell_name] * H), jnp.float32)
   fns[("roofline", "fwd+bwd")] = partial(matmul, a, w)
   fns[("roofline", "fwd")] = partial(matmul, a[: B * T], w)
-  times = timed(fns, reps)
+  samples = timed_rounds(fns, reps, min_seconds)
+  times = {k: float(np.median(s)) for k, s in samples.items()}
   rows = []
   for (name, pass_name), seconds in times.items():
     if name == "roofline":
       continue
     pass_flops = flops(cell_name, B, T, I, H) * (3 if pass_name == "fwd+bwd" else 1)
     torch_time = times.get(("torch", pass_name))
+    own = samples[(name, pass_name)]
+    torch_samples = samples.get(("torch", pass_name))
     compile_s, peak = info.get((name, pass_name), (None, None))
     rows.append(
       dict(
@@ -238,6 +289,9 @@ def time_shape(cell_name, shape, reps, use_torch) -> list[dict]:
         roofline_share=times[("roofline", pass_name)] / seconds,
         vs_flax=times[("flax", pass_name)] / seconds,
         vs_torch=None if torch_time is None else torch_time / seconds,
+        vs_flax_q=ratio_spread(samples[("flax", pass_name)], own),
+        vs_torch_q=None if torch_samples is None else ratio_spread(torch_samples, own),
+        rounds=len(own),
         compile_s=compile_s,
         peak_mib=None if peak is None else peak / 2**20,
       )
@@ -261,7 +315,7 @@ def _stack(copies, leaf):
   return jnp.stack([leaf] * copies)
 
 
-def vmap_suite(blocks, cells, reps, use_torch) -> list[dict]:
+def vmap_suite(blocks, cells, reps, use_torch, min_seconds=0.0) -> list[dict]:
   """``M`` members vmapped, one contender per path, interleaved; one row per contender."""
   rows = []
   for M, (B, T, I, H) in blocks:
@@ -277,7 +331,7 @@ def vmap_suite(blocks, cells, reps, use_torch) -> list[dict]:
         fns[f"rnnlab-{impl}"] = partial(grad, params, xs)
       one = jax.eval_shape(partial(_init, cell, key, input_size=I))
       with scan_lib.vmapped(M):
-        auto = "rnnlab-" + scan_lib.auto_impl(cell, one, B)
+        auto = "rnnlab-" + scan_lib.auto_impl(cell, one, B, T)
       flax_params, flax_apply = flax_fns(cell_name, xs[0], key, H)
       flax_params = jax.tree.map(partial(_stack, M), flax_params)
       flax_grad = jax.jit(jax.vmap(jax.grad(partial(_apply_loss, flax_apply))))
@@ -285,7 +339,8 @@ def vmap_suite(blocks, cells, reps, use_torch) -> list[dict]:
       torch_fns = torch_step(cell_name, xs.reshape(M * B, T, I), H) if use_torch else None
       if torch_fns is not None:
         fns["torch"] = torch_fns[1]
-      times = timed(fns, reps)
+      samples = timed_rounds(fns, reps, min_seconds)
+      times = {k: float(np.median(s)) for k, s in samples.items()}
       for name, seconds in times.items():
         torch_time = times.get("torch")
         rows.append(
@@ -301,58 +356,132 @@ def vmap_suite(blocks, cells, reps, use_torch) -> list[dict]:
             ms=seconds * 1e3,
             vs_flax=times["flax"] / seconds,
             vs_torch=None if torch_time is None else torch_time / seconds,
+            vs_flax_q=ratio_spread(samples["flax"], samples[name]),
+            rounds=len(samples[name]),
           )
         )
   return rows
 
 
-def fit_auto_rule(rows: list[dict]) -> dict[str, dict]:
-  """The fused-path rule of :data:`rnnlab.scan.FUSED_RULES` that fits ``rows`` best, per cell.
+PATHS = ("fused", "recompute", "scan")
+FUSED_B_OPTIONS = (0, 16, 24, 32, 48, 64, 128, 10**9)
+FUSED_H_OPTIONS = (16, 32, 64, 96, 128, 192, 256, 384, 512, None)
+# Recompute thresholds in T * B * H (the size of one residual stack the scan would store).
+RECOMPUTE_UNIT_OPTIONS = tuple(
+  100 * u for u in (512, 1024, 2048, 3072, 4096, 6144, 8192, 12288, 16384, 32768)
+)
+RECOMPUTE_H_OPTIONS = (64, 128, 256, 512, None)
 
-  Rule family: fused when ``B <= b_max`` (any H) or ``h_lo <= H <= h_hi`` (any B).
-  Chosen by the least summed ``log(t_chosen / t_faster)`` over the forward+backward
-  rows of the speed suite (ties: the simpler rule, found first); ``regret`` is
-  that sum's geometric mean as a share (0.02: 2 % slower than always choosing the
-  faster path), next to the current rule's. (Where the fused path is not taken,
-  :data:`rnnlab.scan.RECOMPUTE_RULES` then chooses between the scan and
-  ``"recompute"``; the speed suite's rows carry both, and that rule is read off them.)
+
+def _fused_rules(additive: bool) -> list:
+  if not additive:
+    return [None]
+  rules = [(b, None) for b in FUSED_B_OPTIONS]
+  rules += [
+    (b, (lo, hi))
+    for b in FUSED_B_OPTIONS
+    for lo in FUSED_H_OPTIONS[:-1]
+    for hi in FUSED_H_OPTIONS
+    if hi is None or hi >= lo
+  ]
+  return rules
+
+
+def _recompute_rules() -> list:
+  return [None] + [(u, h) for u in RECOMPUTE_UNIT_OPTIONS for h in RECOMPUTE_H_OPTIONS]
+
+
+def _regret(points, logs, fused_rule, recompute_rule) -> float:
+  """Summed ``log(t_chosen / t_fastest)`` of the rules' choices over ``points``."""
+  picked = [
+    PATHS.index(scan_lib.rule_choice(fused_rule, recompute_rule, b, h, t)) for b, h, t, _ in points
+  ]
+  return float(logs[np.arange(len(points)), picked].sum())
+
+
+def _complexity(rule) -> int:
+  """How many bounds a fused ``(b_max, (h_lo, h_hi))`` or recompute ``(min_units, h_max)`` rule sets."""
+  if rule is None:
+    return 0
+  first, second = rule
+  if isinstance(second, tuple):  # fused, with an H range
+    return int(first > 0) + 1 + int(second[1] is not None)
+  return int(first > 0) + int(second is not None)
+
+
+def fit_auto_rule(
+  rows: list[dict], tolerance: float = 0.0025, backend: str = "cpu"
+) -> dict[str, dict]:
+  """The rules of :data:`rnnlab.scan.FUSED_RULES` and ``RECOMPUTE_RULES`` that fit ``rows`` best.
+
+  Per cell, jointly over the three paths: the fused rule (fused when ``B <= b_max``
+  at any H or ``h_lo <= H <= h_hi`` at any B) and, where it does not apply, the
+  recompute rule (``T * B * H >= min_units`` and ``H <= h_max``; else the scan), as
+  :func:`rnnlab.scan.rule_choice` applies them. Chosen by the least summed
+  ``log(t_chosen / t_fastest)`` over the speed suite's forward+backward rows that
+  have all three paths, or rather the simplest pair of rules (fewest bounds) within
+  ``tolerance`` of that least sum per shape (0.0025: a quarter of a per cent); ``regret`` is that
+  sum's geometric mean as a share (0.02: 2 % slower than always taking the
+  fastest path), next to that of ``backend``'s rules in force (none: the scan).
   """
-  by_shape: dict[tuple, dict[str, float]] = {}
+  times: dict[tuple, dict[str, float]] = {}
   for r in rows:
-    if r["pass_"] == "fwd+bwd" and r["impl"] in ("rnnlab-scan", "rnnlab-fused"):
-      by_shape.setdefault((r["cell"], r["B"], r["H"], r["T"], r["I"]), {})[r["impl"]] = r["ms"]
-  b_options = (0, 16, 24, 32, 48, 64, 128, 10**9)
-  h_options = (16, 32, 64, 96, 128, 192, 256, 384, 512, None)
-  current = scan_lib.FUSED_RULES.get("cpu", {})
+    if r["pass_"] == "fwd+bwd" and r["impl"] in tuple(f"rnnlab-{p}" for p in PATHS):
+      key = (r["cell"], r["B"], r["T"], r["I"], r["H"])
+      times.setdefault(key, {})[r["impl"].removeprefix("rnnlab-")] = r["ms"]
   fits = {}
-  for cell in sorted({k[0] for k in by_shape}):
-    points = [(k[1], k[2], v) for k, v in by_shape.items() if k[0] == cell and len(v) == 2]
-
-    def regret(rule, points=points):
-      b_max, h_range = rule
-      total = 0.0
-      for batch, hidden, v in points:
-        in_range = h_range is not None and h_range[0] <= hidden <= (h_range[1] or hidden)
-        fused = batch <= b_max or in_range
-        chosen = v["rnnlab-fused"] if fused else v["rnnlab-scan"]
-        total += math.log(chosen / min(v.values()))
-      return total
-
-    rules = [(b, None) for b in b_options] + [
-      (b, (lo, hi))
-      for b in b_options
-      for lo in h_options[:-1]
-      for hi in h_options
-      if hi is None or hi >= lo
+  for cell in sorted({k[0] for k in times}):
+    points = [
+      (k[1], k[4], k[2], v) for k, v in times.items() if k[0] == cell and len(v) == len(PATHS)
     ]
-    best = min(rules, key=regret)
-    n = max(len(points), 1)
+    if not points:
+      continue
+    additive = CELLS[cell](8).parts.additive
+    # log(t_path / t_fastest) per point and path; a rule picks one path per point.
+    logs = np.array([[math.log(v[p] / min(v.values())) for p in PATHS] for *_, v in points])
+
+    fused_options, recompute_options = _fused_rules(additive), _recompute_rules()
+    # Each rule reduces to a mask over the points: search the distinct masks, each
+    # with its simplest rule.
+    fused_masks: dict[tuple, Any] = {}
+    for rule in sorted(fused_options, key=_complexity):
+      mask = tuple(scan_lib.rule_choice(rule, None, b, h, t) == "fused" for b, h, t, _ in points)
+      fused_masks.setdefault(mask, rule)
+    recompute_masks: dict[tuple, Any] = {}
+    for rule in sorted(recompute_options, key=_complexity):
+      mask = tuple(
+        scan_lib.rule_choice(None, rule, b, h, t) == "recompute" for b, h, t, _ in points
+      )
+      recompute_masks.setdefault(mask, rule)
+    f = np.array(list(fused_masks), bool)[:, None, :]
+    r = np.array(list(recompute_masks), bool)[None, :, :]
+    cost = np.where(f, logs[:, 0], np.where(r, logs[:, 1], logs[:, 2])).sum(-1)
+    fused_rules, recompute_rules = list(fused_masks.values()), list(recompute_masks.values())
+    # The simplest pair within `tolerance` (mean log-ratio) of the least regret: a
+    # rule that bends around one noisy shape is not a finding.
+    near = np.argwhere(cost <= cost.min() + tolerance * len(points))
+    i, j = min(
+      near,
+      key=lambda ij: (
+        _complexity(fused_rules[ij[0]]) + _complexity(recompute_rules[ij[1]]),
+        cost[tuple(ij)],
+      ),
+    )
+    best = (fused_rules[i], recompute_rules[j])
+    n = len(points)
+    in_force = scan_lib.FUSED_RULES.get(backend)  # None: this backend scans until measured
+    current = (
+      in_force.get(cell, in_force["elman"]) if additive and in_force else None,
+      scan_lib.RECOMPUTE_RULES.get(backend, {}).get(cell),
+    )
     fits[cell] = dict(
-      rule=best,
-      regret=math.expm1(regret(best) / n),
-      current=current.get(cell),
-      current_regret=None if cell not in current else math.expm1(regret(current[cell]) / n),
-      points=len(points),
+      fused=best[0],
+      recompute=best[1],
+      regret=math.expm1(_regret(points, logs, *best) / n),
+      current_fused=current[0],
+      current_recompute=current[1],
+      current_regret=math.expm1(_regret(points, logs, *current) / n),
+      points=n,
     )
   return fits
 
@@ -432,7 +561,7 @@ def diagnostics_suite(shapes, cells, reps) -> list[dict]:
           T=T,
           I=I,
           H=H,
-          impl=scan_lib.auto_impl(cell, params, B),
+          impl=scan_lib.auto_impl(cell, params, B, T),
           grad_ms=times["grad"] * 1e3,
           state_grads_ms=times["state_grads"] * 1e3,
           ratio=times["state_grads"] / times["grad"],
@@ -467,6 +596,83 @@ def diagnostics_cost_suite(T, H, cells, reps) -> list[dict]:
       dict(kind="cost", cell=cell_name, T=T, H=H, diagnostic=k, ms=v * 1e3)
       for k, v in times.items()
     ]
+  return rows
+
+
+ONEDNN_GRID = ((64, 100, 8, 128), (16, 100, 8, 128), (128, 100, 8, 64), (32, 1000, 4, 32))
+
+
+def _matmul_chains(B, T, H):
+  """The floor of a scan's forward, in jax and in torch: T steps of ``tanh((h @ W)[:, :H])``, W (H, 4H)."""
+  import torch
+
+  key = jax.random.key(0)
+  w = jax.random.normal(key, (H, 4 * H), jnp.float32) / math.sqrt(H)
+  h0 = jax.random.normal(key, (B, H), jnp.float32)
+
+  @jax.jit
+  def chain(w, h):
+    step = lambda h, _: (jnp.tanh((h @ w)[:, :H]), None)  # noqa: E731
+    return jax.lax.scan(step, h, None, length=T)[0]
+
+  w_t, h_t = torch.tensor(np.asarray(w)), torch.tensor(np.asarray(h0))
+
+  def torch_chain():
+    h = h_t
+    with torch.no_grad():
+      for _ in range(T):
+        h = torch.tanh((h @ w_t)[:, :H])
+    return h
+
+  return partial(chain, w, h0), torch_chain
+
+
+def onednn_suite(shapes, reps, min_seconds=0.0) -> list[dict]:
+  """LSTM forward and forward+backward: rnnlab's paths, torch with and without oneDNN, the matmul chain."""
+  import torch
+
+  torch.set_num_threads(os.cpu_count() or 1)
+  rows = []
+  for B, T, I, H in shapes:
+    key = jax.random.key(0)
+    xs = jax.random.normal(key, (B, T, I), jnp.float32)
+    fns = {}
+    for impl in ("scan", "fused", "recompute"):
+      params, forward = rnnlab_fns("lstm", impl, xs, key, H)
+      grad = jax.jit(jax.grad(lambda p, x, f=forward: loss_of(f(p, x))))
+      fns[(f"rnnlab-{impl}", "fwd")] = partial(jax.jit(forward), params, xs)
+      fns[(f"rnnlab-{impl}", "fwd+bwd")] = partial(grad, params, xs)
+    forward, forward_backward = torch_step("lstm", xs, H)
+
+    def without_onednn(fn):
+      def run():
+        with torch.backends.mkldnn.flags(enabled=False):
+          return fn()
+
+      return run
+
+    fns[("torch", "fwd")], fns[("torch", "fwd+bwd")] = forward, forward_backward
+    fns[("torch-no-onednn", "fwd")] = without_onednn(forward)
+    fns[("torch-no-onednn", "fwd+bwd")] = without_onednn(forward_backward)
+    fns[("matmul-chain-jax", "fwd")], fns[("matmul-chain-torch", "fwd")] = _matmul_chains(B, T, H)
+    times = timed(fns, reps, min_seconds)
+    auto = "rnnlab-" + scan_lib.auto_impl(CELLS["lstm"](H), params, B, T)
+    for (name, pass_name), seconds in times.items():
+      whole = times.get((name, "fwd+bwd"))
+      rows.append(
+        dict(
+          B=B,
+          T=T,
+          I=I,
+          H=H,
+          impl=name,
+          auto=name == auto,
+          pass_=pass_name,
+          ms=seconds * 1e3,
+          bwd_ms=None if pass_name != "fwd" or whole is None else (whole - seconds) * 1e3,
+          gflops_recurrent=2.0 * B * T * H * 4 * H / seconds / 1e9,
+        )
+      )
   return rows
 
 
@@ -592,6 +798,34 @@ def _fmt(value, spec=".2f") -> str:
   return "-" if value is None else format(value, spec)
 
 
+def auto_summary(rows: list[dict]) -> list[str]:
+  """Per cell, ``impl="auto"``'s forward+backward against each peer over the shapes of ``rows``.
+
+  Worst and geometric-mean ratio (peer time / auto time), the shapes at or above
+  1.0, and the shapes where the upper quartile of the per-round ratios reaches
+  1.0 (behind by less than the run's own spread).
+  """
+  lines = [
+    "`impl='auto'` (the `*` rows), forward+backward, peer time / auto time:",
+    "",
+    "| cell | peer | shapes | worst | geometric mean | >= 1.0 | within the rounds' spread of 1.0 |",
+    "|---|---|---|---|---|---|---|",
+  ]
+  for cell in dict.fromkeys(r["cell"] for r in rows):
+    auto = [r for r in rows if r["cell"] == cell and r["auto"] and r["pass_"] == "fwd+bwd"]
+    for peer in ("flax", "torch"):
+      pairs = [(r[f"vs_{peer}"], r.get(f"vs_{peer}_q")) for r in auto if r[f"vs_{peer}"]]
+      if not pairs:
+        continue
+      ratios = np.array([p[0] for p in pairs])
+      within = sum(1 for ratio, q in pairs if ratio >= 1 or (q is not None and q[1] >= 1))
+      lines.append(
+        f"| {cell} | {peer} | {len(ratios)} | {ratios.min():.2f} "
+        f"| {math.exp(np.log(ratios).mean()):.2f} | {int((ratios >= 1).sum())} | {within} |"
+      )
+  return lines
+
+
 def markdown(results: dict) -> str:
   env = results["environment"]
   lines = [
@@ -615,19 +849,23 @@ def markdown(results: dict) -> str:
       )
     lines.append("")
   if results.get("speed"):
+    fits = fit_auto_rule(results["speed"], backend=env["backend"])
     lines += [
-      "The auto rule fitted to these rows (`fit_auto_rule`; fused when B <= b_max or "
-      "h_lo <= H <= h_hi) against `rnnlab.scan.FUSED_RULES['cpu']`:",
+      "The rules fitted to these rows (`fit_auto_rule`, the three paths jointly; fused when "
+      "B <= b_max or h_lo <= H <= h_hi, else recompute when T * B * H >= min_units and H <= h_max, "
+      "else the scan) against `rnnlab.scan`'s CPU rules in force; regret: the geometric-mean "
+      "excess over always taking the fastest path:",
       "",
-      "| cell | shapes | fitted rule | its regret | current rule | its regret |",
+      "| cell | shapes | fitted fused / recompute rule | its regret | rules in force | their regret |",
       "|---|---|---|---|---|---|",
     ]
-    for cell, fit in fit_auto_rule(results["speed"]).items():
+    for cell, fit in fits.items():
       lines.append(
-        f"| {cell} | {fit['points']} | {fit['rule']} | {fit['regret']:.1%} | {fit['current']} "
-        f"| {_fmt(fit['current_regret'], '.1%')} |"
+        f"| {cell} | {fit['points']} | {fit['fused']} / {fit['recompute']} | {fit['regret']:.1%} "
+        f"| {fit['current_fused']} / {fit['current_recompute']} "
+        f"| {fit['current_regret']:.1%} |"
       )
-    lines.append("")
+    lines += ["", *auto_summary(results["speed"]), ""]
   if results.get("vmap"):
     lines += [
       "| vmapped block: cell | members M x (B, T, I, H) | contender | ms | vs flax | vs torch (M*B batch) |",
@@ -684,6 +922,31 @@ def markdown(results: dict) -> str:
         f"| {r['loop'] / best:.2f} |"
       )
     lines.append("")
+  if results.get("onednn"):
+    lines += [
+      "| LSTM B, T, I, H | contender | fwd ms | fwd+bwd ms | bwd ms (difference) | recurrent matmul GFLOP/s in fwd |",
+      "|---|---|---|---|---|---|",
+    ]
+    for r in results["onednn"]:
+      if r["pass_"] != "fwd":
+        continue
+      whole = next(
+        (
+          x["ms"]
+          for x in results["onednn"]
+          if x["impl"] == r["impl"]
+          and x["pass_"] == "fwd+bwd"
+          and x["B"] == r["B"]
+          and x["H"] == r["H"]
+          and x["T"] == r["T"]
+        ),
+        None,
+      )
+      lines.append(
+        f"| {r['B']}, {r['T']}, {r['I']}, {r['H']} | {r['impl']}{' *' if r['auto'] else ''} "
+        f"| {r['ms']:.2f} | {_fmt(whole)} | {_fmt(r['bwd_ms'])} | {r['gflops_recurrent']:.0f} |"
+      )
+    lines.append("")
   if results.get("runner"):
     lines += [
       "| experiment runner (LSTM H=32, T=40, 10 members) | CPU devices | s per 100 updates | launch s | speed-up |",
@@ -718,19 +981,22 @@ def main(argv):
   unknown = sorted(set(_SUITES.value) - set(SUITES))
   if unknown:
     raise app.UsageError(f"--suites: unknown {unknown}; expected a subset of {SUITES}")
+  if "onednn" in _SUITES.value and importlib.util.find_spec("torch") is None:
+    raise app.UsageError("--suites=onednn needs torch: pip install torch==2.13.0")
   bad_cells = sorted(set(_CELLS.value) - set(CELLS))
   if bad_cells:
     raise app.UsageError(f"--cells: unknown {bad_cells}; expected a subset of {tuple(CELLS)}")
   quick = _QUICK.value
   reps = 2 if quick else _REPS.value
+  min_seconds = 0.0 if quick else _MIN_SECONDS.value
   shapes = explicit_shapes or (QUICK_GRID if quick else GRID)
   results: dict[str, Any] = {"environment": environment()}
   suites = _SUITES.value
   if "speed" in suites:
-    results["speed"] = speed_suite(shapes, _CELLS.value, reps, _TORCH.value)
+    results["speed"] = speed_suite(shapes, _CELLS.value, reps, _TORCH.value, min_seconds)
   if "vmap" in suites:
     blocks = ((2, (4, 20, 3, 8)),) if quick else VMAP_GRID
-    results["vmap"] = vmap_suite(blocks, _CELLS.value, reps, _TORCH.value)
+    results["vmap"] = vmap_suite(blocks, _CELLS.value, reps, _TORCH.value, min_seconds)
   if "remat" in suites:
     lengths = (64,) if quick else (1000, 3000, 10000)
     results["remat"] = remat_suite(lengths, 8 if quick else 128, 4 if quick else 32, reps)
@@ -749,6 +1015,10 @@ def main(argv):
     devices = _DEVICES.value
     results["sweep"] = sweep_suite(
       4 if quick else _SEEDS.value, reps, [int(d) for d in devices], shape
+    )
+  if "onednn" in suites:
+    results["onednn"] = onednn_suite(
+      QUICK_GRID if quick else explicit_shapes or ONEDNN_GRID, reps, min_seconds
     )
   if "runner" in suites:
     counts = sorted({1, *(int(d) for d in _DEVICES.value)})

@@ -113,41 +113,41 @@ IMPLS = ("auto", "fused", "scan", "recompute")
 
 # Where ``impl="auto"`` takes the fused path, per backend and cell kind: ``(b_max, (h_lo,
 # h_hi))`` means fused when ``B <= b_max`` at any H, or when ``h_lo <= H <= h_hi`` (``None``:
-# unbounded) at any B. Fitted to the grid of ``python -m experiments.benchmark`` (B 16-128,
-# T 100-1000, I 1-64, H 16-512; :func:`experiments.benchmark.fit_auto_rule` minimises the
-# summed log-ratio of the chosen path's time to the faster path's): quiet 2-core x86
-# (AVX-512), jax 0.10.2, 2026-11-26, ``benchmarks/cpu-2026-11-26.md``. Within 2.4 % (LSTM),
-# 0.3 % (Elman) and 2.8 % (GRU: the scan, the fused path's gains there were sporadic) of
-# always taking the faster path, geometric mean over the grid. Cells of one's own with
-# additive parts follow the Elman rule; other backends keep the scan until measured.
-# Under ``jax.vmap`` over members (:func:`vmapped`; the runner's blocks) XLA batches the
-# fused path's per-step matmuls, and the plain scan was as fast or faster in 22 of 24
-# shapes of the benchmark's ``vmap`` suite (2 and 8 members of B=32, T 40-100, H 32-64):
-# "cpu/vmapped" takes the scan.
+# unbounded) at any B. With :data:`RECOMPUTE_RULES`, fitted jointly by
+# :func:`experiments.benchmark.fit_auto_rule` to the dense grid of ``python -m
+# experiments.benchmark`` (B 16-128, T 100-1000, I 1-64, H 16-512, 26 shapes per cell; the
+# simplest rules within a quarter of a per cent of the least summed log-ratio of the chosen
+# path's time to the fastest path's): quiet 2-core x86 (AVX-512), jax 0.10.2, 2026-11-26,
+# ``benchmarks/cpu-2026-11-26-final.md``. Within 0.7 % (Elman), 2.1 % (LSTM) and 0.9 %
+# (GRU) of always taking the fastest of the three paths, geometric mean over the grid.
+# Cells of one's own with additive parts follow the Elman rule; other backends keep the
+# scan until measured. Under ``jax.vmap`` over members (:func:`vmapped`; the runner's
+# blocks) XLA batches the fused path's per-step matmuls, and the plain scan was as fast or
+# faster in 22 of 24 shapes of the benchmark's ``vmap`` suite (2 and 8 members of B=32, T
+# 40-100, H 32-64): "cpu/vmapped" takes the scan.
 FUSED_RULES: dict[str, dict[str, tuple[int, tuple[int, int | None] | None]]] = {
   "cpu": {
-    "elman": (32, (96, 256)),
-    "lstm": (32, (384, None)),
+    "elman": (32, None),
+    "lstm": (16, (384, None)),
     "gru": (0, None),
   },
   "cpu/vmapped": {"elman": (0, None), "lstm": (0, None), "gru": (0, None)},
 }
 # Where ``impl="auto"`` takes ``"recompute"`` instead of the scan (when the fused rule above
-# did not pick ``"fused"``): ``(min_units, h_max)`` means recompute when ``B * H >=
-# min_units`` and ``H <= h_max`` (``None``: unbounded). Storing a gated cell's dozen
-# ``(T, B, H)`` residual stacks costs more than recomputing its gates once the state is
-# large: measured interleaved against the scan, the fused path and flax, 35 shapes (B 16-128,
-# H 32-512, T 100-500), quiet 2-core x86, jax 0.10.2, 2026-11-26 (BUILD.md, Benchmarks).
-# LSTM, B > 64, H 64-256: 1.07-1.7x the scan's speed; GRU, B * H >= 6144, H <= 256:
-# 1.01-1.7x. The Elman cell (one stack) and vmapped blocks keep the scan. Refitted with the
-# gate blocks (:func:`_gate_blocks`) over that grid and the dense one re-run with them
-# (``benchmarks/cpu-2026-11-26-gateblocks.md``, 66 shapes): the LSTM fused at B <= 32 (was
-# 64) or H >= 384, else recompute at B * H >= 2048, else the scan; 3.5 % from always taking
-# the fastest of the three paths (5.4 % for the rule before).
+# did not pick ``"fused"``): ``(min_units, h_max)`` means recompute when ``T * B * H >=
+# min_units`` and ``H <= h_max`` (``None``: unbounded). A gated cell's scan stores about a
+# dozen ``(T, B, H)`` residual stacks, and past a few MiB writing and reading them back
+# costs more than recomputing the gates: the threshold is in the stacks' size, ``T * B *
+# H``, not ``B * H`` (LSTM B=32, H=32: the scan is as fast at T=100, recompute 1.9x faster
+# at T=1000). Fitted with the fused rule above (same grid and method); with a threshold in
+# ``B * H`` instead, the best rules were 3.6 % (LSTM) and 3.8 % (GRU) from the fastest path.
+# The Elman cell too at H <= 128 once the stack is twice as large (off the grid: 1.5x
+# flax's speed at B=96, T=250, H=80). Vmapped blocks keep the scan.
 RECOMPUTE_RULES: dict[str, dict[str, tuple[int, int | None]]] = {
-  "cpu": {"lstm": (2048, None), "gru": (6144, 256)},
+  "cpu": {"elman": (1_228_800, 128), "lstm": (614_400, None), "gru": (614_400, 256)},
 }
 TYPICAL_BATCH = 32  # the batch the rule assumes when the caller does not say
+TYPICAL_STEPS = 100  # and the sequence length
 _VMAPPED = contextvars.ContextVar("rnnlab_scan_vmapped", default=0)
 
 
@@ -168,22 +168,28 @@ def vmapped(members: int) -> Iterator[None]:
     _VMAPPED.reset(token)
 
 
-def auto_impl(cell: Cell, params: PyTree, batch_size: int | None = None) -> str:
+def auto_impl(
+  cell: Cell, params: PyTree, batch_size: int | None = None, num_steps: int | None = None
+) -> str:
   """The path ``impl="auto"`` takes for ``cell``: ``"scan"``, ``"fused"`` or ``"recompute"``.
 
   Chosen by measurement, per backend (:data:`FUSED_RULES`, :data:`RECOMPUTE_RULES`):
-  on the CPU the fused path (:mod:`rnnlab.fused`) wins for the Elman cell at small
-  batches and at ``96 <= H <= 256``, for the LSTM at ``B <= 32`` and at ``H >= 384``,
-  and not reliably for the GRU; where it does not, the LSTM recomputes its gates
-  in the reverse pass (``"recompute"``) at ``B * H >= 2048``, and so does the GRU
-  at ``B * H >= 6144`` and ``H <= 256``; inside :func:`vmapped` blocks of several members, the scan.
-  Cells without additive :class:`~rnnlab.cells.CellParts` always scan.
+  on the CPU the fused path (:mod:`rnnlab.fused`) wins for the Elman cell at
+  ``B <= 32``, for the LSTM at ``B <= 16`` and at ``H >= 384``, and not reliably
+  for the GRU; where it does not, the LSTM recomputes its gates in the reverse
+  pass (``"recompute"``) once ``T * B * H >= 614400`` (B * H >= 6144 at T=100),
+  and so does the GRU at ``H <= 256`` and the Elman cell at twice that size and
+  ``H <= 128``; inside :func:`vmapped` blocks of several
+  members, the scan. Cells without additive :class:`~rnnlab.cells.CellParts`
+  never take the fused path.
 
   Args:
     cell: the cell.
     params: its parameters (only the recurrent matrix's shape is read).
     batch_size: the number of sequences per step, ``prod(batch_shape)`` (under
       ``jax.vmap``, one member's); ``None``: :data:`TYPICAL_BATCH`.
+    num_steps: the steps one unrolled segment stores (T, or ``remat_chunk``);
+      ``None``: :data:`TYPICAL_STEPS`.
   """
   backend = jax.default_backend()
   key = f"{backend}/vmapped" if _VMAPPED.get() > 1 else backend
@@ -191,19 +197,38 @@ def auto_impl(cell: Cell, params: PyTree, batch_size: int | None = None) -> str:
   if cell.parts is None or rules is None:
     return "scan"
   w, _ = cell.parts.recurrent(params)
-  hidden, batch = w.shape[0], TYPICAL_BATCH if batch_size is None else batch_size
-  if cell.parts.additive:
-    b_max, h_range = rules.get(cell.name, rules["elman"])
+  batch = TYPICAL_BATCH if batch_size is None else batch_size
+  steps = TYPICAL_STEPS if num_steps is None else num_steps
+  fused_rule = rules.get(cell.name, rules["elman"]) if cell.parts.additive else None
+  recompute_rule = RECOMPUTE_RULES.get(key, {}).get(cell.name)
+  return rule_choice(fused_rule, recompute_rule, batch, w.shape[0], steps)
+
+
+def rule_choice(
+  fused_rule: tuple[int, tuple[int, int | None] | None] | None,
+  recompute_rule: tuple[int, int | None] | None,
+  batch: int,
+  hidden: int,
+  num_steps: int = TYPICAL_STEPS,
+) -> str:
+  """The path one cell's rules choose: ``"fused"``, ``"recompute"`` or ``"scan"``.
+
+  ``fused_rule``: ``(b_max, (h_lo, h_hi))`` of :data:`FUSED_RULES`, or ``None``
+  (never fused); ``recompute_rule``: ``(min_units, h_max)`` of
+  :data:`RECOMPUTE_RULES` (units: ``num_steps * batch * hidden``), or ``None``.
+  The fused rule is asked first.
+  """
+  if fused_rule is not None:
+    b_max, h_range = fused_rule
     if batch <= b_max:
       return "fused"
     if h_range is not None:
       h_lo, h_hi = h_range
       if hidden >= h_lo and (h_hi is None or hidden <= h_hi):
         return "fused"
-  recompute = RECOMPUTE_RULES.get(key, {}).get(cell.name)
-  if recompute is not None:
-    min_units, h_max = recompute
-    if batch * hidden >= min_units and (h_max is None or hidden <= h_max):
+  if recompute_rule is not None:
+    min_units, h_max = recompute_rule
+    if num_steps * batch * hidden >= min_units and (h_max is None or hidden <= h_max):
       return "recompute"
   return "scan"
 
@@ -454,7 +479,9 @@ def unroll(
     # The cell's work on its params alone, once here rather than once per step in the loop.
     params = cell.prepare(params)
   if impl == "auto":
-    impl = auto_impl(cell, params, math.prod(batch_shape))
+    # A remat chunk stores one chunk's residuals at a time: the rule sees its length.
+    steps = num_steps if remat_chunk is None else min(remat_chunk, num_steps)
+    impl = auto_impl(cell, params, math.prod(batch_shape), steps)
   if impl == "fused":
     segment = partial(_fused_segment, cell, params, reverse=reverse, unroll=unroll)
   else:
@@ -477,9 +504,11 @@ __all__ = [
   "IMPLS",
   "RECOMPUTE_RULES",
   "TYPICAL_BATCH",
+  "TYPICAL_STEPS",
   "auto_impl",
   "check_carry",
   "check_lengths",
+  "rule_choice",
   "unroll",
   "vmapped",
 ]

@@ -206,18 +206,19 @@ def test_errors_name_the_bad_value(kwargs, message):
 @pytest.mark.parametrize(
   "make, hidden, batch, cpu_choice",
   [
-    (rnnlab.lstm, 64, 32, "fused"),  # small batch: the fused reverse loop wins
-    (rnnlab.lstm, 64, 64, "recompute"),
-    (rnnlab.lstm, 16, 64, "scan"),  # B * H = 1024, under 2048: the scan
-    (rnnlab.lstm, 64, 128, "recompute"),  # large batch: recomputing the gates beats storing
+    (rnnlab.lstm, 64, 16, "fused"),  # small batch: the fused reverse loop wins
+    (rnnlab.lstm, 64, 32, "scan"),  # T * B * H = 204800 at T=100: under 614400
+    (rnnlab.lstm, 16, 64, "scan"),
+    (rnnlab.lstm, 64, 128, "recompute"),  # large B x H: recomputing the gates beats storing
     (rnnlab.lstm, 256, 128, "recompute"),
     (rnnlab.lstm, 512, 128, "fused"),  # wide: the post-loop weight gradient wins
     (rnnlab.elman, 64, 16, "fused"),
-    (rnnlab.elman, 64, 128, "scan"),
-    (rnnlab.elman, 128, 128, "fused"),
-    (rnnlab.elman, 512, 64, "scan"),
+    (rnnlab.elman, 64, 32, "fused"),
+    (rnnlab.elman, 128, 64, "scan"),
+    (rnnlab.elman, 512, 128, "scan"),
+    (rnnlab.elman, 64, 256, "recompute"),  # T * B * H = 1638400 at T=100, H <= 128
     (rnnlab.gru, 16, 16, "scan"),
-    (rnnlab.gru, 64, 64, "scan"),  # B * H = 4096: below the recompute threshold
+    (rnnlab.gru, 64, 64, "scan"),  # 409600: below the recompute threshold
     (rnnlab.gru, 64, 128, "recompute"),
     (rnnlab.gru, 256, 32, "recompute"),
     (rnnlab.gru, 512, 128, "scan"),  # H > 256
@@ -254,8 +255,31 @@ def test_vmapped_blocks_take_the_scan_and_the_hint_ends_with_its_scope():
 def test_auto_without_a_batch_assumes_the_typical_one():
   cell = rnnlab.lstm(64)
   params = jax.eval_shape(lambda: cell.init(jax.random.key(0), 4))
-  typical = rnnlab.scan.TYPICAL_BATCH
-  assert rnnlab.scan.auto_impl(cell, params) == rnnlab.scan.auto_impl(cell, params, typical)
+  typical = rnnlab.scan.TYPICAL_BATCH, rnnlab.scan.TYPICAL_STEPS
+  assert rnnlab.scan.auto_impl(cell, params) == rnnlab.scan.auto_impl(cell, params, *typical)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU rule")
+def test_unroll_auto_weighs_the_steps_one_segment_stores():
+  # The recompute threshold is in T * B * H: B=32, H=32 recomputes at T=1000, not at T=100,
+  # nor at T=1000 in remat chunks of 100 steps. Recompute puts a checkpoint inside the scan.
+  cell = rnnlab.lstm(32)
+  params = cell.init(jax.random.key(0), 2)
+  remat = ("checkpoint", "remat2")  # jax.checkpoint's primitive, by jax version
+
+  def recomputes(steps, **kwargs):
+    xs = jnp.zeros((32, steps, 2))
+    jaxpr = jax.make_jaxpr(lambda xs: rnnlab.unroll(cell, params, xs, **kwargs)[0])(xs)
+    scans = [e for e in jaxpr.eqns if e.primitive.name == "scan"]
+    inner = scans[0].params["jaxpr"]
+    if kwargs:  # remat chunks: a scan of chunks, each a checkpointed scan of steps
+      inner = next(e for e in inner.eqns if e.primitive.name in remat).params["jaxpr"]
+      inner = next(e for e in inner.eqns if e.primitive.name == "scan").params["jaxpr"]
+    return any(e.primitive.name in remat for e in inner.eqns)
+
+  assert recomputes(1000)
+  assert not recomputes(100)
+  assert not recomputes(1000, remat_chunk=100)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU rule")
@@ -299,7 +323,9 @@ def test_benchmark_quick_mode_writes_its_tables(tmp_path):
   for impl in ("rnnlab-scan", "rnnlab-fused", "flax"):
     assert {(impl, "fwd"), (impl, "fwd+bwd")} <= contenders
   for row in results["speed"]:
-    assert row["ms"] > 0 and row["gflops"] > 0
+    assert row["ms"] > 0 and row["gflops"] > 0 and row["rounds"] >= 2
+    low, high = row["vs_flax_q"]  # quartiles of the per-round ratios to flax
+    assert 0 < low <= high
     assert row["compile_s"] is None if row["impl"] == "torch" else row["compile_s"] > 0
   assert {r["remat_chunk"] for r in results["remat"]} >= {None}
   state_rows = [r for r in results["diagnostics"] if r["kind"] == "state_grads"]
@@ -315,9 +341,30 @@ def test_benchmark_quick_mode_writes_its_tables(tmp_path):
   # B=4: the Elman rule takes the fused path, marked *; the fit's table follows the speed rows.
   assert "| elman | 4, 20, 3, 8 | fwd+bwd | rnnlab-fused * |" in text
   assert "| elman | 4, 20, 3, 8 | fwd+bwd | rnnlab-scan |" in text
-  assert "| elman | 1 | (" in text and "| (32, (96, 256)) |" in text
+  in_force = rnnlab.scan.FUSED_RULES["cpu"]["elman"], rnnlab.scan.RECOMPUTE_RULES["cpu"]["elman"]
+  assert "| elman | 1 | " in text and "| {} / {} |".format(*in_force) in text  # fit, rules in force
+  assert "peer time / auto time" in text and "| elman | flax | 1 |" in text
   assert "remat_chunk" in text and "compile s" in text
   assert "value_and_state_grads ms" in text and "lyapunov_spectrum" in text
+
+
+@pytest.mark.slow
+def test_benchmark_onednn_suite_takes_the_lstm_apart(tmp_path):
+  pytest.importorskip("torch")
+  out = tmp_path / "onednn.json"
+  command = [sys.executable, "-m", "experiments.benchmark", "--quick", "--suites=onednn"]
+  root = Path(__file__).resolve().parents[1]
+  done = subprocess.run(
+    [*command, f"--out={out}"], cwd=root, capture_output=True, text=True, timeout=300
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  rows = {(r["impl"], r["pass_"]): r for r in json.loads(out.read_text())["onednn"]}
+  for impl in ("rnnlab-scan", "rnnlab-fused", "rnnlab-recompute", "torch", "torch-no-onednn"):
+    forward, whole = rows[(impl, "fwd")], rows[(impl, "fwd+bwd")]
+    assert forward["bwd_ms"] == pytest.approx(whole["ms"] - forward["ms"])
+  assert {("matmul-chain-jax", "fwd"), ("matmul-chain-torch", "fwd")} <= set(rows)
+  assert sum(r["auto"] for r in rows.values()) == 2  # one rnnlab path, both passes
+  assert "| 4, 20, 3, 8 | torch-no-onednn |" in done.stdout
 
 
 def test_benchmark_rejects_bad_flags():
@@ -355,3 +402,48 @@ def test_the_scan_takes_gate_fused_weights_as_gate_blocks_on_the_cpu():
   p = elman.init(jax.random.key(0), 4)
   if jax.default_backend() == "cpu":
     assert [len(b) for b in rnnlab.scan._gate_blocks(elman, p)[0].values()] == [1, 1, 1]
+
+
+def _synthetic_rows(cell, fastest):
+  """Speed-suite rows for ``cell`` over a B x H grid where ``fastest(B, H)`` is 1 ms, the rest 2 ms."""
+  rows = []
+  for batch in (16, 32, 64, 128):
+    for hidden in (16, 64, 128, 256, 512):
+      for path in ("fused", "recompute", "scan"):
+        ms = 1.0 if fastest(batch, hidden) == path else 2.0
+        rows.append(
+          dict(
+            cell=cell, B=batch, T=100, I=8, H=hidden, impl=f"rnnlab-{path}", pass_="fwd+bwd", ms=ms
+          )
+        )
+      rows.append(
+        dict(cell=cell, B=batch, T=100, I=8, H=hidden, impl="flax", pass_="fwd+bwd", ms=1)
+      )
+  return rows
+
+
+def test_the_rule_fitter_recovers_the_rules_the_timings_follow():
+  from experiments import benchmark
+
+  def lstm_truth(batch, hidden):
+    return (
+      "fused" if batch <= 16 or hidden >= 512 else "recompute" if batch * hidden >= 4096 else "scan"
+    )
+
+  def gru_truth(batch, hidden):  # never fused: the GRU's parts are not additive
+    return "recompute" if batch * hidden >= 8192 and hidden <= 256 else "scan"
+
+  rows = _synthetic_rows("lstm", lstm_truth) + _synthetic_rows("gru", gru_truth)
+  fits = benchmark.fit_auto_rule(rows)
+  assert set(fits) == {"lstm", "gru"}
+  for cell, truth in (("lstm", lstm_truth), ("gru", gru_truth)):
+    fit = fits[cell]
+    assert fit["points"] == 20 and fit["regret"] == 0.0
+    for batch in (16, 32, 64, 128):
+      for hidden in (16, 64, 128, 256, 512):
+        chosen = rnnlab.scan.rule_choice(fit["fused"], fit["recompute"], batch, hidden)
+        assert chosen == truth(batch, hidden), (cell, batch, hidden)
+  assert fits["gru"]["fused"] is None
+  # A rule that picks the 2 ms path at some shapes shows as regret: the rules in force
+  # were fitted to other timings.
+  assert fits["lstm"]["current_regret"] > 0.0
