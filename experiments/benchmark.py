@@ -7,7 +7,8 @@ Suites (``--suites``, comma-separated):
   three paths (``scan``, ``fused``, ``recompute``), ``flax.linen.RNN`` with the matching cell
   (``SimpleCell`` / ``OptimizedLSTMCell`` / ``GRUCell``) and, when torch is
   installed, ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` on the CPU. All contenders of
-  one shape run interleaved (A B C A B C ...) in this process, so their ratios
+  one shape run interleaved (A B C, C A B, ...: each round in a fresh seeded
+  order) in this process, for at least ``--min_seconds`` each, so their ratios
   share the machine's state. Also: sequences/s, achieved GFLOP/s, the share of
   the roofline (one large matmul of the same FLOPs timed in the same run),
   compile time and XLA's peak memory estimate (``compiled.memory_analysis()``).
@@ -101,7 +102,7 @@ _REPS = flags.DEFINE_integer("reps", 7, "Timed repetitions per contender (median
 _MIN_SECONDS = flags.DEFINE_float(
   "min_seconds",
   0.5,
-  "speed and vmap suites: time each contender for at least this long (more rounds than "
+  "speed, vmap and onednn suites: time each contender for at least this long (more rounds than "
   "--reps at small shapes, up to 500).",
   lower_bound=0.0,
 )
@@ -119,7 +120,7 @@ _SWEEP_WORKER = flags.DEFINE_integer("sweep_worker", 0, "Internal: run one sweep
 def timed_rounds(
   fns: dict[str, Callable[[], Any]], reps: int, min_seconds: float = 0.0, max_rounds: int = 500
 ) -> dict[str, list[float]]:
-  """Seconds of each thunk per round, the thunks run interleaved (A B C A B C ...).
+  """Seconds of each thunk per round, the thunks run interleaved (A B C, C A B, ...).
 
   One warm-up call each, then ``max(reps, min_seconds / t)`` rounds (at most
   ``max_rounds``), ``t`` the median thunk's warm-up time: a sub-millisecond
