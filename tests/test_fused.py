@@ -113,6 +113,34 @@ def test_recompute_equals_plain_scan(name, option):
   assert_trees_close(again, plain, tol=2e-5)
 
 
+@pytest.mark.parametrize("option", ["plain", "lengths_reverse", "remat_reverse_probes"])
+@pytest.mark.parametrize("name", list(CELLS))
+def test_one_input_feature_scans_with_its_inputs_loaded_ahead(name, option):
+  # At I = 1 the scan loads each step's input one step ahead (rnnlab.scan._prefetches): the
+  # same function, checked against the fused path's custom VJP, gradients included.
+  cell = CELLS[name]
+  params = randomize(cell.init(jax.random.key(0), 1), 1)
+  xs = randomize(jnp.zeros((B, T, 1)), 2, scale=1.0)
+  carry = randomize(cell.initial_carry(params, (B,)), 3)
+  probes = jax.tree.map(lambda c: jnp.zeros((B, T, *c.shape[1:]), c.dtype), carry)
+  options = OPTIONS[option]
+  plain = outputs_and_grads(cell, "scan", options)(params, xs, carry, probes)
+  fast = outputs_and_grads(cell, "fused", options)(params, xs, carry, probes)
+  assert_trees_close(plain, fast, tol=2e-5)
+
+  def step_inputs(xs):  # what the scan iterates over: the inputs, or the step indices
+    params = cell.init(jax.random.key(0), xs.shape[-1])
+    jaxpr = jax.make_jaxpr(lambda xs: rnnlab.unroll(cell, params, xs, impl="scan")[0])(xs)
+    scan = next(e for e in jaxpr.eqns if e.primitive.name == "scan")
+    return [
+      v.aval.dtype for v in scan.invars[scan.params["num_consts"] + scan.params["num_carry"] :]
+    ]
+
+  if jax.default_backend() == "cpu":
+    assert step_inputs(xs) == [jnp.int32]
+  assert step_inputs(jnp.zeros((B, T, 2))) == [jnp.float32]
+
+
 def peak_bytes(cell, xs, **unroll_options) -> int:
   """XLA's temporary memory for the gradient of ``mean(ys**2)`` through ``unroll``."""
   params = cell.init(jax.random.key(0), xs.shape[-1])
