@@ -235,18 +235,17 @@ def speed_suite(shapes, cells, reps, use_torch, min_seconds=0.0) -> list[dict]:
   ]
 
 
-def time_shape(cell_name, shape, reps, use_torch, min_seconds=0.0) -> list[dict]:
-  """All contenders on one cell and shape, interleaved; one row per contender and pass."""
-  B, T, I, H = shape
-  key = jax.random.key(0)
-  xs = jax.random.normal(key, (B, T, I), jnp.float32)
+def rnnlab_contenders(cell_name, xs, key, hidden) -> dict[str, tuple[Callable, Any]]:
+  """``{"rnnlab-<impl>": (forward, params)}`` for the three unroll paths."""
   contenders = {}
   for impl in ("scan", "fused", "recompute"):
-    params, forward = rnnlab_fns(cell_name, impl, xs, key, H)
+    params, forward = rnnlab_fns(cell_name, impl, xs, key, hidden)
     contenders[f"rnnlab-{impl}"] = (forward, params)
-  auto = "rnnlab-" + scan_lib.auto_impl(CELLS[cell_name](H), params, B, T)
-  flax_params, flax_apply = flax_fns(cell_name, xs, key, H)
-  contenders["flax"] = (flax_apply, flax_params)
+  return contenders
+
+
+def compiled_passes(contenders, xs) -> tuple[dict, dict]:
+  """Each contender's forward and forward+backward compiled: ``(thunks, (compile s, peak))``."""
   fns, info = {}, {}
   for name, (forward, params) in contenders.items():
     grad = jax.grad(lambda p, x, f=forward: loss_of(f(p, x)))
@@ -254,6 +253,20 @@ def time_shape(cell_name, shape, reps, use_torch, min_seconds=0.0) -> list[dict]
       executable, compile_s, peak = compiled(fn, params, xs)
       fns[(name, pass_name)] = partial(executable, params, xs)
       info[(name, pass_name)] = (compile_s, peak)
+  return fns, info
+
+
+def time_shape(cell_name, shape, reps, use_torch, min_seconds=0.0) -> list[dict]:
+  """All contenders on one cell and shape, interleaved; one row per contender and pass."""
+  B, T, I, H = shape
+  key = jax.random.key(0)
+  xs = jax.random.normal(key, (B, T, I), jnp.float32)
+  contenders = rnnlab_contenders(cell_name, xs, key, H)
+  params = contenders["rnnlab-scan"][1]
+  auto = "rnnlab-" + scan_lib.auto_impl(CELLS[cell_name](H), params, B, T)
+  flax_params, flax_apply = flax_fns(cell_name, xs, key, H)
+  contenders["flax"] = (flax_apply, flax_params)
+  fns, info = compiled_passes(contenders, xs)
   torch_fns = torch_step(cell_name, xs, H) if use_torch else None
   if torch_fns is not None:
     fns[("torch", "fwd")], fns[("torch", "fwd+bwd")] = torch_fns
@@ -478,7 +491,7 @@ def fit_auto_rule(
     fits[cell] = dict(
       fused=best[0],
       recompute=best[1],
-      regret=math.expm1(_regret(points, logs, *best) / n),
+      regret=math.expm1(float(cost[i, j]) / n),
       current_fused=current[0],
       current_recompute=current[1],
       current_regret=math.expm1(_regret(points, logs, *current) / n),
@@ -628,6 +641,17 @@ def _matmul_chains(B, T, H):
   return partial(chain, w, h0), torch_chain
 
 
+def _without_onednn(fn):
+  """``fn`` run with PyTorch's oneDNN kernels off (ATen's own LSTM)."""
+  import torch
+
+  def run():
+    with torch.backends.mkldnn.flags(enabled=False):
+      return fn()
+
+  return run
+
+
 def onednn_suite(shapes, reps, min_seconds=0.0) -> list[dict]:
   """LSTM forward and forward+backward: rnnlab's paths, torch with and without oneDNN, the matmul chain."""
   import torch
@@ -637,24 +661,13 @@ def onednn_suite(shapes, reps, min_seconds=0.0) -> list[dict]:
   for B, T, I, H in shapes:
     key = jax.random.key(0)
     xs = jax.random.normal(key, (B, T, I), jnp.float32)
-    fns = {}
-    for impl in ("scan", "fused", "recompute"):
-      params, forward = rnnlab_fns("lstm", impl, xs, key, H)
-      grad = jax.jit(jax.grad(lambda p, x, f=forward: loss_of(f(p, x))))
-      fns[(f"rnnlab-{impl}", "fwd")] = partial(jax.jit(forward), params, xs)
-      fns[(f"rnnlab-{impl}", "fwd+bwd")] = partial(grad, params, xs)
+    contenders = rnnlab_contenders("lstm", xs, key, H)
+    params = contenders["rnnlab-scan"][1]
+    fns, _ = compiled_passes(contenders, xs)
     forward, forward_backward = torch_step("lstm", xs, H)
-
-    def without_onednn(fn):
-      def run():
-        with torch.backends.mkldnn.flags(enabled=False):
-          return fn()
-
-      return run
-
     fns[("torch", "fwd")], fns[("torch", "fwd+bwd")] = forward, forward_backward
-    fns[("torch-no-onednn", "fwd")] = without_onednn(forward)
-    fns[("torch-no-onednn", "fwd+bwd")] = without_onednn(forward_backward)
+    fns[("torch-no-onednn", "fwd")] = _without_onednn(forward)
+    fns[("torch-no-onednn", "fwd+bwd")] = _without_onednn(forward_backward)
     fns[("matmul-chain-jax", "fwd")], fns[("matmul-chain-torch", "fwd")] = _matmul_chains(B, T, H)
     times = timed(fns, reps, min_seconds)
     auto = "rnnlab-" + scan_lib.auto_impl(CELLS["lstm"](H), params, B, T)
@@ -854,7 +867,7 @@ def markdown(results: dict) -> str:
     lines += [
       "The rules fitted to these rows (`fit_auto_rule`, the three paths jointly; fused when "
       "B <= b_max or h_lo <= H <= h_hi, else recompute when T * B * H >= min_units and H <= h_max, "
-      "else the scan) against `rnnlab.scan`'s CPU rules in force; regret: the geometric-mean "
+      "else the scan) against `rnnlab.scan`'s rules in force on this backend; regret: the geometric-mean "
       "excess over always taking the fastest path:",
       "",
       "| cell | shapes | fitted fused / recompute rule | its regret | rules in force | their regret |",
@@ -931,18 +944,7 @@ def markdown(results: dict) -> str:
     for r in results["onednn"]:
       if r["pass_"] != "fwd":
         continue
-      whole = next(
-        (
-          x["ms"]
-          for x in results["onednn"]
-          if x["impl"] == r["impl"]
-          and x["pass_"] == "fwd+bwd"
-          and x["B"] == r["B"]
-          and x["H"] == r["H"]
-          and x["T"] == r["T"]
-        ),
-        None,
-      )
+      whole = None if r["bwd_ms"] is None else r["ms"] + r["bwd_ms"]
       lines.append(
         f"| {r['B']}, {r['T']}, {r['I']}, {r['H']} | {r['impl']}{' *' if r['auto'] else ''} "
         f"| {r['ms']:.2f} | {_fmt(whole)} | {_fmt(r['bwd_ms'])} | {r['gflops_recurrent']:.0f} |"

@@ -272,8 +272,7 @@ def _gate_blocks(cell: Cell, params: PyTree) -> tuple[PyTree, Callable[[PyTree],
   """
   if (
     cell.parts is None
-    or jax.default_backend() != "cpu"
-    or _VMAPPED.get() > 1
+    or not _cpu_outside_vmapped()
     or not (isinstance(params, tuple) and hasattr(params, "_fields"))
   ):
     return params, lambda p: p
@@ -346,7 +345,12 @@ def _prefetches(xs) -> bool:
   only at I = 1, on the CPU, outside :func:`vmapped` blocks (the runner's numbers
   stay as they were).
   """
-  return xs.shape[-1] == 1 and jax.default_backend() == "cpu" and _VMAPPED.get() <= 1
+  return xs.shape[-1] == 1 and _cpu_outside_vmapped()
+
+
+def _cpu_outside_vmapped() -> bool:
+  """Where the CPU-only loop rewrites apply: the CPU, not inside a :func:`vmapped` block."""
+  return jax.default_backend() == "cpu" and _VMAPPED.get() <= 1
 
 
 def _fused_segment(cell, params, carry, xs, probes, valid, *, reverse, unroll):
